@@ -1,0 +1,433 @@
+//! Configuration: `line.toml` and the interception rule files, parsed and
+//! validated before anything starts. Every error names the field at fault.
+
+use crate::core::{InterceptionRule, Lane, LaneMap, LineSettings, PerChannel, Policy, RuleSet, SiteSecret};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{field}: {problem}")]
+    Invalid { field: &'static str, problem: String },
+    #[error("{path}: {source}")]
+    Rule { path: PathBuf, source: crate::core::policy::RuleError },
+}
+
+fn invalid(field: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { field, problem: problem.into() }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineConfig {
+    pub site: Site,
+    pub lanes: LaneMap,
+    pub geometry: Geometry,
+    pub timing: Timing,
+    pub sampling: Sampling,
+    pub limits: Limits,
+    pub data: Data,
+    pub rules: Rules,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    pub site_id: String,
+    pub line_id: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Geometry {
+    pub belt_speed_mm_s: i64,
+    pub gate_mm: i64,
+    pub xray_mm: i64,
+    pub review_cutoff_mm: i64,
+    /// The PLC takes a destination until the parcel is this far before the first diverter.
+    pub latch_margin_mm: i64,
+    pub end_mm: i64,
+    pub diverters: Vec<Diverter>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Diverter {
+    pub lane: Lane,
+    pub position_mm: i64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timing {
+    pub scan_timeout_ms: u64,
+    pub scan_match_window_ms: u64,
+    pub confirm_grace_ms: u64,
+    /// Worst case from a decision to its destination being in the PLC.
+    pub plc_write_budget_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sampling {
+    pub sample_rate: PerChannel<f64>,
+    pub xray_review_ratio: PerChannel<f64>,
+    pub secret: SecretSource,
+}
+
+/// Where the site secret for keyed sampling comes from. Never the file itself.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum SecretSource {
+    /// A file holding 32 hex characters; relative paths are under the data directory.
+    File { file: PathBuf },
+    /// An environment variable holding 32 hex characters.
+    Env { env: String },
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub max_in_flight: usize,
+    pub max_pending_scans: usize,
+    pub max_parcel_length_mm: u32,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Data {
+    pub dir: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rules {
+    /// Folder of `*.toml` rule files; relative paths are under the config file's folder.
+    pub dir: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    #[serde(default)]
+    rule: Vec<InterceptionRule>,
+}
+
+/// A validated configuration with its rules loaded.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    pub line: LineConfig,
+    pub rules: Arc<RuleSet>,
+    pub rules_dir: PathBuf,
+}
+
+impl LineConfig {
+    pub fn parse(text: &str, path: &Path) -> Result<LineConfig, ConfigError> {
+        let cfg: LineConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Reads `line.toml` and the rule files it names.
+    pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
+        let line = LineConfig::parse(&text, path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let rules_dir = base.join(&line.rules.dir);
+        let rules = Arc::new(load_rules(&rules_dir)?);
+        Ok(Loaded { line, rules, rules_dir })
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (field, id) in [("site.site_id", &self.site.site_id), ("site.line_id", &self.site.line_id)] {
+            // They become MQTT topic levels and file names.
+            if id.is_empty()
+                || id.len() > 32
+                || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(invalid(field, format!("{id:?} must be 1 to 32 of A-Z a-z 0-9 - _")));
+            }
+        }
+        let l = &self.lanes;
+        if l.release == l.inspection || l.release == l.hold || l.inspection == l.hold {
+            return Err(invalid("lanes", "release, inspection and hold need three different lane ids"));
+        }
+        let g = &self.geometry;
+        if !(1..=5000).contains(&g.belt_speed_mm_s) {
+            return Err(invalid("geometry.belt_speed_mm_s", format!("must be 1 to 5000, got {}", g.belt_speed_mm_s)));
+        }
+        for (field, v) in [
+            ("geometry.gate_mm", g.gate_mm),
+            ("geometry.xray_mm", g.xray_mm),
+            ("geometry.review_cutoff_mm", g.review_cutoff_mm),
+            ("geometry.latch_margin_mm", g.latch_margin_mm),
+            ("geometry.end_mm", g.end_mm),
+        ] {
+            if !(0..=1_000_000).contains(&v) {
+                return Err(invalid(field, format!("must be 0 to 1000000 mm, got {v}")));
+            }
+        }
+        if g.xray_mm <= g.gate_mm {
+            return Err(invalid("geometry.xray_mm", "the X-ray must come after the reading gate"));
+        }
+        if g.review_cutoff_mm <= g.xray_mm {
+            return Err(invalid("geometry.review_cutoff_mm", "the review cut-off must come after the X-ray"));
+        }
+        for lane in [Lane::Release, Lane::Inspection] {
+            match g.diverters.iter().filter(|d| d.lane == lane).count() {
+                1 => {}
+                n => return Err(invalid("geometry.diverters", format!("need exactly one {lane} diverter, found {n}"))),
+            }
+        }
+        if let Some(d) = g.diverters.iter().find(|d| d.lane == Lane::Hold) {
+            // A missed divert must end in hold, so hold is the end of the line, not a diverter.
+            return Err(invalid(
+                "geometry.diverters",
+                format!("the hold lane is the end of the line, not a diverter (at {} mm)", d.position_mm),
+            ));
+        }
+        if g.diverters.windows(2).any(|w| w[0].position_mm >= w[1].position_mm) {
+            return Err(invalid("geometry.diverters", "list diverters in belt order, strictly increasing position_mm"));
+        }
+        let first = g.diverters.iter().map(|d| d.position_mm).min().unwrap_or(0);
+        let last = g.diverters.iter().map(|d| d.position_mm).max().unwrap_or(0);
+        if g.end_mm <= last {
+            return Err(invalid("geometry.end_mm", "the end of the line must come after the last diverter"));
+        }
+        let latch_mm = first - g.latch_margin_mm;
+        let budget_mm = (self.timing.plc_write_budget_ms as i64).saturating_mul(g.belt_speed_mm_s) / 1000;
+        if g.review_cutoff_mm + budget_mm > latch_mm {
+            return Err(invalid(
+                "geometry.review_cutoff_mm",
+                format!(
+                    "a decision at the cut-off ({} mm) plus the PLC write budget ({} mm of belt) must reach the PLC before its latch point ({} mm)",
+                    g.review_cutoff_mm, budget_mm, latch_mm
+                ),
+            ));
+        }
+        let t = &self.timing;
+        if t.scan_timeout_ms == 0 || t.scan_timeout_ms >= self.settings_unchecked().gate_to_cutoff_ms {
+            return Err(invalid("timing.scan_timeout_ms", "must be above 0 and end before the review cut-off"));
+        }
+        if t.scan_match_window_ms == 0 {
+            return Err(invalid("timing.scan_match_window_ms", "must be above 0"));
+        }
+        let s = &self.sampling;
+        for (field, v) in [
+            ("sampling.sample_rate.green", s.sample_rate.green),
+            ("sampling.sample_rate.red", s.sample_rate.red),
+            ("sampling.xray_review_ratio.green", s.xray_review_ratio.green),
+            ("sampling.xray_review_ratio.red", s.xray_review_ratio.red),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(invalid(field, format!("must be between 0 and 1, got {v}")));
+            }
+        }
+        let lim = &self.limits;
+        if lim.max_in_flight == 0 || lim.max_pending_scans == 0 || lim.max_parcel_length_mm == 0 {
+            return Err(invalid("limits", "every limit must be above 0"));
+        }
+        Ok(())
+    }
+
+    fn settings_unchecked(&self) -> LineSettings {
+        let g = &self.geometry;
+        let ms = |from: i64, to: i64| ((to - from).max(0) as u64 * 1000) / g.belt_speed_mm_s.max(1) as u64;
+        LineSettings {
+            lanes: self.lanes,
+            gate_to_cutoff_ms: ms(g.gate_mm, g.review_cutoff_mm),
+            gate_to_end_ms: ms(g.gate_mm, g.end_mm),
+            scan_timeout_ms: self.timing.scan_timeout_ms,
+            scan_match_window_ms: self.timing.scan_match_window_ms,
+            confirm_grace_ms: self.timing.confirm_grace_ms,
+            max_in_flight: self.limits.max_in_flight,
+            max_pending_scans: self.limits.max_pending_scans,
+        }
+    }
+
+    /// The core's timing, derived from geometry and belt speed.
+    pub fn settings(&self) -> LineSettings {
+        self.settings_unchecked()
+    }
+
+    pub fn policy(&self, secret: SiteSecret, rules: Arc<RuleSet>) -> Policy {
+        Policy {
+            secret,
+            sample_rate: self.sampling.sample_rate,
+            xray_review_ratio: self.sampling.xray_review_ratio,
+            rules,
+            targets: Vec::new(),
+            max_parcel_length_mm: self.limits.max_parcel_length_mm,
+        }
+    }
+}
+
+impl SecretSource {
+    pub fn resolve(&self, data_dir: &Path) -> Result<SiteSecret, ConfigError> {
+        let bad = |what: String| invalid("sampling.secret", what);
+        match self {
+            SecretSource::File { file } => {
+                let path = data_dir.join(file);
+                let text =
+                    std::fs::read_to_string(&path).map_err(|source| ConfigError::Io { path: path.clone(), source })?;
+                SiteSecret::from_hex(&text).map_err(|e| bad(format!("{}: {e}", path.display())))
+            }
+            SecretSource::Env { env } => {
+                let text = std::env::var(env).map_err(|_| bad(format!("environment variable {env} is not set")))?;
+                SiteSecret::from_hex(&text).map_err(|e| bad(format!("{env}: {e}")))
+            }
+        }
+    }
+}
+
+/// Loads every `*.toml` in `dir`, in name order, into one validated set.
+pub fn load_rules(dir: &Path) -> Result<RuleSet, ConfigError> {
+    let io = |source| ConfigError::Io { path: dir.into(), source };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    let mut all = Vec::new();
+    for path in &files {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.clone(), source })?;
+        let file: RuleFile =
+            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.clone(), message: e.to_string() })?;
+        for rule in file.rule {
+            all.push(rule.validated().map_err(|source| ConfigError::Rule { path: path.clone(), source })?);
+        }
+    }
+    RuleSet::new(all).map_err(|source| ConfigError::Rule { path: dir.into(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHIPPED: &str = include_str!("../firmware-config/line.toml");
+
+    fn with(edit: impl FnOnce(&mut toml::Table)) -> Result<LineConfig, ConfigError> {
+        let mut t: toml::Table = toml::from_str(SHIPPED).unwrap();
+        edit(&mut t);
+        LineConfig::parse(&toml::to_string(&t).unwrap(), Path::new("line.toml"))
+    }
+
+    fn field(r: Result<LineConfig, ConfigError>) -> &'static str {
+        match r {
+            Err(ConfigError::Invalid { field, .. }) => field,
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    fn table<'a>(t: &'a mut toml::Table, key: &str) -> &'a mut toml::Table {
+        t.get_mut(key).and_then(|v| v.as_table_mut()).unwrap()
+    }
+
+    #[test]
+    fn shipped_config_and_rules_load() {
+        let loaded =
+            LineConfig::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-config/line.toml")).unwrap();
+        assert!(!loaded.rules.is_empty());
+        let s = loaded.line.settings();
+        assert!(s.gate_to_cutoff_ms > s.scan_timeout_ms);
+        assert!(s.gate_to_end_ms > s.gate_to_cutoff_ms);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(
+            field(with(|t| {
+                table(t, "geometry").insert("belt_speed_mm_s".into(), (-5).into());
+            })),
+            "geometry.belt_speed_mm_s"
+        );
+        assert_eq!(
+            field(with(|t| {
+                table(t, "lanes").insert("hold".into(), 1.into());
+            })),
+            "lanes"
+        );
+        assert_eq!(
+            field(with(|t| {
+                table(t, "geometry").insert("review_cutoff_mm".into(), 17_900.into());
+            })),
+            "geometry.review_cutoff_mm"
+        );
+        assert_eq!(
+            field(with(|t| {
+                table(t, "geometry").insert("xray_mm".into(), 0.into());
+            })),
+            "geometry.xray_mm"
+        );
+        assert_eq!(
+            field(with(|t| {
+                table(t, "geometry").insert("end_mm".into(), 100.into());
+            })),
+            "geometry.end_mm"
+        );
+        assert_eq!(
+            field(with(|t| {
+                table(t, "site").insert("line_id".into(), "a/b".into());
+            })),
+            "site.line_id"
+        );
+        assert_eq!(
+            field(with(|t| {
+                table(table(t, "sampling"), "sample_rate").insert("red".into(), 1.5.into());
+            })),
+            "sampling.sample_rate.red"
+        );
+        assert_eq!(
+            field(with(|t| {
+                table(t, "timing").insert("scan_timeout_ms".into(), 0.into());
+            })),
+            "timing.scan_timeout_ms"
+        );
+        let missing_lane = with(|t| {
+            let d = table(t, "geometry").get_mut("diverters").unwrap().as_array_mut().unwrap();
+            d.retain(|x| x.get("lane").and_then(|l| l.as_str()) != Some("release"));
+        });
+        assert_eq!(field(missing_lane), "geometry.diverters");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let r = with(|t| {
+            table(t, "geometry").insert("belt_sped_mm_s".into(), 5.into());
+        });
+        assert!(
+            matches!(r, Err(ConfigError::Parse { ref message, .. }) if message.contains("belt_sped_mm_s")),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn bad_rule_file_names_file_rule_and_field() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("a.toml"),
+            "[[rule]]\nid = \"X1\"\naction = \"release\"\nreason = \"r\"\nhs_prefixes = [\"01\"]\n",
+        )
+        .unwrap();
+        let e = load_rules(dir.path()).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("a.toml") && text.contains("X1") && text.contains("action"), "{text}");
+    }
+
+    #[test]
+    fn secret_sources() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("s"), "00112233445566778899aabbccddeeff\n").unwrap();
+        assert!(SecretSource::File { file: "s".into() }.resolve(dir.path()).is_ok());
+        assert!(SecretSource::File { file: "missing".into() }.resolve(dir.path()).is_err());
+        let e = SecretSource::Env { env: "SORTLINE_TEST_SURELY_UNSET".into() }.resolve(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("sampling.secret"));
+    }
+}

@@ -1,0 +1,283 @@
+//! The decision engine: a pure function from what is known about a parcel
+//! and the line's policy to a `Decision`.
+
+use super::manifest::{Manifest, ManifestStatus};
+use super::policy::{ManualTarget, RuleSet};
+use super::reason::{Decision, Reason};
+use super::sampling::{Purpose, SiteSecret};
+use super::types::{Channel, Lane, Millis, OfficerId, PerChannel, Verdict};
+use super::waybill::Identity;
+use std::sync::Arc;
+
+/// Everything the line's parameters say about decisions.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub secret: SiteSecret,
+    /// Random inspection rate (抽检比例) per channel.
+    pub sample_rate: PerChannel<f64>,
+    /// Share of parcels that an officer reviews at the X-ray screen (过机比例), per channel.
+    pub xray_review_ratio: PerChannel<f64>,
+    pub rules: Arc<RuleSet>,
+    pub targets: Vec<ManualTarget>,
+    /// Longer than this, the tracking window holds more than one parcel.
+    pub max_parcel_length_mm: u32,
+}
+
+/// What is known about one parcel when it is decided.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Facts<'a> {
+    /// `None` until the scan arrived (or timed out, which is a no-read).
+    pub identity: Option<&'a Identity>,
+    pub length_mm: Option<u32>,
+    pub manifest: Option<&'a Manifest>,
+    pub xray_flags: &'a [Arc<str>],
+    pub verdict: Option<(&'a OfficerId, Verdict)>,
+    pub transfer: Option<&'a OfficerId>,
+    /// The cut-off has passed: waiting for a verdict is over.
+    pub late: bool,
+    pub safe_mode: bool,
+}
+
+impl Policy {
+    /// Decides a parcel. Every failure adds a hold reason; release needs the
+    /// green-channel grounds and no other reason at all.
+    pub fn decide(&self, f: &Facts<'_>, now: Millis) -> Decision {
+        let mut r = Vec::with_capacity(4);
+        if f.safe_mode {
+            r.push(Reason::PlcSafeMode);
+        }
+        if let Some(length_mm) = f.length_mm.filter(|l| *l > self.max_parcel_length_mm) {
+            r.push(Reason::Overlength { length_mm });
+        }
+        match f.identity {
+            None => {}
+            Some(Identity::NoRead) => r.push(Reason::NoRead),
+            Some(Identity::Ambiguous { count }) => r.push(Reason::SeveralWaybills { count: *count }),
+            Some(Identity::BadCheckDigit) => r.push(Reason::BadCheckDigit),
+            Some(Identity::Waybill { waybill }) => match f.manifest.filter(|m| m.waybill == *waybill) {
+                None => r.push(Reason::NoManifest),
+                Some(m) => self.assess(m, now, &mut r),
+            },
+        }
+        r.extend(f.xray_flags.iter().map(|flag| Reason::XrayFlag { flag: flag.clone() }));
+        if let Some(officer) = f.transfer {
+            r.push(Reason::ManualTransfer { officer: officer.clone() });
+        }
+        if let Some((officer, verdict)) = f.verdict {
+            r.push(Reason::OfficerVerdict { officer: officer.clone(), verdict });
+        }
+        // Only a parcel otherwise bound for release waits for the officer:
+        // anything stronger is opened or held anyway.
+        let bound_for_release = r.iter().all(|x| x.lane() == Lane::Release) && r.contains(&Reason::GreenChannel);
+        if bound_for_release && f.verdict.is_none() && self.selected_for_review(f) {
+            r.push(if f.late { Reason::Late } else { Reason::AwaitingReview });
+        }
+        Decision::from_reasons(r)
+    }
+
+    fn assess(&self, m: &Manifest, now: Millis, r: &mut Vec<Reason>) {
+        match m.status {
+            ManifestStatus::Rejected => r.push(Reason::ManifestRejected),
+            ManifestStatus::Accepted => {}
+        }
+        if m.licence_required {
+            r.push(Reason::LicenceRequired);
+        }
+        if m.channel == Channel::Red {
+            r.push(Reason::RedChannel);
+        }
+        if m.platform_targeted {
+            r.push(Reason::PlatformTargeted);
+        }
+        r.extend(
+            self.targets
+                .iter()
+                .filter(|t| t.active(now) && t.matches(m))
+                .map(|t| Reason::ManualTarget { target: t.id.clone() }),
+        );
+        r.extend(
+            self.rules.matching(m).map(|rule| Reason::Interception { rule: rule.id.clone(), action: rule.action }),
+        );
+        if self.secret.selects(Purpose::RandomInspection, &m.waybill, self.sample_rate.get(m.channel)) {
+            r.push(Reason::RandomSample { channel: m.channel });
+        }
+        if m.status == ManifestStatus::Accepted && m.channel == Channel::Green {
+            r.push(Reason::GreenChannel);
+        }
+    }
+
+    fn selected_for_review(&self, f: &Facts<'_>) -> bool {
+        f.manifest.is_some_and(|m| {
+            self.secret.selects(Purpose::XrayReview, &m.waybill, self.xray_review_ratio.get(m.channel))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::policy::tests::manifest;
+    use crate::core::policy::{InterceptionRule, TargetCriterion};
+    use crate::core::waybill::Waybill;
+
+    pub(crate) fn policy() -> Policy {
+        Policy {
+            secret: SiteSecret::from_bytes([3; 16]),
+            sample_rate: PerChannel { green: 0.0, red: 0.0 },
+            xray_review_ratio: PerChannel { green: 0.0, red: 0.0 },
+            rules: Arc::new(RuleSet::default()),
+            targets: vec![],
+            max_parcel_length_mm: 1200,
+        }
+    }
+
+    fn decide<'a>(p: &Policy, m: &'a Manifest, tweak: impl FnOnce(&mut Facts<'a>)) -> Decision {
+        // Leaked so that the facts can borrow it for the closure's lifetime; tests only.
+        let id: &'a Identity = Box::leak(Box::new(Identity::Waybill { waybill: m.waybill }));
+        let mut f = Facts { identity: Some(id), manifest: Some(m), ..Facts::default() };
+        tweak(&mut f);
+        p.decide(&f, Millis(0))
+    }
+
+    fn lane(p: &Policy, m: &Manifest) -> Lane {
+        decide(p, m, |_| {}).lane
+    }
+
+    #[test]
+    fn clean_green_parcel_is_released_with_grounds() {
+        let d = decide(&policy(), &manifest(), |_| {});
+        assert_eq!(d, Decision { lane: Lane::Release, reasons: vec![Reason::GreenChannel] });
+    }
+
+    #[test]
+    fn manifest_reasons() {
+        let p = policy();
+        let mut m = manifest();
+        m.channel = Channel::Red;
+        assert_eq!(lane(&p, &m), Lane::Inspection);
+        let mut m = manifest();
+        m.platform_targeted = true;
+        assert_eq!(lane(&p, &m), Lane::Inspection);
+        let mut m = manifest();
+        m.licence_required = true;
+        assert_eq!(lane(&p, &m), Lane::Hold);
+        let mut m = manifest();
+        m.status = ManifestStatus::Rejected;
+        let d = decide(&p, &m, |_| {});
+        assert_eq!(d.lane, Lane::Hold);
+        assert!(!d.reasons.contains(&Reason::GreenChannel), "a rejected list has no release grounds");
+    }
+
+    #[test]
+    fn identity_failures_hold() {
+        let p = policy();
+        let m = manifest();
+        for id in [Identity::NoRead, Identity::BadCheckDigit, Identity::Ambiguous { count: 2 }] {
+            let d = p.decide(&Facts { identity: Some(&id), manifest: Some(&m), ..Facts::default() }, Millis(0));
+            assert_eq!(d.lane, Lane::Hold, "{id:?}");
+            assert!(d.is_final_hold());
+        }
+        let id = Identity::Waybill { waybill: m.waybill };
+        let d = p.decide(&Facts { identity: Some(&id), ..Facts::default() }, Millis(0));
+        assert_eq!(d.reasons, vec![Reason::NoManifest]);
+        let other = Identity::Waybill { waybill: Waybill::parse("AA473124829GB").unwrap() };
+        let d = p.decide(&Facts { identity: Some(&other), manifest: Some(&m), ..Facts::default() }, Millis(0));
+        assert_eq!(d.reasons, vec![Reason::NoManifest], "a manifest for another waybill is no manifest");
+        assert_eq!(p.decide(&Facts::default(), Millis(0)).lane, Lane::Hold);
+    }
+
+    #[test]
+    fn overlength_and_safe_mode_hold() {
+        let p = policy();
+        let m = manifest();
+        assert!(decide(&p, &m, |f| f.length_mm = Some(1500)).reasons.contains(&Reason::Overlength { length_mm: 1500 }));
+        assert_eq!(lane(&p, &m), Lane::Release);
+        assert_eq!(decide(&p, &m, |f| f.length_mm = Some(1200)).lane, Lane::Release);
+        let d = decide(&p, &m, |f| f.safe_mode = true);
+        assert_eq!(d.lane, Lane::Hold);
+        assert!(d.reasons.contains(&Reason::PlcSafeMode));
+    }
+
+    #[test]
+    fn targets_rules_and_sampling() {
+        let m = manifest();
+        let mut p = policy();
+        p.targets.push(ManualTarget {
+            id: "MT7".into(),
+            criterion: TargetCriterion::Consignee("Jane Doe".into()),
+            author: OfficerId::new("risk-01").unwrap(),
+            reason: "tip".into(),
+            created_at: Millis(0),
+            expires_at: None,
+        });
+        assert!(decide(&p, &m, |_| {}).reasons.contains(&Reason::ManualTarget { target: "MT7".into() }));
+        assert_eq!(lane(&p, &m), Lane::Inspection);
+
+        let mut p = policy();
+        let rule = InterceptionRule {
+            id: "CIQ-1".into(),
+            action: Lane::Hold,
+            reason: "silk needs a permit".into(),
+            hs_prefixes: vec!["6204".into()],
+            keywords: vec![],
+            min_item_value_minor: None,
+            min_total_value_minor: None,
+            min_gross_weight_g: None,
+            countries: vec![],
+            consignors: vec![],
+            consignees: vec![],
+        };
+        p.rules = Arc::new(RuleSet::new(vec![rule]).unwrap());
+        assert_eq!(lane(&p, &m), Lane::Hold);
+
+        let mut p = policy();
+        p.sample_rate.green = 1.0;
+        assert!(decide(&p, &m, |_| {}).reasons.contains(&Reason::RandomSample { channel: Channel::Green }));
+        p.sample_rate = PerChannel { green: 0.0, red: 1.0 };
+        assert_eq!(lane(&p, &m), Lane::Release, "rates are per channel");
+    }
+
+    #[test]
+    fn review_waits_for_verdict_then_late() {
+        let mut p = policy();
+        p.xray_review_ratio.green = 1.0;
+        let m = manifest();
+        let officer = OfficerId::new("officer-01").unwrap();
+        let d = decide(&p, &m, |_| {});
+        assert!(d.awaiting_review() && d.lane == Lane::Hold && !d.is_final_hold());
+        let d = decide(&p, &m, |f| f.late = true);
+        assert_eq!(d.reasons.last(), Some(&Reason::Late));
+        assert!(d.is_final_hold());
+        for (verdict, lane) in
+            [(Verdict::Release, Lane::Release), (Verdict::Inspect, Lane::Inspection), (Verdict::Hold, Lane::Hold)]
+        {
+            assert_eq!(decide(&p, &m, |f| f.verdict = Some((&officer, verdict))).lane, lane);
+        }
+        // A parcel bound for inspection anyway does not wait for a review.
+        let mut red = manifest();
+        red.channel = Channel::Red;
+        p.xray_review_ratio.red = 1.0;
+        assert_eq!(decide(&p, &red, |f| f.late = true).lane, Lane::Inspection);
+    }
+
+    #[test]
+    fn officer_release_cannot_lower_other_reasons() {
+        let p = policy();
+        let mut m = manifest();
+        m.licence_required = true;
+        let officer = OfficerId::new("officer-01").unwrap();
+        assert_eq!(decide(&p, &m, |f| f.verdict = Some((&officer, Verdict::Release))).lane, Lane::Hold);
+        let m = manifest();
+        assert_eq!(decide(&p, &m, |f| f.xray_flags = &[]).lane, Lane::Release);
+        let flags: [Arc<str>; 1] = ["dense object".into()];
+        assert_eq!(
+            decide(&p, &m, |f| {
+                f.xray_flags = &flags;
+                f.verdict = Some((&officer, Verdict::Release));
+            })
+            .lane,
+            Lane::Inspection
+        );
+        assert_eq!(decide(&p, &m, |f| f.transfer = Some(&officer)).lane, Lane::Inspection);
+    }
+}

@@ -1,0 +1,917 @@
+//! The `Line`: every parcel's state, the deadlines, and the decision engine,
+//! behind `handle(input, now)`. No I/O and no clock (see DESIGN.md).
+//!
+//! Life of a parcel: the PLC reports it at the reading gate with the scanner
+//! trigger count; the scan with the same trigger count identifies it; the
+//! engine decides. A hold that nothing can lift goes to the PLC at once;
+//! anything else stays provisional until the review cut-off, so that an
+//! officer's verdict or transfer can still move it, and is sent then. A
+//! destination is sent once. The PLC then confirms the lane the parcel
+//! physically took, or reports it lost.
+
+use super::engine::{Facts, Policy};
+use super::manifest::Manifest;
+use super::policy::{ManualTarget, RuleSet};
+use super::reason::{Decision, Reason};
+use super::types::{Channel, Lane, Millis, OfficerId, TrackingId, TriggerCount, Verdict};
+use super::waybill::{identify, Identity, Waybill};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// The physical lane ids the PLC uses for our three lanes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaneMap {
+    pub release: u16,
+    pub inspection: u16,
+    pub hold: u16,
+}
+
+impl LaneMap {
+    pub fn id(&self, lane: Lane) -> u16 {
+        match lane {
+            Lane::Release => self.release,
+            Lane::Inspection => self.inspection,
+            Lane::Hold => self.hold,
+        }
+    }
+
+    pub fn lane(&self, id: u16) -> Option<Lane> {
+        Lane::ALL.into_iter().find(|l| self.id(*l) == id)
+    }
+}
+
+/// Timing and limits of the line, derived from configuration.
+#[derive(Clone, Debug)]
+pub struct LineSettings {
+    pub lanes: LaneMap,
+    /// Reading gate to review cut-off, at belt speed.
+    pub gate_to_cutoff_ms: u64,
+    /// Reading gate to the end of the line, at belt speed.
+    pub gate_to_end_ms: u64,
+    /// A parcel with no scan this long after its gate event is a no-read.
+    pub scan_timeout_ms: u64,
+    /// How long a scan may wait for its gate event.
+    pub scan_match_window_ms: u64,
+    /// Time past the end of the line before an unconfirmed parcel counts as lost.
+    pub confirm_grace_ms: u64,
+    pub max_in_flight: usize,
+    pub max_pending_scans: usize,
+}
+
+/// Everything that can happen to the line. All of it is recorded, so the
+/// record replays.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "data", rename_all = "snake_case")]
+pub enum Input {
+    /// PLC: a parcel entered the reading gate.
+    Gate {
+        tracking: TrackingId,
+        trigger: TriggerCount,
+        length_mm: Option<u32>,
+    },
+    /// Scanner: the codes read at one trigger (empty: no read).
+    Scan {
+        trigger: TriggerCount,
+        codes: Vec<String>,
+    },
+    /// Platform: a declaration list, new or amended.
+    Manifest(Arc<Manifest>),
+    /// X-ray pre-screen findings for a parcel (empty: clean).
+    XrayScreened {
+        tracking: TrackingId,
+        flags: Vec<Arc<str>>,
+    },
+    /// Officer at the X-ray screen.
+    Verdict {
+        tracking: TrackingId,
+        officer: OfficerId,
+        verdict: Verdict,
+    },
+    /// Officer watching green parcels moves one to review by hand.
+    ManualTransfer {
+        tracking: TrackingId,
+        officer: OfficerId,
+    },
+    /// PLC driver: the destination is in the PLC's destination ring.
+    DestinationWritten {
+        tracking: TrackingId,
+        lane_id: u16,
+    },
+    /// PLC: the photo-eye at a lane mouth saw the parcel.
+    Divert {
+        tracking: TrackingId,
+        lane_id: u16,
+    },
+    /// PLC: the parcel was not where its tracking window said.
+    Lost {
+        tracking: TrackingId,
+    },
+    PlcStatus {
+        safe_mode: bool,
+    },
+    TargetAdd(ManualTarget),
+    TargetRemove {
+        id: Arc<str>,
+        officer: OfficerId,
+    },
+    /// Nothing happened but time passed.
+    Tick,
+}
+
+impl Input {
+    /// The audit kind of this input.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Input::Gate { .. } => "gate",
+            Input::Scan { .. } => "scan",
+            Input::Manifest(_) => "manifest",
+            Input::XrayScreened { .. } => "xray_screened",
+            Input::Verdict { .. } => "verdict",
+            Input::ManualTransfer { .. } => "manual_transfer",
+            Input::DestinationWritten { .. } => "destination_written",
+            Input::Divert { .. } => "divert",
+            Input::Lost { .. } => "lost",
+            Input::PlcStatus { .. } => "plc_status",
+            Input::TargetAdd(_) => "target_add",
+            Input::TargetRemove { .. } => "target_remove",
+            Input::Tick => "tick",
+        }
+    }
+
+    /// The parcel this input is about, if any.
+    pub fn tracking(&self) -> Option<TrackingId> {
+        match self {
+            Input::Gate { tracking, .. }
+            | Input::XrayScreened { tracking, .. }
+            | Input::Verdict { tracking, .. }
+            | Input::ManualTransfer { tracking, .. }
+            | Input::DestinationWritten { tracking, .. }
+            | Input::Divert { tracking, .. }
+            | Input::Lost { tracking } => Some(*tracking),
+            _ => None,
+        }
+    }
+}
+
+/// Why a parcel left the line without a confirmation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LostWhy {
+    /// The PLC reported it lost from its window.
+    Plc,
+    /// No confirmation came by the end of the line plus the grace time.
+    Unconfirmed,
+    /// The PLC gave its tracking id to a new parcel.
+    TrackingReused,
+}
+
+/// One entry for the audit record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "data", rename_all = "snake_case")]
+pub enum Record {
+    /// An input as it arrived (not ticks).
+    Input(Input),
+    ReviewRequested {
+        tracking: TrackingId,
+        waybill: Waybill,
+        deadline: Millis,
+    },
+    /// The final decision, as sent to the PLC.
+    Decision {
+        tracking: TrackingId,
+        waybill: Option<Waybill>,
+        lane: Lane,
+        reasons: Vec<Reason>,
+        manifest_version: Option<u64>,
+    },
+    /// The PLC confirmed a lane other than the one decided.
+    Missort {
+        tracking: TrackingId,
+        decided: Option<Lane>,
+        actual: Option<Lane>,
+        lane_id: u16,
+    },
+    Lost {
+        tracking: TrackingId,
+        waybill: Option<Waybill>,
+        why: LostWhy,
+    },
+    /// An input that could not be applied, and why.
+    Refused {
+        input: &'static str,
+        tracking: Option<TrackingId>,
+        why: String,
+    },
+    /// A scan that no gate event claimed.
+    UnmatchedScan {
+        trigger: TriggerCount,
+        codes: Vec<String>,
+    },
+    /// A parcel's story is complete.
+    Completed {
+        tracking: TrackingId,
+        waybill: Option<Waybill>,
+        decided: Option<Lane>,
+        confirmed: Option<Lane>,
+    },
+}
+
+impl Record {
+    /// The audit kind: inputs under their own name, the rest under the variant's.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Record::Input(i) => i.kind(),
+            Record::ReviewRequested { .. } => "review_requested",
+            Record::Decision { .. } => "decision",
+            Record::Missort { .. } => "missort",
+            Record::Lost { .. } => "parcel_lost",
+            Record::Refused { .. } => "refused",
+            Record::UnmatchedScan { .. } => "unmatched_scan",
+            Record::Completed { .. } => "completed",
+        }
+    }
+
+    pub fn tracking(&self) -> Option<TrackingId> {
+        match self {
+            Record::Input(i) => i.tracking(),
+            Record::ReviewRequested { tracking, .. }
+            | Record::Decision { tracking, .. }
+            | Record::Missort { tracking, .. }
+            | Record::Lost { tracking, .. }
+            | Record::Completed { tracking, .. } => Some(*tracking),
+            Record::Refused { tracking, .. } => *tracking,
+            Record::UnmatchedScan { .. } => None,
+        }
+    }
+
+    pub fn waybill(&self) -> Option<Waybill> {
+        match self {
+            Record::Input(Input::Manifest(m)) => Some(m.waybill),
+            Record::Input(Input::TargetAdd(ManualTarget {
+                criterion: super::policy::TargetCriterion::Waybill(w),
+                ..
+            })) => Some(*w),
+            Record::ReviewRequested { waybill, .. } => Some(*waybill),
+            Record::Decision { waybill, .. } | Record::Lost { waybill, .. } | Record::Completed { waybill, .. } => {
+                *waybill
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What the officer's screen needs to show a parcel.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReviewRequest {
+    pub tracking: TrackingId,
+    pub waybill: Waybill,
+    pub manifest: Arc<Manifest>,
+    /// The verdict must arrive before this.
+    pub deadline: Millis,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Warning,
+    Critical,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alarm {
+    pub code: &'static str,
+    pub severity: Severity,
+    pub tracking: Option<TrackingId>,
+    pub message: String,
+}
+
+/// The final story of one parcel, for monitoring.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ParcelReport {
+    pub tracking: TrackingId,
+    pub waybill: Option<Waybill>,
+    pub channel: Option<Channel>,
+    pub reasons: Vec<Reason>,
+    pub decided: Option<Lane>,
+    pub confirmed: Option<Lane>,
+    pub lost: bool,
+    pub entered_at: Millis,
+    pub decided_at: Option<Millis>,
+    pub done_at: Millis,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    Record(Record),
+    /// Tell the PLC where the parcel goes. Sent once per parcel, after the
+    /// `Record::Decision` that produced it.
+    SetDestination {
+        tracking: TrackingId,
+        lane: Lane,
+        lane_id: u16,
+    },
+    ReviewRequested(ReviewRequest),
+    /// The parcel no longer waits for a verdict (decided, late or gone).
+    ReviewClosed {
+        tracking: TrackingId,
+    },
+    ParcelDone(ParcelReport),
+    Alarm(Alarm),
+}
+
+/// Counters for monitoring; all since start.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LineStats {
+    pub parcels: u64,
+    pub decided_release: u64,
+    pub decided_inspection: u64,
+    pub decided_hold: u64,
+    pub confirmed: u64,
+    pub missorts: u64,
+    pub lost: u64,
+    pub late: u64,
+    pub no_reads: u64,
+    pub reviews: u64,
+    pub refused: u64,
+    pub unmatched_scans: u64,
+}
+
+#[derive(Clone, Debug)]
+struct Sent {
+    decision: Decision,
+    at: Millis,
+    written: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Parcel {
+    serial: u64,
+    trigger: TriggerCount,
+    entered_at: Millis,
+    cutoff_at: Millis,
+    length_mm: Option<u32>,
+    codes: Vec<String>,
+    identity: Option<Identity>,
+    xray_flags: Vec<Arc<str>>,
+    verdict: Option<(OfficerId, Verdict)>,
+    transfer: Option<OfficerId>,
+    review_open: bool,
+    sent: Option<Sent>,
+}
+
+impl Parcel {
+    fn waybill(&self) -> Option<Waybill> {
+        match self.identity {
+            Some(Identity::Waybill { waybill }) => Some(waybill),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    ScanTimeout(TrackingId, u64),
+    Cutoff(TrackingId, u64),
+    ConfirmTimeout(TrackingId, u64),
+    ScanExpiry(TriggerCount),
+}
+
+/// The line's state machine. See the module doc.
+pub struct Line {
+    settings: LineSettings,
+    policy: Policy,
+    manifests: HashMap<Waybill, Arc<Manifest>>,
+    parcels: HashMap<TrackingId, Parcel>,
+    by_trigger: HashMap<TriggerCount, TrackingId>,
+    early_scans: BTreeMap<TriggerCount, (Millis, Vec<String>)>,
+    timers: BTreeSet<(Millis, Timer)>,
+    safe_mode: bool,
+    next_serial: u64,
+    stats: LineStats,
+}
+
+impl Line {
+    pub fn new(settings: LineSettings, policy: Policy) -> Line {
+        Line {
+            settings,
+            policy,
+            manifests: HashMap::new(),
+            parcels: HashMap::new(),
+            by_trigger: HashMap::new(),
+            early_scans: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            safe_mode: false,
+            next_serial: 0,
+            stats: LineStats::default(),
+        }
+    }
+
+    // --- getters
+
+    pub fn stats(&self) -> &LineStats {
+        &self.stats
+    }
+
+    pub fn settings(&self) -> &LineSettings {
+        &self.settings
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.parcels.len()
+    }
+
+    pub fn manifest_count(&self) -> usize {
+        self.manifests.len()
+    }
+
+    pub fn manifest(&self, waybill: &Waybill) -> Option<&Arc<Manifest>> {
+        self.manifests.get(waybill)
+    }
+
+    pub fn safe_mode(&self) -> bool {
+        self.safe_mode
+    }
+
+    /// When the driver must call `handle(Input::Tick, ..)` next.
+    pub fn next_timeout(&self) -> Option<Millis> {
+        self.timers.first().map(|(t, _)| *t)
+    }
+
+    // --- mutators
+
+    /// Replaces the interception rules (on reload); the caller records it.
+    pub fn set_rules(&mut self, rules: Arc<RuleSet>) {
+        self.policy.rules = rules;
+    }
+
+    /// Loads a manifest without recording it: for start-up from the store,
+    /// which already holds the record. Newer versions win.
+    pub fn preload_manifest(&mut self, m: Arc<Manifest>) -> bool {
+        match self.manifests.get(&m.waybill) {
+            Some(old) if old.version >= m.version => false,
+            _ => {
+                self.manifests.insert(m.waybill, m);
+                true
+            }
+        }
+    }
+
+    // --- input
+
+    /// Applies one input at time `now` (deadlines due by `now` fire first)
+    /// and appends what must happen to `out`, in order.
+    pub fn handle(&mut self, input: Input, now: Millis, out: &mut Vec<Output>) {
+        self.expire(now, out);
+        if !matches!(input, Input::Tick) {
+            out.push(Output::Record(Record::Input(input.clone())));
+        }
+        match input {
+            Input::Tick => {}
+            Input::Gate { tracking, trigger, length_mm } => self.on_gate(tracking, trigger, length_mm, now, out),
+            Input::Scan { trigger, codes } => self.on_scan(trigger, codes, now, out),
+            Input::Manifest(m) => {
+                if !self.preload_manifest(m.clone()) {
+                    self.refuse("manifest", None, format!("version {} is not newer than the one held", m.version), out);
+                }
+            }
+            Input::XrayScreened { tracking, flags } => {
+                self.amend(tracking, "xray_screened", now, out, |p| p.xray_flags = flags);
+            }
+            Input::Verdict { tracking, officer, verdict } => {
+                self.amend(tracking, "verdict", now, out, |p| p.verdict = Some((officer, verdict)));
+            }
+            Input::ManualTransfer { tracking, officer } => {
+                self.amend(tracking, "manual_transfer", now, out, |p| p.transfer = Some(officer));
+            }
+            Input::DestinationWritten { tracking, lane_id } => self.on_written(tracking, lane_id, out),
+            Input::Divert { tracking, lane_id } => self.on_divert(tracking, lane_id, now, out),
+            Input::Lost { tracking } => {
+                if !self.retire_lost(tracking, LostWhy::Plc, now, out) {
+                    self.refuse("lost", Some(tracking), "unknown tracking id".into(), out);
+                }
+            }
+            Input::PlcStatus { safe_mode } => self.on_plc_status(safe_mode, now, out),
+            Input::TargetAdd(target) => {
+                self.policy.targets.retain(|t| t.id != target.id);
+                self.policy.targets.push(target);
+            }
+            Input::TargetRemove { id, .. } => {
+                let before = self.policy.targets.len();
+                self.policy.targets.retain(|t| t.id != id);
+                if self.policy.targets.len() == before {
+                    self.refuse("target_remove", None, format!("no target {id}"), out);
+                }
+            }
+        }
+    }
+
+    fn on_gate(
+        &mut self,
+        tracking: TrackingId,
+        trigger: TriggerCount,
+        length_mm: Option<u32>,
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) {
+        if self.parcels.contains_key(&tracking) {
+            self.retire_lost(tracking, LostWhy::TrackingReused, now, out);
+        }
+        if self.parcels.len() >= self.settings.max_in_flight {
+            // Untracked here means no destination: the PLC default sends it to hold.
+            self.refuse("gate", Some(tracking), "too many parcels in flight".into(), out);
+            self.alarm(
+                "in_flight_limit",
+                Severity::Critical,
+                Some(tracking),
+                "parcel table full; parcel left to the PLC default (hold)".into(),
+                out,
+            );
+            return;
+        }
+        self.stats.parcels += 1;
+        self.next_serial += 1;
+        let serial = self.next_serial;
+        let cutoff_at = now.saturating_add(self.settings.gate_to_cutoff_ms);
+        let s = &self.settings;
+        self.timers.insert((now.saturating_add(s.scan_timeout_ms), Timer::ScanTimeout(tracking, serial)));
+        self.timers.insert((cutoff_at, Timer::Cutoff(tracking, serial)));
+        self.timers.insert((
+            now.saturating_add(s.gate_to_end_ms + s.confirm_grace_ms),
+            Timer::ConfirmTimeout(tracking, serial),
+        ));
+        self.parcels.insert(
+            tracking,
+            Parcel {
+                serial,
+                trigger,
+                entered_at: now,
+                cutoff_at,
+                length_mm,
+                codes: Vec::new(),
+                identity: None,
+                xray_flags: Vec::new(),
+                verdict: None,
+                transfer: None,
+                review_open: false,
+                sent: None,
+            },
+        );
+        match self.early_scans.remove(&trigger) {
+            Some((_, codes)) => {
+                self.by_trigger.insert(trigger, tracking);
+                self.apply_scan(tracking, codes, now, out);
+            }
+            None => {
+                self.by_trigger.insert(trigger, tracking);
+                if self.safe_mode {
+                    self.evaluate(tracking, now, false, out);
+                }
+            }
+        }
+    }
+
+    fn on_scan(&mut self, trigger: TriggerCount, codes: Vec<String>, now: Millis, out: &mut Vec<Output>) {
+        if let Some(&tracking) = self.by_trigger.get(&trigger) {
+            self.apply_scan(tracking, codes, now, out);
+            return;
+        }
+        // Scanners can answer before the PLC's gate event is polled.
+        if self.early_scans.len() >= self.settings.max_pending_scans {
+            if let Some((old_trigger, (_, old_codes))) = self.early_scans.pop_first() {
+                self.unmatched(old_trigger, old_codes, out);
+            }
+        }
+        if let Some((_, previous)) = self.early_scans.get_mut(&trigger) {
+            previous.extend(codes);
+        } else {
+            self.early_scans.insert(trigger, (now, codes));
+            self.timers.insert((now.saturating_add(self.settings.scan_match_window_ms), Timer::ScanExpiry(trigger)));
+        }
+    }
+
+    fn apply_scan(&mut self, tracking: TrackingId, codes: Vec<String>, now: Millis, out: &mut Vec<Output>) {
+        let Some(p) = self.parcels.get_mut(&tracking) else {
+            return;
+        };
+        if p.sent.is_some() {
+            self.refuse("scan", Some(tracking), "scan after the parcel was decided".into(), out);
+            return;
+        }
+        // A second frame for the same trigger adds codes: two labels stay two labels.
+        p.codes.extend(codes);
+        let identity = identify(&p.codes);
+        if identity == Identity::NoRead {
+            self.stats.no_reads += u64::from(p.identity.is_none());
+        }
+        p.identity = Some(identity);
+        self.evaluate(tracking, now, false, out);
+    }
+
+    /// Changes a parcel's facts if it is still undecided; refuses otherwise.
+    fn amend(
+        &mut self,
+        tracking: TrackingId,
+        what: &'static str,
+        now: Millis,
+        out: &mut Vec<Output>,
+        change: impl FnOnce(&mut Parcel),
+    ) {
+        match self.parcels.get_mut(&tracking) {
+            None => self.refuse(what, Some(tracking), "unknown tracking id".into(), out),
+            Some(p) if p.sent.is_some() => {
+                let why = if now >= p.cutoff_at { "after the cut-off" } else { "after the decision was sent" };
+                self.refuse(what, Some(tracking), why.into(), out);
+            }
+            Some(p) => {
+                change(p);
+                self.evaluate(tracking, now, false, out);
+            }
+        }
+    }
+
+    fn on_written(&mut self, tracking: TrackingId, lane_id: u16, out: &mut Vec<Output>) {
+        let expected =
+            self.parcels.get(&tracking).and_then(|p| p.sent.as_ref()).map(|s| self.settings.lanes.id(s.decision.lane));
+        match (self.parcels.get_mut(&tracking).and_then(|p| p.sent.as_mut()), expected) {
+            (Some(sent), Some(id)) if id == lane_id => sent.written = true,
+            _ => self.refuse(
+                "destination_written",
+                Some(tracking),
+                format!("lane id {lane_id} was not the destination sent"),
+                out,
+            ),
+        }
+    }
+
+    fn on_divert(&mut self, tracking: TrackingId, lane_id: u16, now: Millis, out: &mut Vec<Output>) {
+        let actual = self.settings.lanes.lane(lane_id);
+        if actual.is_none() {
+            self.alarm(
+                "unknown_lane",
+                Severity::Critical,
+                Some(tracking),
+                format!("PLC confirmed unknown lane id {lane_id}"),
+                out,
+            );
+        }
+        let Some(p) = self.parcels.remove(&tracking) else {
+            self.refuse("divert", Some(tracking), "unknown tracking id".into(), out);
+            if actual != Some(Lane::Hold) {
+                self.alarm(
+                    "unknown_parcel_diverted",
+                    Severity::Critical,
+                    Some(tracking),
+                    format!("a parcel we never tracked left by lane id {lane_id}"),
+                    out,
+                );
+            }
+            return;
+        };
+        self.by_trigger.remove(&p.trigger);
+        let decided = p.sent.as_ref().map(|s| s.decision.lane);
+        // Undecided parcels are meant to take the PLC default, the hold lane.
+        if actual != decided.or(Some(Lane::Hold)) {
+            self.stats.missorts += 1;
+            out.push(Output::Record(Record::Missort { tracking, decided, actual, lane_id }));
+            let unsafe_release = actual == Some(Lane::Release);
+            self.alarm(
+                if unsafe_release { "unsafe_release" } else { "missort" },
+                if unsafe_release { Severity::Critical } else { Severity::Warning },
+                Some(tracking),
+                format!(
+                    "decided {}, PLC confirmed {}",
+                    decided.map_or("nothing", Lane::as_str),
+                    actual.map_or("an unknown lane", Lane::as_str)
+                ),
+                out,
+            );
+        } else {
+            self.stats.confirmed += 1;
+        }
+        self.complete(tracking, p, actual, false, now, out);
+    }
+
+    fn on_plc_status(&mut self, safe_mode: bool, now: Millis, out: &mut Vec<Output>) {
+        if safe_mode == self.safe_mode {
+            return;
+        }
+        self.safe_mode = safe_mode;
+        if safe_mode {
+            self.alarm("plc_safe_mode", Severity::Critical, None, "PLC in safe mode: every parcel to hold".into(), out);
+            let mut undecided: Vec<TrackingId> =
+                self.parcels.iter().filter(|(_, p)| p.sent.is_none()).map(|(t, _)| *t).collect();
+            undecided.sort_unstable(); // HashMap order is not deterministic
+            for tracking in undecided {
+                self.evaluate(tracking, now, false, out);
+            }
+        }
+    }
+
+    // --- deadlines
+
+    fn expire(&mut self, now: Millis, out: &mut Vec<Output>) {
+        while let Some(&(at, timer)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            match timer {
+                Timer::ScanTimeout(tracking, serial) => {
+                    if let Some(p) = self.live(tracking, serial).filter(|p| p.identity.is_none()) {
+                        p.identity = Some(Identity::NoRead);
+                        self.stats.no_reads += 1;
+                        self.evaluate(tracking, at, false, out);
+                    }
+                }
+                Timer::Cutoff(tracking, serial) => {
+                    if let Some(p) = self.live(tracking, serial).filter(|p| p.sent.is_none()) {
+                        if p.identity.is_none() {
+                            p.identity = Some(Identity::NoRead);
+                            self.stats.no_reads += 1;
+                        }
+                        self.evaluate(tracking, at, true, out);
+                    }
+                }
+                Timer::ConfirmTimeout(tracking, serial) => {
+                    if self.live(tracking, serial).is_some() {
+                        self.retire_lost(tracking, LostWhy::Unconfirmed, at, out);
+                    }
+                }
+                Timer::ScanExpiry(trigger) => {
+                    if let Some((_, codes)) = self.early_scans.remove(&trigger) {
+                        self.unmatched(trigger, codes, out);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The parcel a timer was set for, if it is still on the line.
+    fn live(&mut self, tracking: TrackingId, serial: u64) -> Option<&mut Parcel> {
+        self.parcels.get_mut(&tracking).filter(|p| p.serial == serial)
+    }
+
+    // --- deciding
+
+    /// Re-decides an undecided parcel; sends the decision when it is final:
+    /// a hold nothing can lift, or anything at the cut-off.
+    fn evaluate(&mut self, tracking: TrackingId, now: Millis, at_cutoff: bool, out: &mut Vec<Output>) {
+        let Some(p) = self.parcels.get(&tracking) else {
+            return;
+        };
+        if p.sent.is_some() || (p.identity.is_none() && !self.safe_mode && !at_cutoff) {
+            return;
+        }
+        let manifest = p.waybill().and_then(|w| self.manifests.get(&w));
+        let facts = Facts {
+            identity: p.identity.as_ref(),
+            length_mm: p.length_mm,
+            manifest: manifest.map(|m| &**m),
+            xray_flags: &p.xray_flags,
+            verdict: p.verdict.as_ref().map(|(o, v)| (o, *v)),
+            transfer: p.transfer.as_ref(),
+            late: at_cutoff,
+            safe_mode: self.safe_mode,
+        };
+        let decision = self.policy.decide(&facts, now);
+        let manifest_version = manifest.map(|m| m.version);
+        let manifest = manifest.cloned();
+        let waybill = p.waybill();
+        let deadline = p.cutoff_at;
+        let review_open = p.review_open;
+
+        if decision.awaiting_review() && !review_open {
+            if let (Some(waybill), Some(manifest)) = (waybill, manifest) {
+                self.stats.reviews += 1;
+                out.push(Output::Record(Record::ReviewRequested { tracking, waybill, deadline }));
+                out.push(Output::ReviewRequested(ReviewRequest { tracking, waybill, manifest, deadline }));
+                if let Some(p) = self.parcels.get_mut(&tracking) {
+                    p.review_open = true;
+                }
+            }
+        }
+        if !(at_cutoff || decision.is_final_hold()) {
+            return;
+        }
+        if review_open {
+            out.push(Output::ReviewClosed { tracking });
+        }
+        if decision.reasons.contains(&Reason::Late) {
+            self.stats.late += 1;
+            self.alarm(
+                "review_late",
+                Severity::Warning,
+                Some(tracking),
+                "no verdict by the cut-off; parcel held".into(),
+                out,
+            );
+        }
+        match decision.lane {
+            Lane::Release => self.stats.decided_release += 1,
+            Lane::Inspection => self.stats.decided_inspection += 1,
+            Lane::Hold => self.stats.decided_hold += 1,
+        }
+        let lane = decision.lane;
+        out.push(Output::Record(Record::Decision {
+            tracking,
+            waybill,
+            lane,
+            reasons: decision.reasons.clone(),
+            manifest_version,
+        }));
+        out.push(Output::SetDestination { tracking, lane, lane_id: self.settings.lanes.id(lane) });
+        if let Some(p) = self.parcels.get_mut(&tracking) {
+            p.review_open = false;
+            p.sent = Some(Sent { decision, at: now, written: false });
+        }
+    }
+
+    // --- leaving the line
+
+    fn retire_lost(&mut self, tracking: TrackingId, why: LostWhy, now: Millis, out: &mut Vec<Output>) -> bool {
+        let Some(p) = self.parcels.remove(&tracking) else {
+            return false;
+        };
+        self.by_trigger.remove(&p.trigger);
+        self.stats.lost += 1;
+        out.push(Output::Record(Record::Lost { tracking, waybill: p.waybill(), why }));
+        self.alarm(
+            "parcel_lost",
+            Severity::Warning,
+            Some(tracking),
+            format!("parcel lost ({why:?}); it runs on to the end of the line (hold)"),
+            out,
+        );
+        self.complete(tracking, p, None, true, now, out);
+        true
+    }
+
+    fn complete(
+        &mut self,
+        tracking: TrackingId,
+        p: Parcel,
+        confirmed: Option<Lane>,
+        lost: bool,
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) {
+        if p.review_open {
+            out.push(Output::ReviewClosed { tracking });
+        }
+        let waybill = p.waybill();
+        let decided = p.sent.as_ref().map(|s| s.decision.lane);
+        if p.sent.as_ref().is_some_and(|s| !s.written) && confirmed != Some(Lane::Hold) {
+            // We never learnt that the PLC had our destination: it could only have used its default.
+            self.alarm(
+                "destination_unconfirmed",
+                Severity::Warning,
+                Some(tracking),
+                "parcel left before its destination was written".into(),
+                out,
+            );
+        }
+        out.push(Output::Record(Record::Completed { tracking, waybill, decided, confirmed }));
+        out.push(Output::ParcelDone(ParcelReport {
+            tracking,
+            waybill,
+            channel: waybill.and_then(|w| self.manifests.get(&w)).map(|m| m.channel),
+            reasons: p.sent.as_ref().map(|s| s.decision.reasons.clone()).unwrap_or_default(),
+            decided,
+            confirmed,
+            lost,
+            entered_at: p.entered_at,
+            decided_at: p.sent.as_ref().map(|s| s.at),
+            done_at: now,
+        }));
+    }
+
+    fn unmatched(&mut self, trigger: TriggerCount, codes: Vec<String>, out: &mut Vec<Output>) {
+        self.stats.unmatched_scans += 1;
+        out.push(Output::Record(Record::UnmatchedScan { trigger, codes }));
+        self.alarm(
+            "unmatched_scan",
+            Severity::Warning,
+            None,
+            format!("scan at trigger {} matched no parcel", trigger.0),
+            out,
+        );
+    }
+
+    fn refuse(&mut self, input: &'static str, tracking: Option<TrackingId>, why: String, out: &mut Vec<Output>) {
+        self.stats.refused += 1;
+        out.push(Output::Record(Record::Refused { input, tracking, why }));
+    }
+
+    fn alarm(
+        &mut self,
+        code: &'static str,
+        severity: Severity,
+        tracking: Option<TrackingId>,
+        message: String,
+        out: &mut Vec<Output>,
+    ) {
+        out.push(Output::Alarm(Alarm { code, severity, tracking, message }));
+    }
+}

@@ -1,0 +1,144 @@
+//! Fixtures shared by the pure (socket-free) tests of the core.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use sortline::core::*;
+use std::sync::Arc;
+
+pub const CUTOFF_MS: u64 = 20_000;
+pub const END_MS: u64 = 30_000;
+pub const SCAN_TIMEOUT_MS: u64 = 1_000;
+pub const LANES: LaneMap = LaneMap { release: 1, inspection: 2, hold: 3 };
+
+pub fn settings() -> LineSettings {
+    LineSettings {
+        lanes: LANES,
+        gate_to_cutoff_ms: CUTOFF_MS,
+        gate_to_end_ms: END_MS,
+        scan_timeout_ms: SCAN_TIMEOUT_MS,
+        scan_match_window_ms: 2_000,
+        confirm_grace_ms: 5_000,
+        max_in_flight: 8,
+        max_pending_scans: 4,
+    }
+}
+
+pub fn policy() -> Policy {
+    Policy {
+        secret: SiteSecret::from_bytes([5; 16]),
+        sample_rate: PerChannel { green: 0.0, red: 0.0 },
+        xray_review_ratio: PerChannel { green: 0.0, red: 0.0 },
+        rules: Arc::new(RuleSet::default()),
+        targets: vec![],
+        max_parcel_length_mm: 1000,
+    }
+}
+
+/// The `n`th valid S10 waybill.
+pub fn waybill(n: u32) -> Waybill {
+    let serial = format!("{:08}", n % 100_000_000);
+    let cd = sortline::core::waybill::s10_check_digit(serial.as_bytes().try_into().unwrap());
+    Waybill::parse(&format!("EA{serial}{cd}CN")).unwrap()
+}
+
+pub fn manifest(n: u32) -> Manifest {
+    Manifest {
+        waybill: waybill(n),
+        list_no: format!("L{n:06}"),
+        version: 1,
+        channel: Channel::Green,
+        status: ManifestStatus::Accepted,
+        licence_required: false,
+        platform_targeted: false,
+        consignor: "Suzhou Silk Ltd".into(),
+        consignee: format!("Buyer {n}"),
+        country: "US".into(),
+        gross_weight_g: 700,
+        items: vec![Item {
+            name: "T恤 T-shirt".into(),
+            hs_code: "610910".into(),
+            quantity: 2,
+            value_minor: 9_900,
+            currency: "CNY".into(),
+        }],
+    }
+}
+
+pub fn officer(name: &str) -> OfficerId {
+    OfficerId::new(name).unwrap()
+}
+
+/// A line plus everything it said, stepped by hand in virtual time.
+pub struct Bench {
+    pub line: Line,
+    pub out: Vec<Output>,
+    pub now: u64,
+}
+
+impl Bench {
+    pub fn new(policy: Policy) -> Bench {
+        Bench { line: Line::new(settings(), policy), out: Vec::new(), now: 0 }
+    }
+
+    pub fn at(&mut self, ms: u64, input: Input) -> &mut Bench {
+        assert!(ms >= self.now, "time runs forward");
+        self.now = ms;
+        self.line.handle(input, Millis(ms), &mut self.out);
+        self
+    }
+
+    pub fn tick(&mut self, ms: u64) -> &mut Bench {
+        self.at(ms, Input::Tick)
+    }
+
+    pub fn manifest(&mut self, m: Manifest) -> &mut Bench {
+        let now = self.now;
+        self.at(now, Input::Manifest(Arc::new(m)))
+    }
+
+    pub fn gate(&mut self, ms: u64, tracking: u32) -> &mut Bench {
+        self.at(
+            ms,
+            Input::Gate { tracking: TrackingId(tracking), trigger: TriggerCount(tracking), length_mm: Some(400) },
+        )
+    }
+
+    pub fn scan(&mut self, ms: u64, trigger: u32, codes: &[&str]) -> &mut Bench {
+        self.at(
+            ms,
+            Input::Scan { trigger: TriggerCount(trigger), codes: codes.iter().map(|c| c.to_string()).collect() },
+        )
+    }
+
+    pub fn destinations(&self, tracking: u32) -> Vec<Lane> {
+        self.out
+            .iter()
+            .filter_map(|o| match o {
+                Output::SetDestination { tracking: t, lane, .. } if t.0 == tracking => Some(*lane),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn decision(&self, tracking: u32) -> Option<(Lane, Vec<Reason>)> {
+        self.out.iter().find_map(|o| match o {
+            Output::Record(Record::Decision { tracking: t, lane, reasons, .. }) if t.0 == tracking => {
+                Some((*lane, reasons.clone()))
+            }
+            _ => None,
+        })
+    }
+
+    pub fn records(&self, kind: &str) -> Vec<&Record> {
+        self.out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Record(r) if r.kind() == kind => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn alarms(&self, code: &str) -> usize {
+        self.out.iter().filter(|o| matches!(o, Output::Alarm(a) if a.code == code)).count()
+    }
+}

@@ -1,0 +1,275 @@
+//! The `Line` state machine in simulated time: no sockets, no clock.
+
+mod common;
+use common::*;
+use sortline::core::*;
+
+#[test]
+fn clean_green_parcel_is_released_at_the_cutoff_and_confirmed() {
+    let mut b = Bench::new(policy());
+    let w = waybill(1).to_string();
+    b.manifest(manifest(1)).gate(100, 1).scan(130, 1, &[&w]);
+    assert!(b.destinations(1).is_empty(), "release stays provisional until the cut-off");
+    assert_eq!(b.line.next_timeout(), Some(Millis(100 + SCAN_TIMEOUT_MS)));
+    b.tick(100 + CUTOFF_MS);
+    assert_eq!(b.destinations(1), vec![Lane::Release]);
+    assert_eq!(b.decision(1).unwrap().1, vec![Reason::GreenChannel]);
+    b.at(100 + CUTOFF_MS + 5, Input::DestinationWritten { tracking: TrackingId(1), lane_id: LANES.release });
+    b.at(100 + END_MS - 2000, Input::Divert { tracking: TrackingId(1), lane_id: LANES.release });
+    assert!(b.records("missort").is_empty());
+    assert_eq!(b.records("completed").len(), 1);
+    assert_eq!(b.line.in_flight(), 0);
+    assert_eq!(b.line.stats().confirmed, 1);
+}
+
+#[test]
+fn failures_are_held_at_once() {
+    let mut b = Bench::new(policy());
+    b.manifest(manifest(2));
+    b.gate(0, 1).scan(10, 1, &[]);
+    b.gate(100, 2).scan(110, 2, &["EA123456784CN"]);
+    b.gate(200, 3).scan(210, 3, &[&waybill(2).to_string(), &waybill(3).to_string()]);
+    b.gate(300, 4).scan(310, 4, &[&waybill(99).to_string()]); // no manifest
+    b.gate(400, 5); // scanner silent
+    b.tick(400 + SCAN_TIMEOUT_MS);
+    let expect = [
+        (1, Reason::NoRead),
+        (2, Reason::BadCheckDigit),
+        (3, Reason::SeveralWaybills { count: 2 }),
+        (4, Reason::NoManifest),
+        (5, Reason::NoRead),
+    ];
+    for (t, reason) in expect {
+        assert_eq!(b.destinations(t), vec![Lane::Hold], "parcel {t}");
+        assert!(b.decision(t).unwrap().1.contains(&reason), "parcel {t}: {:?}", b.decision(t));
+    }
+}
+
+#[test]
+fn scan_before_gate_is_matched_by_trigger_and_stray_scans_are_recorded() {
+    let mut b = Bench::new(policy());
+    b.manifest(manifest(1));
+    b.scan(90, 1, &[&waybill(1).to_string()]).gate(100, 1);
+    b.scan(105, 7, &[&waybill(7).to_string()]);
+    b.tick(100 + CUTOFF_MS);
+    assert_eq!(b.destinations(1), vec![Lane::Release]);
+    assert_eq!(b.records("unmatched_scan").len(), 1, "a scan no parcel claimed is recorded, not dropped");
+}
+
+#[test]
+fn pending_scans_are_bounded_and_evictions_recorded() {
+    let mut b = Bench::new(policy());
+    for trigger in 1..=10 {
+        b.scan(trigger as u64, trigger, &["X"]);
+    }
+    assert_eq!(b.records("unmatched_scan").len(), 6, "limit of 4 pending scans");
+}
+
+fn reviewed() -> Policy {
+    let mut p = policy();
+    p.xray_review_ratio.green = 1.0;
+    p
+}
+
+#[test]
+fn verdict_before_cutoff_is_honoured() {
+    for (verdict, lane) in
+        [(Verdict::Release, Lane::Release), (Verdict::Inspect, Lane::Inspection), (Verdict::Hold, Lane::Hold)]
+    {
+        let mut b = Bench::new(reviewed());
+        b.manifest(manifest(1)).gate(0, 1).scan(10, 1, &[&waybill(1).to_string()]);
+        assert!(b.out.iter().any(|o| matches!(o, Output::ReviewRequested(r) if r.deadline == Millis(CUTOFF_MS))));
+        b.at(5_000, Input::Verdict { tracking: TrackingId(1), officer: officer("officer-01"), verdict });
+        b.tick(CUTOFF_MS);
+        assert_eq!(b.destinations(1), vec![lane], "{verdict:?}");
+        assert!(b.out.iter().any(|o| matches!(o, Output::ReviewClosed { tracking } if tracking.0 == 1)));
+    }
+}
+
+#[test]
+fn verdict_after_cutoff_is_ignored_and_the_parcel_held_late() {
+    let mut b = Bench::new(reviewed());
+    b.manifest(manifest(1)).gate(0, 1).scan(10, 1, &[&waybill(1).to_string()]);
+    // The verdict arrives after the cut-off without a tick in between: the
+    // deadline still fires first.
+    b.at(
+        CUTOFF_MS + 1,
+        Input::Verdict { tracking: TrackingId(1), officer: officer("officer-02"), verdict: Verdict::Release },
+    );
+    assert_eq!(b.destinations(1), vec![Lane::Hold]);
+    assert!(b.decision(1).unwrap().1.contains(&Reason::Late));
+    assert_eq!(b.records("refused").len(), 1);
+    assert_eq!(b.line.stats().late, 1);
+    assert_eq!(b.alarms("review_late"), 1);
+}
+
+#[test]
+fn manual_transfer_moves_a_green_parcel_to_inspection() {
+    let mut b = Bench::new(policy());
+    b.manifest(manifest(1)).gate(0, 1).scan(10, 1, &[&waybill(1).to_string()]);
+    b.at(3_000, Input::ManualTransfer { tracking: TrackingId(1), officer: officer("watch-01") });
+    b.tick(CUTOFF_MS);
+    assert_eq!(b.destinations(1), vec![Lane::Inspection]);
+    b.at(CUTOFF_MS + 1, Input::ManualTransfer { tracking: TrackingId(1), officer: officer("watch-01") });
+    assert_eq!(b.destinations(1).len(), 1, "a destination is sent once");
+}
+
+#[test]
+fn divert_on_another_lane_is_a_missort() {
+    let mut b = Bench::new(policy());
+    b.manifest(manifest(1)).gate(0, 1).scan(10, 1, &[&waybill(1).to_string()]).tick(CUTOFF_MS);
+    b.at(CUTOFF_MS + 1, Input::DestinationWritten { tracking: TrackingId(1), lane_id: LANES.release });
+    b.at(END_MS, Input::Divert { tracking: TrackingId(1), lane_id: LANES.hold });
+    assert_eq!(b.records("missort").len(), 1);
+    assert_eq!(b.alarms("missort"), 1);
+    assert_eq!(b.line.stats().missorts, 1);
+}
+
+#[test]
+fn release_of_an_undecided_or_held_parcel_is_critical() {
+    let mut b = Bench::new(policy());
+    b.gate(0, 1).scan(10, 1, &[]); // held
+    b.at(END_MS, Input::Divert { tracking: TrackingId(1), lane_id: LANES.release });
+    assert_eq!(b.alarms("unsafe_release"), 1);
+    b.at(END_MS + 1, Input::Divert { tracking: TrackingId(42), lane_id: LANES.release });
+    assert_eq!(b.alarms("unknown_parcel_diverted"), 1);
+}
+
+#[test]
+fn unknown_tracking_ids_never_produce_a_destination() {
+    let mut b = Bench::new(policy());
+    b.manifest(manifest(1));
+    let t = TrackingId(77);
+    b.at(1, Input::Verdict { tracking: t, officer: officer("officer-01"), verdict: Verdict::Release });
+    b.at(2, Input::ManualTransfer { tracking: t, officer: officer("officer-01") });
+    b.at(3, Input::XrayScreened { tracking: t, flags: vec![] });
+    b.at(4, Input::DestinationWritten { tracking: t, lane_id: LANES.release });
+    b.at(5, Input::Lost { tracking: t });
+    b.tick(100_000);
+    assert!(b.out.iter().all(|o| !matches!(o, Output::SetDestination { .. })));
+    assert_eq!(b.records("refused").len(), 5);
+}
+
+#[test]
+fn xray_flags_send_to_inspection() {
+    let mut b = Bench::new(policy());
+    b.manifest(manifest(1)).gate(0, 1).scan(10, 1, &[&waybill(1).to_string()]);
+    b.at(4_000, Input::XrayScreened { tracking: TrackingId(1), flags: vec!["undeclared metal".into()] });
+    b.tick(CUTOFF_MS);
+    assert_eq!(b.destinations(1), vec![Lane::Inspection]);
+}
+
+#[test]
+fn safe_mode_holds_undecided_and_new_parcels() {
+    let mut b = Bench::new(policy());
+    b.manifest(manifest(1)).manifest(manifest(2));
+    b.gate(0, 1).scan(10, 1, &[&waybill(1).to_string()]);
+    b.at(50, Input::PlcStatus { safe_mode: true });
+    assert_eq!(b.destinations(1), vec![Lane::Hold]);
+    assert_eq!(b.alarms("plc_safe_mode"), 1);
+    b.gate(60, 2);
+    assert_eq!(b.destinations(2), vec![Lane::Hold], "a new parcel is held before its scan");
+    b.scan(70, 2, &[&waybill(2).to_string()]);
+    assert_eq!(b.destinations(2).len(), 1);
+    b.at(80, Input::PlcStatus { safe_mode: false });
+    b.gate(100, 3).scan(110, 3, &[&waybill(1).to_string()]).tick(100 + CUTOFF_MS);
+    assert_eq!(b.destinations(3), vec![Lane::Release]);
+}
+
+#[test]
+fn tracking_id_reuse_retires_the_old_parcel_as_lost() {
+    let mut b = Bench::new(policy());
+    b.gate(0, 1);
+    b.at(10, Input::Gate { tracking: TrackingId(1), trigger: TriggerCount(2), length_mm: None });
+    assert!(matches!(b.records("parcel_lost")[..], [Record::Lost { why: LostWhy::TrackingReused, .. }]));
+    assert_eq!(b.line.in_flight(), 1);
+}
+
+#[test]
+fn parcels_never_confirmed_are_lost_after_the_end_of_the_line() {
+    let mut b = Bench::new(policy());
+    b.gate(0, 1).scan(10, 1, &[]);
+    b.tick(END_MS + 5_000);
+    assert!(matches!(b.records("parcel_lost")[..], [Record::Lost { why: LostWhy::Unconfirmed, .. }]));
+    assert_eq!(b.line.in_flight(), 0);
+}
+
+#[test]
+fn in_flight_limit_refuses_and_leaves_the_parcel_to_the_plc_default() {
+    let mut b = Bench::new(policy());
+    for t in 1..=9 {
+        b.gate(t as u64, t);
+    }
+    assert_eq!(b.line.in_flight(), 8);
+    assert_eq!(b.alarms("in_flight_limit"), 1);
+    assert!(b.destinations(9).is_empty());
+}
+
+#[test]
+fn older_manifest_versions_do_not_replace_newer_ones() {
+    let mut b = Bench::new(policy());
+    let mut m2 = manifest(1);
+    m2.version = 2;
+    m2.channel = Channel::Red;
+    b.manifest(m2).manifest(manifest(1));
+    assert_eq!(b.records("refused").len(), 1);
+    assert_eq!(b.line.manifest(&waybill(1)).unwrap().channel, Channel::Red);
+    b.gate(0, 1).scan(10, 1, &[&waybill(1).to_string()]).tick(CUTOFF_MS);
+    assert_eq!(b.destinations(1), vec![Lane::Inspection]);
+}
+
+#[test]
+fn amended_manifest_before_the_cutoff_is_used() {
+    let mut b = Bench::new(policy());
+    b.manifest(manifest(1)).gate(0, 1).scan(10, 1, &[&waybill(1).to_string()]);
+    let mut m = manifest(1);
+    m.version = 2;
+    m.status = ManifestStatus::Rejected;
+    b.now = 5_000;
+    b.manifest(m);
+    b.tick(CUTOFF_MS);
+    assert_eq!(b.destinations(1), vec![Lane::Hold]);
+    assert!(matches!(b.records("decision")[..], [Record::Decision { manifest_version: Some(2), .. }]));
+}
+
+#[test]
+fn manual_targets_apply_until_removed() {
+    let mut b = Bench::new(policy());
+    b.manifest(manifest(1)).manifest(manifest(2));
+    b.at(
+        0,
+        Input::TargetAdd(ManualTarget {
+            id: "MT-1".into(),
+            criterion: TargetCriterion::Consignee("buyer 1".into()),
+            author: officer("risk-01"),
+            reason: "tip-off".into(),
+            created_at: Millis(0),
+            expires_at: None,
+        }),
+    );
+    b.gate(10, 1).scan(20, 1, &[&waybill(1).to_string()]).tick(10 + CUTOFF_MS);
+    assert_eq!(b.destinations(1), vec![Lane::Inspection]);
+    b.at(10 + CUTOFF_MS, Input::TargetRemove { id: "MT-1".into(), officer: officer("risk-01") });
+    b.gate(30_000, 2).scan(30_010, 2, &[&waybill(2).to_string()]).tick(30_000 + CUTOFF_MS);
+    assert_eq!(b.destinations(2), vec![Lane::Release]);
+    b.at(30_000 + CUTOFF_MS, Input::TargetRemove { id: "MT-1".into(), officer: officer("risk-01") });
+    assert_eq!(b.records("refused").len(), 1);
+}
+
+#[test]
+fn every_input_but_ticks_is_recorded_before_its_effects() {
+    let mut b = Bench::new(policy());
+    b.gate(0, 1).scan(10, 1, &[]);
+    let kinds: Vec<&str> = b
+        .out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Record(r) => Some(r.kind()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kinds, vec!["gate", "scan", "decision"]);
+    let decision_at = b.out.iter().position(|o| matches!(o, Output::Record(Record::Decision { .. }))).unwrap();
+    let dest_at = b.out.iter().position(|o| matches!(o, Output::SetDestination { .. })).unwrap();
+    assert!(decision_at < dest_at, "the decision is recorded before the destination goes out");
+}
