@@ -1,0 +1,122 @@
+//! Tamper-evident, append-only audit record of the line (see `docs/audit.md`).
+//!
+//! Every entry is a row of one SQLite table and a link of a SHA-256 hash
+//! chain: `hash = SHA-256(prev_hash ‖ canonical bytes)`. Editing, deleting or
+//! reordering a row breaks the chain at that row; [`verify`] finds the first
+//! break. Signed checkpoint entries (Ed25519) tie the chain to the site's key,
+//! so that rewriting the whole chain after an edit needs the site's key too.
+//!
+//! # Layout
+//! - `encoding`: canonical bytes, canonical JSON, hashes (the format).
+//! - `schema`: tables, indexes, triggers and their migrations.
+//! - `log`: [`AuditLog`], the single writer.
+//! - `signer`: [`Signer`], the checkpoint key.
+//! - `verify`: [`verify`] and [`verify_against`], read-only.
+//! - `query`: [`story`], [`entries_between`], [`entries`], read-only.
+//! - `group`: [`GroupCommit`], the writer thread that batches transactions.
+
+mod encoding;
+mod group;
+mod log;
+mod query;
+mod schema;
+mod signer;
+mod verify;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use group::{GroupCommit, Ticket};
+pub use log::AuditLog;
+pub use query::{entries, entries_between, story};
+pub use signer::Signer;
+pub use verify::{verify, verify_against, Anchor, Break, KeyUsed, VerifyReport};
+
+/// The database file in the data directory.
+pub const DB_FILE: &str = "sortline.db";
+/// The box's checkpoint signing key, under the data directory.
+pub const KEY_FILE: &str = "keys/audit-ed25519.key";
+/// Entries between signed checkpoints unless configured otherwise.
+pub const DEFAULT_CHECKPOINT_EVERY: u64 = 1000;
+
+/// Kind reserved for the checkpoints the log writes itself.
+pub const CHECKPOINT_KIND: &str = "checkpoint";
+
+/// What the daemon appends. The log assigns `seq` and the hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEntry {
+    /// e.g. "gate", "scan", "decision", "destination_sent", "verdict", "command".
+    pub kind: String,
+    /// Wall clock, ms since the Unix epoch.
+    pub wall_ms: i64,
+    /// Monotonic (line) clock, ms.
+    pub mono_ms: u64,
+    /// PLC tracking id.
+    pub tracking: Option<u32>,
+    pub waybill: Option<String>,
+    /// The kind's data; stored and hashed as canonical JSON.
+    pub payload: serde_json::Value,
+}
+
+/// One stored entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub seq: u64,
+    pub kind: String,
+    pub wall_ms: i64,
+    pub mono_ms: u64,
+    pub tracking: Option<u32>,
+    pub waybill: Option<String>,
+    pub payload: serde_json::Value,
+    pub prev_hash: [u8; 32],
+    pub hash: [u8; 32],
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("audit: {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("audit payload: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error(
+        "audit database refused: its recorded head is entry {head_seq} ({head_hash}) but the last \
+         stored entry is {last_seq} ({last_hash}); run verify, do not append to a broken chain"
+    )]
+    HeadMismatch { head_seq: u64, head_hash: String, last_seq: u64, last_hash: String },
+    #[error("audit database schema version {found} is newer than this build ({supported})")]
+    SchemaTooNew { found: i64, supported: i64 },
+    #[error("audit database: journal mode is {0:?}, WAL is required")]
+    NotWal(String),
+    #[error("audit entry refused: {0}")]
+    InvalidEntry(String),
+    #[error("audit entry {seq} is unreadable: {problem}")]
+    Corrupt { seq: u64, problem: String },
+    #[error("audit key file {0} already exists; refusing to overwrite it")]
+    KeyExists(PathBuf),
+    #[error("audit key file {path}: {reason}")]
+    BadKey { path: PathBuf, reason: String },
+    #[error("audit log unusable after an earlier failure; reopen it")]
+    Poisoned,
+    #[error("audit writer has stopped")]
+    Closed,
+    #[error("audit writer queue full")]
+    QueueFull,
+    /// A group-commit batch failed; every ticket of the batch gets the same cause.
+    #[error("audit batch failed: {0}")]
+    Batch(#[source] Arc<AuditError>),
+}
+
+impl AuditError {
+    fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> AuditError + '_ {
+        move |source| AuditError::Io { path: path.to_path_buf(), source }
+    }
+}
