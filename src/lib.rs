@@ -5,7 +5,13 @@
 //!   engine and the `Line` state machine (`handle(input, now) -> outputs`).
 //! - [`config`]: `line.toml` and the rule files, parsed and validated before
 //!   anything starts.
+//! - [`audit`]: the hash-chained, signed, append-only record in SQLite.
+//! - [`recorder`]: core records to audit entries and back (replay, `audit show`).
 //! - [`demo`]: the line against the built-in simulator in virtual time.
+//! - [`clock`]: the only place that reads the machine's clocks.
+pub mod audit;
+pub mod clock;
 pub mod config;
 pub mod core;
 pub mod demo;
+pub mod recorder;

@@ -1,1 +1,244 @@
-fn main() {}
+//! The `sortline` command line: the edge where errors become exit codes.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use sortline::config::{ConfigError, LineConfig, Loaded};
+use sortline::{audit, demo, recorder};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Exit code for a configuration error (sysexits EX_USAGE), before anything starts.
+const EXIT_CONFIG: u8 = 64;
+/// Exit code when the audit chain does not verify.
+const EXIT_BROKEN_CHAIN: u8 = 3;
+
+#[derive(Parser)]
+#[command(name = "sortline", version, about = "Controller for customs inspection sorting lines")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the line against the built-in simulator and print each parcel as it leaves.
+    Demo {
+        /// Parcels to induct.
+        #[arg(long, default_value_t = 300)]
+        parcels: u32,
+        /// Seed of the simulation (parcel mix, faults, officers) and of the demo's sampling secret.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Write the JSON summary here.
+        #[arg(long)]
+        summary: Option<PathBuf>,
+        /// Data directory (audit chain, keys); default: a fresh temporary directory, printed at start.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Line configuration.
+        #[arg(long, default_value = "firmware-config/line.toml")]
+        config: PathBuf,
+        /// Also inject missed diverts and belt slip (they end in hold, never in release).
+        #[arg(long)]
+        faults: bool,
+        /// Print only the closing table, not a line per parcel.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Check a line configuration and its rule files; exit 64 on any error.
+    CheckConfig {
+        #[arg(long, default_value = "firmware-config/line.toml")]
+        config: PathBuf,
+    },
+    /// The tamper-evident record.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// The box's Ed25519 key that signs audit checkpoints.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute the whole chain and every checkpoint signature; non-zero exit on any break.
+    Verify {
+        #[arg(long)]
+        data: PathBuf,
+        /// The site's copy of the box's public key (hex); without it, checkpoints are checked
+        /// against the key they carry, which proves integrity but not origin.
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+    /// A parcel's whole story, in order.
+    Show {
+        waybill: String,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value = "firmware-config/line.toml")]
+        config: PathBuf,
+    },
+    /// Entries between two times as JSON Lines (RFC 3339 times, e.g. 2026-11-23T08:00:00Z).
+    Export {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create the signing key in the data directory (refuses to overwrite one).
+    Init {
+        #[arg(long)]
+        data: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            if let Some(c) = e.downcast_ref::<ConfigError>() {
+                eprintln!("sortline: configuration error: {c}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            eprintln!("sortline: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(config: &Path) -> Result<Loaded> {
+    Ok(LineConfig::load(config)?)
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Demo { parcels, seed, summary, data, config, faults, quiet } => {
+            let cfg = load(&config)?;
+            let data_dir = match data {
+                Some(d) => d,
+                None => tempfile::Builder::new().prefix("sortline-demo-").tempdir()?.keep(),
+            };
+            let mut stdout = std::io::stdout().lock();
+            writeln!(stdout, "sortline demo: {parcels} parcels, seed {seed}, data directory {}", data_dir.display())?;
+            writeln!(
+                stdout,
+                "site {} line {}; sampling secret derived from the seed (demo only)",
+                cfg.line.site.site_id, cfg.line.site.line_id
+            )?;
+            let opts = demo::DemoOptions { parcels, seed, data_dir, faults };
+            let mut sink = std::io::sink();
+            let live: &mut dyn Write = if quiet { &mut sink } else { &mut stdout };
+            let s = demo::run(&cfg, &opts, live)?;
+            demo::print_table(&s, &mut std::io::stdout().lock())?;
+            if let Some(path) = summary {
+                let text = serde_json::to_string_pretty(&s)?;
+                std::fs::write(&path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+            }
+            let failed = s.unsafe_releases > 0 || s.unaccounted > 0 || !s.audit.verified;
+            Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        }
+        Command::CheckConfig { config } => {
+            let cfg = load(&config)?;
+            let s = cfg.line.settings();
+            println!(
+                "{}: valid; {} interception rules; gate to cut-off {} ms, gate to end {} ms",
+                config.display(),
+                cfg.rules.len(),
+                s.gate_to_cutoff_ms,
+                s.gate_to_end_ms
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit { command } => audit_command(command),
+        Command::Keys { command: KeysCommand::Init { data } } => {
+            std::fs::create_dir_all(&data)?;
+            let signer = audit::Signer::init(&data.join(audit::KEY_FILE))?;
+            println!("public key {}", signer.public_key_hex());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn audit_command(command: AuditCommand) -> Result<ExitCode> {
+    match command {
+        AuditCommand::Verify { data, public_key } => {
+            let key = public_key.map(|k| parse_key(&k)).transpose()?;
+            let r = audit::verify(&data.join(audit::DB_FILE), key.as_ref())?;
+            match r.first_break {
+                None => {
+                    println!(
+                        "audit chain verified: {} entries, {} signed checkpoints, head {}",
+                        r.entries,
+                        r.checkpoints,
+                        hex::encode(r.head)
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Some(b) => {
+                    println!("audit chain BROKEN at entry {}: {}", b.seq, b.problem);
+                    Ok(ExitCode::from(EXIT_BROKEN_CHAIN))
+                }
+            }
+        }
+        AuditCommand::Show { waybill, data, config } => {
+            let lanes = load(&config)?.line.lanes;
+            let story = audit::story(&data.join(audit::DB_FILE), &waybill)?;
+            if story.is_empty() {
+                println!("no record of {waybill}");
+                return Ok(ExitCode::FAILURE);
+            }
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{waybill}")?;
+            for e in story {
+                let what = recorder::describe_entry(&e.kind, &e.payload, &lanes);
+                let tracking = e.tracking.map(|t| format!("T{t}")).unwrap_or_default();
+                writeln!(out, "  #{:<7} {}  {:>7}  {}", e.seq, wall_time(e.wall_ms), tracking, what)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Export { data, from, to } => {
+            let from = from.map(|t| rfc3339_ms(&t)).transpose()?.unwrap_or(i64::MIN);
+            let to = to.map(|t| rfc3339_ms(&t)).transpose()?.unwrap_or(i64::MAX);
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            audit::entries_between(&data.join(audit::DB_FILE), from, to, |e| {
+                let line = serde_json::json!({
+                    "seq": e.seq, "kind": e.kind, "wall_ms": e.wall_ms, "mono_ms": e.mono_ms,
+                    "tracking": e.tracking, "waybill": e.waybill, "payload": e.payload,
+                    "prev_hash": hex::encode(e.prev_hash), "hash": hex::encode(e.hash),
+                });
+                writeln!(out, "{line}").map_err(|source| audit::AuditError::Io { path: "<stdout>".into(), source })
+            })?;
+            out.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn parse_key(text: &str) -> Result<[u8; 32]> {
+    let bytes = hex::decode(text.trim()).context("public key must be hex")?;
+    bytes.try_into().map_err(|_| anyhow::anyhow!("public key must be 32 bytes"))
+}
+
+fn rfc3339_ms(text: &str) -> Result<i64> {
+    let t = humantime::parse_rfc3339_weak(text).with_context(|| format!("{text:?} is not an RFC 3339 time"))?;
+    Ok(t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64))
+}
+
+fn wall_time(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}

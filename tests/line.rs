@@ -268,7 +268,7 @@ fn every_input_but_ticks_is_recorded_before_its_effects() {
             _ => None,
         })
         .collect();
-    assert_eq!(kinds, vec!["gate", "scan", "decision"]);
+    assert_eq!(kinds, vec!["gate", "scan", "identified", "decision"]);
     let decision_at = b.out.iter().position(|o| matches!(o, Output::Record(Record::Decision { .. }))).unwrap();
     let dest_at = b.out.iter().position(|o| matches!(o, Output::SetDestination { .. })).unwrap();
     assert!(decision_at < dest_at, "the decision is recorded before the destination goes out");

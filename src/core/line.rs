@@ -78,6 +78,11 @@ pub enum Input {
     },
     /// Platform: a declaration list, new or amended.
     Manifest(Arc<Manifest>),
+    /// PLC: the parcel entered the X-ray tunnel; the image will carry this sequence number.
+    XrayEntered {
+        tracking: TrackingId,
+        image_seq: u32,
+    },
     /// X-ray pre-screen findings for a parcel (empty: clean).
     XrayScreened {
         tracking: TrackingId,
@@ -121,12 +126,30 @@ pub enum Input {
 }
 
 impl Input {
+    /// Audit kinds of the inputs that are recorded (all but ticks).
+    pub const RECORDED_KINDS: [&'static str; 13] = [
+        "gate",
+        "scan",
+        "manifest",
+        "xray_entered",
+        "xray_screened",
+        "verdict",
+        "manual_transfer",
+        "destination_written",
+        "divert",
+        "lost",
+        "plc_status",
+        "target_add",
+        "target_remove",
+    ];
+
     /// The audit kind of this input.
     pub fn kind(&self) -> &'static str {
         match self {
             Input::Gate { .. } => "gate",
             Input::Scan { .. } => "scan",
             Input::Manifest(_) => "manifest",
+            Input::XrayEntered { .. } => "xray_entered",
             Input::XrayScreened { .. } => "xray_screened",
             Input::Verdict { .. } => "verdict",
             Input::ManualTransfer { .. } => "manual_transfer",
@@ -144,6 +167,7 @@ impl Input {
     pub fn tracking(&self) -> Option<TrackingId> {
         match self {
             Input::Gate { tracking, .. }
+            | Input::XrayEntered { tracking, .. }
             | Input::XrayScreened { tracking, .. }
             | Input::Verdict { tracking, .. }
             | Input::ManualTransfer { tracking, .. }
@@ -173,6 +197,13 @@ pub enum LostWhy {
 pub enum Record {
     /// An input as it arrived (not ticks).
     Input(Input),
+    /// Who a parcel is, from its scan (or from the scan timeout: a no-read).
+    Identified {
+        tracking: TrackingId,
+        trigger: TriggerCount,
+        identity: Identity,
+        timed_out: bool,
+    },
     ReviewRequested {
         tracking: TrackingId,
         waybill: Waybill,
@@ -200,7 +231,7 @@ pub enum Record {
     },
     /// An input that could not be applied, and why.
     Refused {
-        input: &'static str,
+        input: String,
         tracking: Option<TrackingId>,
         why: String,
     },
@@ -223,6 +254,7 @@ impl Record {
     pub fn kind(&self) -> &'static str {
         match self {
             Record::Input(i) => i.kind(),
+            Record::Identified { .. } => "identified",
             Record::ReviewRequested { .. } => "review_requested",
             Record::Decision { .. } => "decision",
             Record::Missort { .. } => "missort",
@@ -237,6 +269,7 @@ impl Record {
         match self {
             Record::Input(i) => i.tracking(),
             Record::ReviewRequested { tracking, .. }
+            | Record::Identified { tracking, .. }
             | Record::Decision { tracking, .. }
             | Record::Missort { tracking, .. }
             | Record::Lost { tracking, .. }
@@ -254,6 +287,7 @@ impl Record {
                 ..
             })) => Some(*w),
             Record::ReviewRequested { waybill, .. } => Some(*waybill),
+            Record::Identified { identity: Identity::Waybill { waybill }, .. } => Some(*waybill),
             Record::Decision { waybill, .. } | Record::Lost { waybill, .. } | Record::Completed { waybill, .. } => {
                 *waybill
             }
@@ -279,7 +313,7 @@ pub enum Severity {
     Critical,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Alarm {
     pub code: &'static str,
     pub severity: Severity,
@@ -297,6 +331,8 @@ pub struct ParcelReport {
     pub decided: Option<Lane>,
     pub confirmed: Option<Lane>,
     pub lost: bool,
+    /// The X-ray image's sequence number, when the parcel passed the tunnel.
+    pub image_seq: Option<u32>,
     pub entered_at: Millis,
     pub decided_at: Option<Millis>,
     pub done_at: Millis,
@@ -354,6 +390,8 @@ struct Parcel {
     length_mm: Option<u32>,
     codes: Vec<String>,
     identity: Option<Identity>,
+    /// For matching the X-ray image to the parcel.
+    image_seq: Option<u32>,
     xray_flags: Vec<Arc<str>>,
     verdict: Option<(OfficerId, Verdict)>,
     transfer: Option<OfficerId>,
@@ -476,6 +514,11 @@ impl Line {
                     self.refuse("manifest", None, format!("version {} is not newer than the one held", m.version), out);
                 }
             }
+            // Every parcel passes the tunnel, decided or not; only the image link is kept.
+            Input::XrayEntered { tracking, image_seq } => match self.parcels.get_mut(&tracking) {
+                Some(p) => p.image_seq = Some(image_seq),
+                None => self.refuse("xray_entered", Some(tracking), "unknown tracking id".into(), out),
+            },
             Input::XrayScreened { tracking, flags } => {
                 self.amend(tracking, "xray_screened", now, out, |p| p.xray_flags = flags);
             }
@@ -551,6 +594,7 @@ impl Line {
                 length_mm,
                 codes: Vec::new(),
                 identity: None,
+                image_seq: None,
                 xray_flags: Vec::new(),
                 verdict: None,
                 transfer: None,
@@ -558,17 +602,11 @@ impl Line {
                 sent: None,
             },
         );
+        self.by_trigger.insert(trigger, tracking);
         match self.early_scans.remove(&trigger) {
-            Some((_, codes)) => {
-                self.by_trigger.insert(trigger, tracking);
-                self.apply_scan(tracking, codes, now, out);
-            }
-            None => {
-                self.by_trigger.insert(trigger, tracking);
-                if self.safe_mode {
-                    self.evaluate(tracking, now, false, out);
-                }
-            }
+            Some((_, codes)) => self.apply_scan(tracking, codes, now, out),
+            None if self.safe_mode => self.evaluate(tracking, now, false, out),
+            None => {}
         }
     }
 
@@ -605,7 +643,9 @@ impl Line {
         if identity == Identity::NoRead {
             self.stats.no_reads += u64::from(p.identity.is_none());
         }
-        p.identity = Some(identity);
+        p.identity = Some(identity.clone());
+        let trigger = p.trigger;
+        out.push(Output::Record(Record::Identified { tracking, trigger, identity, timed_out: false }));
         self.evaluate(tracking, now, false, out);
     }
 
@@ -719,17 +759,15 @@ impl Line {
             self.timers.pop_first();
             match timer {
                 Timer::ScanTimeout(tracking, serial) => {
-                    if let Some(p) = self.live(tracking, serial).filter(|p| p.identity.is_none()) {
-                        p.identity = Some(Identity::NoRead);
-                        self.stats.no_reads += 1;
+                    if self.live(tracking, serial).is_some_and(|p| p.identity.is_none()) {
+                        self.scan_timed_out(tracking, out);
                         self.evaluate(tracking, at, false, out);
                     }
                 }
                 Timer::Cutoff(tracking, serial) => {
                     if let Some(p) = self.live(tracking, serial).filter(|p| p.sent.is_none()) {
                         if p.identity.is_none() {
-                            p.identity = Some(Identity::NoRead);
-                            self.stats.no_reads += 1;
+                            self.scan_timed_out(tracking, out);
                         }
                         self.evaluate(tracking, at, true, out);
                     }
@@ -745,6 +783,20 @@ impl Line {
                     }
                 }
             }
+        }
+    }
+
+    fn scan_timed_out(&mut self, tracking: TrackingId, out: &mut Vec<Output>) {
+        if let Some(p) = self.parcels.get_mut(&tracking) {
+            p.identity = Some(Identity::NoRead);
+            self.stats.no_reads += 1;
+            let trigger = p.trigger;
+            out.push(Output::Record(Record::Identified {
+                tracking,
+                trigger,
+                identity: Identity::NoRead,
+                timed_out: true,
+            }));
         }
     }
 
@@ -881,6 +933,7 @@ impl Line {
             decided,
             confirmed,
             lost,
+            image_seq: p.image_seq,
             entered_at: p.entered_at,
             decided_at: p.sent.as_ref().map(|s| s.at),
             done_at: now,
@@ -901,7 +954,7 @@ impl Line {
 
     fn refuse(&mut self, input: &'static str, tracking: Option<TrackingId>, why: String, out: &mut Vec<Output>) {
         self.stats.refused += 1;
-        out.push(Output::Record(Record::Refused { input, tracking, why }));
+        out.push(Output::Record(Record::Refused { input: input.to_string(), tracking, why }));
     }
 
     fn alarm(

@@ -1,0 +1,200 @@
+//! Between the core's `Record`s and the audit chain's entries: what goes in,
+//! and how recorded inputs come back out for replay.
+
+use crate::audit::NewEntry;
+use crate::core::{Alarm, Identity, Input, Lane, LaneMap, Millis, Reason, Record};
+
+/// The audit entry for a core record at line time `now`.
+pub fn entry(record: &Record, now: Millis, wall_ms: i64) -> NewEntry {
+    // Records and inputs serialise as {"kind": .., "data": ..}; the kind is
+    // a column of its own, so the payload is the innermost data.
+    let mut value = serde_json::to_value(record).unwrap_or(serde_json::Value::Null);
+    let mut payload = value.get_mut("data").map(serde_json::Value::take).unwrap_or_default();
+    if matches!(record, Record::Input(_)) {
+        payload = payload.get_mut("data").map(serde_json::Value::take).unwrap_or_default();
+    }
+    NewEntry {
+        kind: record.kind().to_string(),
+        wall_ms,
+        mono_ms: now.0,
+        tracking: record.tracking().map(|t| t.0),
+        waybill: record.waybill().map(|w| w.to_string()),
+        payload,
+    }
+}
+
+pub fn alarm_entry(alarm: &Alarm, now: Millis, wall_ms: i64) -> NewEntry {
+    NewEntry {
+        kind: "alarm".into(),
+        wall_ms,
+        mono_ms: now.0,
+        tracking: alarm.tracking.map(|t| t.0),
+        waybill: None,
+        payload: serde_json::to_value(alarm).unwrap_or_default(),
+    }
+}
+
+/// The input an entry recorded, if it recorded one.
+pub fn input_of(kind: &str, payload: &serde_json::Value) -> Option<Result<Input, serde_json::Error>> {
+    Input::RECORDED_KINDS
+        .contains(&kind)
+        .then(|| serde_json::from_value(serde_json::json!({ "kind": kind, "data": payload })))
+}
+
+/// The core record an entry holds, if it holds one (not start, stop, alarms, checkpoints).
+pub fn record_of(kind: &str, payload: &serde_json::Value) -> Option<Record> {
+    if let Some(input) = input_of(kind, payload) {
+        return input.ok().map(Record::Input);
+    }
+    serde_json::from_value(serde_json::json!({ "kind": kind, "data": payload })).ok()
+}
+
+fn lane_name(lanes: &LaneMap, id: u16) -> String {
+    lanes.lane(id).map_or_else(|| format!("unknown lane id {id}"), |l| format!("{l} (id {id})"))
+}
+
+/// A decision's reasons in words: those that decided the lane, then any
+/// that were outweighed.
+pub fn reasons_text(lane: Lane, reasons: &[Reason]) -> String {
+    let words = |keep: fn(Lane, Lane) -> bool| {
+        reasons.iter().filter(|r| keep(r.lane(), lane)).map(Reason::label).collect::<Vec<_>>().join(", ")
+    };
+    let deciding = words(|a, b| a == b);
+    match words(|a, b| a != b) {
+        outweighed if outweighed.is_empty() => deciding,
+        outweighed => format!("{deciding} (outweighed: {outweighed})"),
+    }
+}
+
+/// One line of an entry's story, in words an officer reads.
+pub fn describe_entry(kind: &str, payload: &serde_json::Value, lanes: &LaneMap) -> String {
+    if let Some(record) = record_of(kind, payload) {
+        return describe(&record, lanes);
+    }
+    let text = |key: &str| payload.get(key).and_then(serde_json::Value::as_str).unwrap_or("?").to_string();
+    match kind {
+        "alarm" => format!("ALARM {} {}: {}", text("severity"), text("code"), text("message")),
+        "start" | "stop" => format!("line {kind}: {payload}"),
+        "checkpoint" => {
+            format!("signed checkpoint of the chain up to entry {}", payload.get("seq").unwrap_or(&payload.clone()))
+        }
+        _ => format!("{kind}: {payload}"),
+    }
+}
+
+/// One line of a parcel's story, in words an officer reads.
+pub fn describe(record: &Record, lanes: &LaneMap) -> String {
+    match record {
+        Record::Input(input) => match input {
+            Input::Gate { trigger, length_mm, .. } => format!(
+                "entered the reading gate (scanner trigger {}{})",
+                trigger.0,
+                length_mm.map(|l| format!(", {l} mm long")).unwrap_or_default()
+            ),
+            Input::Scan { codes, .. } if codes.is_empty() => "scanner read nothing".into(),
+            Input::Scan { codes, .. } => format!("scanner read {}", codes.join(" ")),
+            Input::Manifest(m) => format!(
+                "declaration list {} version {} received: {} channel, {:?}{}{}",
+                m.list_no,
+                m.version,
+                m.channel.as_str(),
+                m.status,
+                if m.licence_required { ", licence required" } else { "" },
+                if m.platform_targeted { ", targeted by the platform" } else { "" }
+            )
+            .to_lowercase(),
+            Input::XrayEntered { image_seq, .. } => format!("entered the X-ray tunnel (image {image_seq})"),
+            Input::XrayScreened { flags, .. } if flags.is_empty() => "X-ray pre-screen: clean".into(),
+            Input::XrayScreened { flags, .. } => format!("X-ray pre-screen flagged: {}", flags.join(", ")),
+            Input::Verdict { officer, verdict, .. } => {
+                format!("officer {officer} gave verdict: {verdict:?}").to_lowercase()
+            }
+            Input::ManualTransfer { officer, .. } => format!("officer {officer} moved it to review by hand"),
+            Input::DestinationWritten { lane_id, .. } => {
+                format!("destination {} written to the PLC", lane_name(lanes, *lane_id))
+            }
+            Input::Divert { lane_id, .. } => format!("PLC confirmed it left by {}", lane_name(lanes, *lane_id)),
+            Input::Lost { .. } => "PLC reported it lost from its tracking window".into(),
+            Input::PlcStatus { safe_mode } => format!("PLC safe mode {}", if *safe_mode { "on" } else { "off" }),
+            Input::TargetAdd(t) => format!("manual target {} added by {}: {}", t.id, t.author, t.reason),
+            Input::TargetRemove { id, officer } => format!("manual target {id} removed by {officer}"),
+            Input::Tick => "tick".into(),
+        },
+        Record::Identified { identity, timed_out, .. } => match identity {
+            Identity::Waybill { waybill } => format!("identified as {waybill}"),
+            Identity::NoRead if *timed_out => "no scan arrived in time: no read".into(),
+            Identity::NoRead => "no waybill read".into(),
+            Identity::Ambiguous { count } => format!("{count} different codes read: ambiguous"),
+            Identity::BadCheckDigit => "waybill read with a wrong check digit".into(),
+        },
+        Record::ReviewRequested { deadline, .. } => {
+            format!("sent to the officer's screen; verdict due by line time {:.1} s", deadline.0 as f64 / 1000.0)
+        }
+        Record::Decision { lane, reasons, manifest_version, .. } => format!(
+            "DECIDED {}: {}{}",
+            lane.as_str().to_uppercase(),
+            reasons_text(*lane, reasons),
+            manifest_version.map(|v| format!(" (declaration list version {v})")).unwrap_or_default()
+        ),
+        Record::Missort { decided, actual, .. } => format!(
+            "MISSORT: decided {}, left by {}",
+            decided.map_or("nothing", Lane::as_str),
+            actual.map_or("an unknown lane", Lane::as_str)
+        ),
+        Record::Lost { why, .. } => {
+            format!("lost ({why:?}); runs on to the end of the line, the hold lane").to_lowercase()
+        }
+        Record::Refused { input, why, .. } => format!("{input} refused: {why}"),
+        Record::UnmatchedScan { codes, .. } => format!("scan matched no parcel: {}", codes.join(" ")),
+        Record::Completed { decided, confirmed, .. } => format!(
+            "story complete: decided {}, confirmed {}",
+            decided.map_or("nothing", Lane::as_str),
+            confirmed.map_or("nothing", Lane::as_str)
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{TrackingId, TriggerCount};
+
+    #[test]
+    fn inputs_round_trip_through_entries() {
+        let inputs = [
+            Input::Gate { tracking: TrackingId(4), trigger: TriggerCount(9), length_mm: Some(350) },
+            Input::Scan { trigger: TriggerCount(9), codes: vec!["EA123456785CN".into()] },
+            Input::Lost { tracking: TrackingId(4) },
+            Input::PlcStatus { safe_mode: true },
+        ];
+        for input in inputs {
+            let e = entry(&Record::Input(input.clone()), Millis(5), 0);
+            assert_eq!(e.kind, input.kind());
+            assert_eq!(input_of(&e.kind, &e.payload).unwrap().unwrap(), input);
+        }
+        assert!(input_of("decision", &serde_json::Value::Null).is_none());
+        assert!(input_of("tick", &serde_json::Value::Null).is_none());
+    }
+
+    #[test]
+    fn records_come_back_and_read_as_words() {
+        let lanes = LaneMap { release: 1, inspection: 2, hold: 3 };
+        let records = [
+            Record::Decision {
+                tracking: TrackingId(1),
+                waybill: None,
+                lane: Lane::Hold,
+                reasons: vec![Reason::NoRead],
+                manifest_version: None,
+            },
+            Record::Refused { input: "verdict".into(), tracking: Some(TrackingId(1)), why: "after the cut-off".into() },
+            Record::Input(Input::Divert { tracking: TrackingId(1), lane_id: 3 }),
+        ];
+        for r in records {
+            let e = entry(&r, Millis(1), 0);
+            assert_eq!(record_of(&e.kind, &e.payload).as_ref(), Some(&r));
+        }
+        let d = describe(&record_of("divert", &serde_json::json!({"tracking": 1, "lane_id": 3})).unwrap(), &lanes);
+        assert_eq!(d, "PLC confirmed it left by hold (id 3)");
+    }
+}
