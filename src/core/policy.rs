@@ -46,8 +46,24 @@ impl ManualTarget {
     }
 }
 
+/// Names compare trimmed and case-folded, without allocating.
 fn eq_name(a: &str, b: &str) -> bool {
-    a.trim().to_lowercase() == b.trim().to_lowercase()
+    a.trim().chars().flat_map(char::to_lowercase).eq(b.trim().chars().flat_map(char::to_lowercase))
+}
+
+/// Whether `hay` contains `needle` (already lower-case), ignoring case. The
+/// common cases (an ASCII keyword, or a caseless one such as Chinese against
+/// a name with no capitals) allocate nothing.
+fn contains_folded(hay: &str, needle: &str) -> bool {
+    if needle.is_ascii() {
+        let (h, n) = (hay.as_bytes(), needle.as_bytes());
+        // UTF-8 continuation bytes never equal ASCII, so byte windows are safe.
+        n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+    } else if hay.chars().any(char::is_uppercase) {
+        hay.to_lowercase().contains(needle)
+    } else {
+        hay.contains(needle)
+    }
 }
 
 /// An interception rule as written in `firmware-config/rules/*.toml`.
@@ -134,10 +150,7 @@ impl InterceptionRule {
 
     fn item_matches(&self, item: &Item) -> bool {
         (self.hs_prefixes.is_empty() || self.hs_prefixes.iter().any(|p| item.hs_code.starts_with(p.as_str())))
-            && (self.keywords.is_empty() || {
-                let name = item.name.to_lowercase();
-                self.keywords.iter().any(|k| name.contains(k.as_str()))
-            })
+            && (self.keywords.is_empty() || self.keywords.iter().any(|k| contains_folded(&item.name, k)))
             && self.min_item_value_minor.is_none_or(|v| item.value_minor >= v)
     }
 
@@ -177,6 +190,10 @@ impl RuleSet {
 
     pub fn len(&self) -> usize {
         self.rules.len()
+    }
+
+    pub fn rules(&self) -> &[InterceptionRule] {
+        &self.rules
     }
 
     pub fn is_empty(&self) -> bool {
@@ -256,6 +273,18 @@ pub(crate) mod tests {
         );
         assert!(ok(rule(|r| r.consignors = vec![" suzhou silk ltd".into()])));
         assert!(ok(rule(|r| r.min_total_value_minor = Some(25_000))));
+    }
+
+    #[test]
+    fn folded_matching() {
+        assert!(contains_folded("连衣裙 Silk DRESS", "dress"));
+        assert!(contains_folded("连衣裙 Silk DRESS", "连衣裙"));
+        assert!(contains_folded("T恤 T-Shirt", "t恤"));
+        assert!(contains_folded("ÉCHARPE en soie", "écharpe"));
+        assert!(!contains_folded("牛仔裤 jeans", "牛肉"));
+        assert!(!contains_folded("dres", "dress"));
+        assert!(eq_name("  Jane DOE ", "jane doe"));
+        assert!(!eq_name("Jane", "Jane Doe"));
     }
 
     #[test]
