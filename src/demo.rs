@@ -308,7 +308,8 @@ pub fn run(cfg: &Loaded, opts: &DemoOptions, live: &mut dyn Write) -> Result<Sum
     };
     let start = serde_json::json!({
         "mode": "demo", "seed": opts.seed, "parcels": opts.parcels, "faults": opts.faults,
-        "site": cfg.line.site.site_id, "line": cfg.line.site.line_id, "version": env!("CARGO_PKG_VERSION"),
+        "site": cfg.line.site.site_id, "line_id": cfg.line.site.line_id, "version": env!("CARGO_PKG_VERSION"),
+        "line": h.line.snapshot(),
     });
     h.pending.push(NewEntry {
         kind: "start".into(),

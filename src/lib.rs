@@ -7,6 +7,7 @@
 //!   anything starts.
 //! - [`audit`]: the hash-chained, signed, append-only record in SQLite.
 //! - [`recorder`]: core records to audit entries and back (replay, `audit show`).
+//! - [`replay`]: recorded inputs through a fresh core, compared with recorded decisions.
 //! - [`demo`]: the line against the built-in simulator in virtual time.
 //! - [`clock`]: the only place that reads the machine's clocks.
 pub mod audit;
@@ -15,3 +16,4 @@ pub mod config;
 pub mod core;
 pub mod demo;
 pub mod recorder;
+pub mod replay;

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use sortline::config::{ConfigError, LineConfig, Loaded};
-use sortline::{audit, demo, recorder};
+use sortline::{audit, demo, recorder, replay};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -79,6 +79,14 @@ enum AuditCommand {
         waybill: String,
         #[arg(long)]
         data: PathBuf,
+        #[arg(long, default_value = "firmware-config/line.toml")]
+        config: PathBuf,
+    },
+    /// Feed the recorded inputs through a fresh core; every recorded decision must come out the same.
+    Replay {
+        #[arg(long)]
+        data: PathBuf,
+        /// For runs that were not demos: the configuration whose secret they used.
         #[arg(long, default_value = "firmware-config/line.toml")]
         config: PathBuf,
     },
@@ -210,6 +218,22 @@ fn audit_command(command: AuditCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        AuditCommand::Replay { data, config } => {
+            let r = replay::replay(&data.join(audit::DB_FILE), |start| run_secret(start, &config, &data))?;
+            println!(
+                "replayed {} runs: {} inputs, {} recorded decisions, {} not reproduced",
+                r.runs, r.inputs, r.decisions, r.mismatch_count
+            );
+            for m in &r.mismatches {
+                println!(
+                    "  entry {}: recorded {} / replayed {}",
+                    m.seq,
+                    json_or_none(&m.recorded),
+                    json_or_none(&m.replayed)
+                );
+            }
+            Ok(if r.reproduced() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
         AuditCommand::Export { data, from, to } => {
             let from = from.map(|t| rfc3339_ms(&t)).transpose()?.unwrap_or(i64::MIN);
             let to = to.map(|t| rfc3339_ms(&t)).transpose()?.unwrap_or(i64::MAX);
@@ -226,6 +250,21 @@ fn audit_command(command: AuditCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The secret a recorded run used: a demo's comes from its seed, a line's
+/// from its configuration.
+fn run_secret(start: &serde_json::Value, config: &Path, data: &Path) -> Result<sortline::core::SiteSecret, String> {
+    if start.get("mode").and_then(|m| m.as_str()) == Some("demo") {
+        let seed = start.get("seed").and_then(|s| s.as_u64()).ok_or("demo run without a seed")?;
+        return Ok(demo::demo_secret(seed));
+    }
+    let cfg = LineConfig::load(config).map_err(|e| e.to_string())?;
+    cfg.line.sampling.secret.resolve(data).map_err(|e| e.to_string())
+}
+
+fn json_or_none(v: &Option<serde_json::Value>) -> String {
+    v.as_ref().map_or_else(|| "nothing".into(), |v| v.to_string())
 }
 
 fn parse_key(text: &str) -> Result<[u8; 32]> {

@@ -11,9 +11,10 @@
 
 use super::engine::{Facts, Policy};
 use super::manifest::Manifest;
-use super::policy::{ManualTarget, RuleSet};
+use super::policy::{InterceptionRule, ManualTarget, RuleError, RuleSet};
 use super::reason::{Decision, Reason};
-use super::types::{Channel, Lane, Millis, OfficerId, TrackingId, TriggerCount, Verdict};
+use super::sampling::SiteSecret;
+use super::types::{Channel, Lane, Millis, OfficerId, PerChannel, TrackingId, TriggerCount, Verdict};
 use super::waybill::{identify, Identity, Waybill};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -43,7 +44,7 @@ impl LaneMap {
 }
 
 /// Timing and limits of the line, derived from configuration.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LineSettings {
     pub lanes: LaneMap,
     /// Reading gate to review cut-off, at belt speed.
@@ -58,6 +59,31 @@ pub struct LineSettings {
     pub confirm_grace_ms: u64,
     pub max_in_flight: usize,
     pub max_pending_scans: usize,
+}
+
+/// A line's settings and policy, less its secret. See [`Line::snapshot`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LineSnapshot {
+    pub settings: LineSettings,
+    pub sample_rate: PerChannel<f64>,
+    pub xray_review_ratio: PerChannel<f64>,
+    pub max_parcel_length_mm: u32,
+    pub rules: Vec<InterceptionRule>,
+    pub targets: Vec<ManualTarget>,
+}
+
+impl LineSnapshot {
+    pub fn line(self, secret: SiteSecret) -> Result<Line, RuleError> {
+        let policy = Policy {
+            secret,
+            sample_rate: self.sample_rate,
+            xray_review_ratio: self.xray_review_ratio,
+            rules: Arc::new(RuleSet::new(self.rules)?),
+            targets: self.targets,
+            max_parcel_length_mm: self.max_parcel_length_mm,
+        };
+        Ok(Line::new(self.settings, policy))
+    }
 }
 
 /// Everything that can happen to the line. All of it is recorded, so the
@@ -475,6 +501,19 @@ impl Line {
     /// When the driver must call `handle(Input::Tick, ..)` next.
     pub fn next_timeout(&self) -> Option<Millis> {
         self.timers.first().map(|(t, _)| *t)
+    }
+
+    /// What a fresh line needs, besides the secret, to decide as this one
+    /// does: recorded at start so that replay needs no configuration.
+    pub fn snapshot(&self) -> LineSnapshot {
+        LineSnapshot {
+            settings: self.settings.clone(),
+            sample_rate: self.policy.sample_rate,
+            xray_review_ratio: self.policy.xray_review_ratio,
+            max_parcel_length_mm: self.policy.max_parcel_length_mm,
+            rules: self.policy.rules.rules().to_vec(),
+            targets: self.policy.targets.clone(),
+        }
     }
 
     // --- mutators
