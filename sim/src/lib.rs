@@ -127,6 +127,8 @@ pub struct Scenario {
     pub slow_review_ms: RangeInclusive<Ms>,
     /// After the Gate event.
     pub manual_transfer_ms: RangeInclusive<Ms>,
+    /// From a parcel entering the inspection lane to the bench's result.
+    pub inspection_ms: RangeInclusive<Ms>,
 
     // Physical faults.
     /// A 5 ms off/on glitch of the gate beam inside a parcel.
@@ -179,6 +181,7 @@ impl Scenario {
             review_ms: 3_000..=12_000,
             slow_review_ms: 25_000..=40_000,
             manual_transfer_ms: 1_000..=5_000,
+            inspection_ms: 60_000..=240_000,
             bounce: 0.02,
             close_gap: 0.005,
             missed_divert: 0.0,
@@ -216,6 +219,9 @@ pub enum SimEvent {
     Verdict { tracking: u32, officer: String, verdict: SimVerdict },
     /// An officer watching green parcels moves this one to review by hand.
     ManualTransfer { tracking: u32, officer: String },
+    /// Inspection bench: the parcel was opened (查验并录入结果); a discrepancy means goods the
+    /// list does not declare. Some minutes after it entered the inspection lane.
+    InspectionResult { waybill: String, officer: String, discrepancy: bool },
     /// PLC: confirmed by the lane-mouth eye (the end-of-line eye for the end lane).
     Divert { tracking: u32, lane_id: u16 },
     /// PLC: the parcel was not seen in its window at a window-check eye; the PLC stops

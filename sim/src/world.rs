@@ -140,7 +140,12 @@ enum Action {
     Fire(u16),
     Confirm(u16),
     EndArrive,
-    Verdict { officer: u8, verdict: SimVerdict },
+    Verdict {
+        officer: u8,
+        verdict: SimVerdict,
+    },
+    /// The inspection bench opened the unit's parcels.
+    InspectionResult,
 }
 
 impl Action {
@@ -157,6 +162,7 @@ impl Action {
             Action::Confirm(_) => 7,
             Action::EndArrive => 8,
             Action::Verdict { .. } => 9,
+            Action::InspectionResult => 10,
         }
     }
 }
@@ -901,6 +907,10 @@ impl World {
             Action::Confirm(lane_id) => {
                 self.units[u].finished = true;
                 out.push((now, SimEvent::Divert { tracking, lane_id }));
+                if self.role_of(lane_id) == Some(LaneRole::Inspection) {
+                    let at_ms = now + draw(&mut self.officer_rng, &self.scenario.inspection_ms);
+                    self.schedule(at_ms, u, Action::InspectionResult);
+                }
             }
             Action::EndArrive => {
                 let lane_id = self.geometry.end_lane_id;
@@ -909,6 +919,18 @@ impl World {
                 unit.finished = true;
                 if unit.tracking.is_some() && !unit.lost {
                     out.push((now, SimEvent::Divert { tracking, lane_id }));
+                }
+            }
+            Action::InspectionResult => {
+                // Opened, the parcel shows everything: a discrepancy is exactly undeclared goods.
+                let unit = &self.units[u];
+                let first = unit.first_parcel as usize;
+                for p in &self.parcels[first..first + unit.parcel_count as usize] {
+                    let (waybill, discrepancy) = (p.waybill.clone(), p.undeclared.is_some());
+                    out.push((
+                        now,
+                        SimEvent::InspectionResult { waybill, officer: "bench-01".to_owned(), discrepancy },
+                    ));
                 }
             }
             Action::Verdict { officer, verdict } => {
@@ -1043,6 +1065,31 @@ mod tests {
             let unit = &world.units[parcel.unit as usize];
             assert!(unit.finished && unit.exit_lane.is_some(), "{parcel:?}");
         }
+    }
+
+    #[test]
+    fn the_bench_opens_every_parcel_in_the_inspection_lane() {
+        let mut world = World::new(Scenario::demo(600, 3), Geometry::demo());
+        // Everything the host can identify goes to inspection.
+        let events = run(&mut world, |_, at, event, plan| {
+            if let SimEvent::Gate { tracking, .. } = event {
+                plan.push((at, HostAction::Destination(*tracking, INSPECTION)));
+            }
+        });
+        let report = world.report();
+        let results: Vec<(&String, bool)> = events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                SimEvent::InspectionResult { waybill, discrepancy, .. } => Some((waybill, *discrepancy)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(results.len() as u32, report.lanes.inspection);
+        for (waybill, discrepancy) in results {
+            let parcel = world.parcels.iter().find(|p| &p.waybill == waybill).unwrap();
+            assert_eq!(discrepancy, parcel.undeclared.is_some(), "{waybill}");
+        }
+        assert!(report.lanes.inspection > 0);
     }
 
     #[test]
