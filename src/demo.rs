@@ -203,6 +203,14 @@ fn input(event: sim::SimEvent) -> Result<Input, DemoError> {
         }
         E::Divert { tracking, lane_id } => Input::Divert { tracking: TrackingId(tracking), lane_id },
         E::Lost { tracking } => Input::Lost { tracking: TrackingId(tracking) },
+        E::InspectionResult { waybill, officer: o, discrepancy } => Input::InspectionResult {
+            waybill: Waybill::parse(&waybill).map_err(|e| DemoError::Sim {
+                what: "an inspection result with a bad waybill",
+                detail: format!("{waybill}: {e}"),
+            })?,
+            officer: officer(&o)?,
+            discrepancy,
+        },
     })
 }
 

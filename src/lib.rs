@@ -8,6 +8,7 @@
 //! - [`audit`]: the hash-chained, signed, append-only record in SQLite.
 //! - [`recorder`]: core records to audit entries and back (replay, `audit show`).
 //! - [`replay`]: recorded inputs through a fresh core, compared with recorded decisions.
+//! - [`report`]: the line's figures from the record.
 //! - [`demo`]: the line against the built-in simulator in virtual time.
 //! - [`clock`]: the only place that reads the machine's clocks.
 pub mod audit;
@@ -17,3 +18,4 @@ pub mod core;
 pub mod demo;
 pub mod recorder;
 pub mod replay;
+pub mod report;

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use sortline::config::{ConfigError, LineConfig, Loaded};
-use sortline::{audit, demo, recorder, replay};
+use sortline::{audit, demo, recorder, replay, report};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -55,6 +55,21 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// The line's figures for a time window, from the record: lanes, channel mix, no-read,
+    /// late and inspection hit rates, review times per officer.
+    Report {
+        #[arg(long)]
+        data: PathBuf,
+        /// RFC 3339 time, e.g. 2026-11-23T08:00:00Z; default: the beginning.
+        #[arg(long)]
+        from: Option<String>,
+        /// RFC 3339 time; default: now and on.
+        #[arg(long)]
+        to: Option<String>,
+        /// Also write the figures as CSV.
+        #[arg(long)]
+        csv: Option<PathBuf>,
     },
     /// The box's Ed25519 key that signs audit checkpoints.
     Keys {
@@ -172,6 +187,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { command } => audit_command(command),
+        Command::Report { data, from, to, csv } => {
+            let (from, to) = window(from, to)?;
+            let r = report::report(&data.join(audit::DB_FILE), from, to)?;
+            print!("{}", r.to_text());
+            if let Some(path) = csv {
+                std::fs::write(&path, r.to_csv()).with_context(|| format!("writing {}", path.display()))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Keys { command: KeysCommand::Init { data } } => {
             std::fs::create_dir_all(&data)?;
             let signer = audit::Signer::init(&data.join(audit::KEY_FILE))?;
@@ -235,8 +259,7 @@ fn audit_command(command: AuditCommand) -> Result<ExitCode> {
             Ok(if r.reproduced() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         AuditCommand::Export { data, from, to } => {
-            let from = from.map(|t| rfc3339_ms(&t)).transpose()?.unwrap_or(i64::MIN);
-            let to = to.map(|t| rfc3339_ms(&t)).transpose()?.unwrap_or(i64::MAX);
+            let (from, to) = window(from, to)?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             audit::entries_between(&data.join(audit::DB_FILE), from, to, |e| {
                 let line = serde_json::json!({
@@ -270,6 +293,13 @@ fn json_or_none(v: &Option<serde_json::Value>) -> String {
 fn parse_key(text: &str) -> Result<[u8; 32]> {
     let bytes = hex::decode(text.trim()).context("public key must be hex")?;
     bytes.try_into().map_err(|_| anyhow::anyhow!("public key must be 32 bytes"))
+}
+
+/// A time window from optional RFC 3339 bounds; open ends reach everything.
+fn window(from: Option<String>, to: Option<String>) -> Result<(i64, i64)> {
+    let from = from.map(|t| rfc3339_ms(&t)).transpose()?.unwrap_or(i64::MIN);
+    let to = to.map(|t| rfc3339_ms(&t)).transpose()?.unwrap_or(i64::MAX);
+    Ok((from, to))
 }
 
 fn rfc3339_ms(text: &str) -> Result<i64> {

@@ -118,6 +118,10 @@ pub fn describe(record: &Record, lanes: &LaneMap) -> String {
             Input::PlcStatus { safe_mode } => format!("PLC safe mode {}", if *safe_mode { "on" } else { "off" }),
             Input::TargetAdd(t) => format!("manual target {} added by {}: {}", t.id, t.author, t.reason),
             Input::TargetRemove { id, officer } => format!("manual target {id} removed by {officer}"),
+            Input::InspectionResult { officer, discrepancy, .. } => format!(
+                "opened at the inspection bench by {officer}: {}",
+                if *discrepancy { "DISCREPANCY (有误)" } else { "no discrepancy (无误)" }
+            ),
             Input::Tick => "tick".into(),
         },
         Record::Identified { identity, timed_out, .. } => match identity {
@@ -186,6 +190,7 @@ mod tests {
                 lane: Lane::Hold,
                 reasons: vec![Reason::NoRead],
                 manifest_version: None,
+                channel: None,
             },
             Record::Refused { input: "verdict".into(), tracking: Some(TrackingId(1)), why: "after the cut-off".into() },
             Record::Input(Input::Divert { tracking: TrackingId(1), lane_id: 3 }),

@@ -54,3 +54,31 @@ fn physical_faults_end_in_hold_and_are_noticed() {
         assert!(s.stats.missorts + s.stats.lost > 0);
     }
 }
+
+/// `sortline report` computes its figures from the record alone; they must
+/// agree with the core's counters and with the referee.
+#[test]
+fn report_from_the_record_agrees_with_the_run() {
+    let cfg = LineConfig::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-config/line.toml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = DemoOptions { parcels: 800, seed: 5, data_dir: dir.path().to_path_buf(), faults: false };
+    let s = demo::run(&cfg, &opts, &mut std::io::sink()).unwrap();
+    let r = sortline::report::report(&dir.path().join(sortline::audit::DB_FILE), i64::MIN, i64::MAX).unwrap();
+    assert_eq!(r.parcels, s.stats.parcels);
+    assert_eq!(
+        (r.decided.release, r.decided.inspection, r.decided.hold),
+        (s.decided.release, s.decided.inspection, s.decided.hold)
+    );
+    assert_eq!(r.confirmed.release, s.lanes.release, "the referee's release count");
+    assert_eq!(r.reviews, s.stats.reviews);
+    assert_eq!(r.late, s.stats.late);
+    assert_eq!(r.no_reads, s.stats.no_reads);
+    assert_eq!(r.green + r.red + r.no_list, r.decided.release + r.decided.inspection + r.decided.hold);
+    // Every parcel that physically entered the inspection lane was opened.
+    assert_eq!(r.inspected, s.lanes.inspection);
+    assert!(r.hit_rate.is_some_and(|h| h > 0.0 && h < 1.0));
+    // The simulated officers answer every review, late ones too: their times count.
+    assert_eq!(r.officers.iter().map(|o| o.verdicts).sum::<u64>(), r.reviews);
+    let csv = r.to_csv();
+    assert!(csv.starts_with("metric,value\n") && csv.contains("\nhit_rate,0."));
+}

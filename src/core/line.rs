@@ -147,13 +147,20 @@ pub enum Input {
         id: Arc<str>,
         officer: OfficerId,
     },
+    /// Inspection bench: the parcel was opened and the result entered (查验并录入结果).
+    /// It has left the line by then, so this is recorded, not decided on.
+    InspectionResult {
+        waybill: Waybill,
+        officer: OfficerId,
+        discrepancy: bool,
+    },
     /// Nothing happened but time passed.
     Tick,
 }
 
 impl Input {
     /// Audit kinds of the inputs that are recorded (all but ticks).
-    pub const RECORDED_KINDS: [&'static str; 13] = [
+    pub const RECORDED_KINDS: [&'static str; 14] = [
         "gate",
         "scan",
         "manifest",
@@ -167,6 +174,7 @@ impl Input {
         "plc_status",
         "target_add",
         "target_remove",
+        "inspection_result",
     ];
 
     /// The audit kind of this input.
@@ -185,6 +193,7 @@ impl Input {
             Input::PlcStatus { .. } => "plc_status",
             Input::TargetAdd(_) => "target_add",
             Input::TargetRemove { .. } => "target_remove",
+            Input::InspectionResult { .. } => "inspection_result",
             Input::Tick => "tick",
         }
     }
@@ -242,6 +251,8 @@ pub enum Record {
         lane: Lane,
         reasons: Vec<Reason>,
         manifest_version: Option<u64>,
+        /// The channel of the list used, if there was one.
+        channel: Option<Channel>,
     },
     /// The PLC confirmed a lane other than the one decided.
     Missort {
@@ -308,6 +319,7 @@ impl Record {
     pub fn waybill(&self) -> Option<Waybill> {
         match self {
             Record::Input(Input::Manifest(m)) => Some(m.waybill),
+            Record::Input(Input::InspectionResult { waybill, .. }) => Some(*waybill),
             Record::Input(Input::TargetAdd(ManualTarget {
                 criterion: super::policy::TargetCriterion::Waybill(w),
                 ..
@@ -579,6 +591,7 @@ impl Line {
                 self.policy.targets.retain(|t| t.id != target.id);
                 self.policy.targets.push(target);
             }
+            Input::InspectionResult { .. } => {}
             Input::TargetRemove { id, .. } => {
                 let before = self.policy.targets.len();
                 self.policy.targets.retain(|t| t.id != id);
@@ -868,6 +881,7 @@ impl Line {
         };
         let decision = self.policy.decide(&facts, now);
         let manifest_version = manifest.map(|m| m.version);
+        let channel = manifest.map(|m| m.channel);
         let manifest = manifest.cloned();
         let waybill = p.waybill();
         let deadline = p.cutoff_at;
@@ -911,6 +925,7 @@ impl Line {
             lane,
             reasons: decision.reasons.clone(),
             manifest_version,
+            channel,
         }));
         out.push(Output::SetDestination { tracking, lane, lane_id: self.settings.lanes.id(lane) });
         if let Some(p) = self.parcels.get_mut(&tracking) {
