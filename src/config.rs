@@ -33,6 +33,18 @@ pub struct LineConfig {
     pub limits: Limits,
     pub data: Data,
     pub rules: Rules,
+    pub audit: Audit,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Audit {
+    /// A signed checkpoint after this many entries…
+    pub checkpoint_every: u64,
+    /// …or this long after the last one, whichever comes first.
+    pub checkpoint_interval_s: u64,
+    /// Where `sortline audit archive` writes old segments; relative paths are under the data directory.
+    pub archive_dir: PathBuf,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -228,6 +240,9 @@ impl LineConfig {
             if !(0.0..=1.0).contains(&v) {
                 return Err(invalid(field, format!("must be between 0 and 1, got {v}")));
             }
+        }
+        if self.audit.checkpoint_every == 0 || self.audit.checkpoint_interval_s == 0 {
+            return Err(invalid("audit", "checkpoint_every and checkpoint_interval_s must be above 0"));
         }
         let lim = &self.limits;
         if lim.max_in_flight == 0 || lim.max_pending_scans == 0 || lim.max_parcel_length_mm == 0 {

@@ -294,6 +294,12 @@ impl Harness<'_> {
     }
 }
 
+fn open_audit(db: &Path, signer: Signer, cfg: &crate::config::Audit) -> Result<AuditLog, DemoError> {
+    let mut log = AuditLog::open(db, Some(signer), cfg.checkpoint_every)?;
+    log.set_checkpoint_interval_ms(Some(cfg.checkpoint_interval_s.saturating_mul(1000)));
+    Ok(log)
+}
+
 /// Runs the demo; the live view goes to `live`.
 pub fn run(cfg: &Loaded, opts: &DemoOptions, live: &mut dyn Write) -> Result<Summary, DemoError> {
     let stopwatch = clock::Stopwatch::start();
@@ -309,7 +315,7 @@ pub fn run(cfg: &Loaded, opts: &DemoOptions, live: &mut dyn Write) -> Result<Sum
     let mut h = Harness {
         line: Line::new(cfg.line.settings(), policy),
         world,
-        audit: AuditLog::open(&db, Some(signer), audit::DEFAULT_CHECKPOINT_EVERY)?,
+        audit: open_audit(&db, signer, &cfg.line.audit)?,
         epoch_wall_ms: clock::wall_ms(),
         pending: Vec::new(),
         live,

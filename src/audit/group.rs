@@ -21,6 +21,7 @@ type Reply = Sender<Result<u64, AuditError>>;
 enum Msg {
     Submit { entries: Vec<NewEntry>, reply: Reply },
     Flush { reply: Reply },
+    Checkpoint { now_wall_ms: i64, reply: Sender<Result<bool, AuditError>> },
     Shutdown,
 }
 
@@ -82,6 +83,16 @@ impl GroupCommit {
         Ticket { rx }.wait()
     }
 
+    /// Commits what is queued, then signs the head if the log's checkpoint
+    /// interval has passed at `now_wall_ms` ([`AuditLog::checkpoint_if_due`]).
+    /// Call it on a timer so an idle line's last entries get signed. Blocks
+    /// until done; returns whether a checkpoint was written.
+    pub fn checkpoint_if_due(&self, now_wall_ms: i64) -> Result<bool, AuditError> {
+        let (reply, rx) = bounded(1);
+        self.send(Msg::Checkpoint { now_wall_ms, reply })?;
+        rx.recv().map_err(|_| AuditError::Closed)?
+    }
+
     /// Commits what is queued and stops the thread.
     pub fn shutdown(mut self) -> Result<(), AuditError> {
         self.stop()
@@ -126,6 +137,7 @@ struct Batch {
     /// (reply, index past the submission's last entry in `entries`)
     submits: Vec<(Reply, usize)>,
     flushes: Vec<Reply>,
+    checkpoints: Vec<(i64, Sender<Result<bool, AuditError>>)>,
 }
 
 fn run(mut log: AuditLog, rx: Receiver<Msg>, max_delay: Duration, max_batch: usize) -> Result<(), AuditError> {
@@ -137,14 +149,14 @@ fn run(mut log: AuditLog, rx: Receiver<Msg>, max_delay: Duration, max_batch: usi
             return Ok(());
         };
         let mut stop = batch.add(first);
-        let mut urgent = !batch.flushes.is_empty();
+        let mut urgent = batch.urgent();
         let timer = after(max_delay);
         while !stop && !urgent && batch.entries.len() < max_batch {
             select! {
                 recv(rx) -> msg => match msg {
                     Ok(msg) => {
                         stop = batch.add(msg);
-                        urgent = !batch.flushes.is_empty();
+                        urgent = batch.urgent();
                     }
                     Err(_) => stop = true,
                 },
@@ -160,6 +172,11 @@ fn run(mut log: AuditLog, rx: Receiver<Msg>, max_delay: Duration, max_batch: usi
 }
 
 impl Batch {
+    /// Someone waits for this batch now: no point waiting for more submissions.
+    fn urgent(&self) -> bool {
+        !self.flushes.is_empty() || !self.checkpoints.is_empty()
+    }
+
     /// Returns true on shutdown.
     fn add(&mut self, msg: Msg) -> bool {
         match msg {
@@ -170,6 +187,10 @@ impl Batch {
             }
             Msg::Flush { reply } => {
                 self.flushes.push(reply);
+                false
+            }
+            Msg::Checkpoint { now_wall_ms, reply } => {
+                self.checkpoints.push((now_wall_ms, reply));
                 false
             }
             Msg::Shutdown => true,
@@ -192,6 +213,9 @@ impl Batch {
         }
         for reply in self.flushes.drain(..) {
             let _ = reply.send(answer(head));
+        }
+        for (now_wall_ms, reply) in self.checkpoints.drain(..) {
+            let _ = reply.send(log.checkpoint_if_due(now_wall_ms));
         }
         result.map(|_| ()).map_err(AuditError::Batch)
     }

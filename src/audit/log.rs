@@ -3,7 +3,7 @@
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::path::{Path, PathBuf};
 
-use super::encoding::{canonical_json, entry_hash, EntryFields, GENESIS_HASH, MAX_PAYLOAD_BYTES, MAX_TEXT_BYTES};
+use super::encoding::{canonical_json, entry_hash, EntryFields, MAX_PAYLOAD_BYTES, MAX_TEXT_BYTES};
 use super::schema::{self, INSERT_ENTRY, SELECT_ENTRY};
 use super::{AuditError, NewEntry, Signer, CHECKPOINT_KIND};
 
@@ -14,8 +14,15 @@ pub struct AuditLog {
     head_hash: [u8; 32],
     signer: Option<Signer>,
     checkpoint_every: u64,
-    /// Seq of the last checkpoint entry, 0 if none.
+    /// Time bound on checkpoints, see [`AuditLog::set_checkpoint_interval_ms`].
+    checkpoint_interval_ms: Option<u64>,
+    /// Seq of the last checkpoint entry (archived or stored), 0 if none.
     last_checkpoint_seq: u64,
+    /// Its wall_ms; None when unknown (none yet, or it was archived).
+    last_checkpoint_wall_ms: Option<i64>,
+    /// (wall_ms, mono_ms) of the head entry, which a checkpoint written without
+    /// new entries copies; None when the head is genesis or archived.
+    head_clock: Option<(i64, u64)>,
     /// Set when a failed append left the head unknown; appending then could fork the chain.
     poisoned: bool,
     buf: Vec<u8>,
@@ -29,14 +36,26 @@ impl std::fmt::Debug for AuditLog {
             .field("head_hash", &hex::encode(self.head_hash))
             .field("signer", &self.signer)
             .field("checkpoint_every", &self.checkpoint_every)
+            .field("checkpoint_interval_ms", &self.checkpoint_interval_ms)
             .finish_non_exhaustive()
     }
 }
 
 impl AuditLog {
-    /// Opens or creates the log. `checkpoint_every` = 0 disables checkpoints,
-    /// as does `signer` = None.
+    /// Opens or creates the log. `checkpoint_every` = 0 disables checkpoints
+    /// by count, `signer` = None disables them altogether.
     pub fn open(db_path: &Path, signer: Option<Signer>, checkpoint_every: u64) -> Result<AuditLog, AuditError> {
+        Self::open_at_schema(db_path, signer, checkpoint_every, i64::MAX)
+    }
+
+    /// `open` with the schema migrated only up to `schema_version`: tests use
+    /// it to write a database as an older build did.
+    pub(super) fn open_at_schema(
+        db_path: &Path,
+        signer: Option<Signer>,
+        checkpoint_every: u64,
+        schema_version: i64,
+    ) -> Result<AuditLog, AuditError> {
         let mut conn = Connection::open(db_path)?;
         conn.busy_timeout(schema::BUSY_TIMEOUT)?;
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
@@ -45,20 +64,24 @@ impl AuditLog {
         }
         // FULL: the WAL is fsynced at every commit, so a committed batch survives power loss.
         conn.pragma_update(None, "synchronous", "FULL")?;
-        schema::migrate(&mut conn)?;
+        schema::migrate_to(&mut conn, schema_version)?;
 
-        let (head_seq, head_hash) = load_head(&conn)?;
-        let last_checkpoint_seq = if signer.is_some() && checkpoint_every > 0 {
-            // Walks back from the end: at most `checkpoint_every` rows when signing.
+        let (head_seq, head_hash, head_clock) = load_head(&conn)?;
+        let stored_checkpoint = if signer.is_some() {
+            // Walks back from the end: few rows when checkpoints are being written.
             conn.query_row(
-                "SELECT seq FROM audit_entries WHERE kind = ?1 ORDER BY seq DESC LIMIT 1",
+                "SELECT seq, wall_ms FROM audit_entries WHERE kind = ?1 ORDER BY seq DESC LIMIT 1",
                 [CHECKPOINT_KIND],
-                |r| r.get::<_, i64>(0),
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
             )
             .optional()?
-            .map_or(0, |s| u64::try_from(s).unwrap_or(0))
         } else {
-            0
+            None
+        };
+        let (last_checkpoint_seq, last_checkpoint_wall_ms) = match stored_checkpoint {
+            Some((seq, wall)) => (u64::try_from(seq).unwrap_or(0), Some(wall)),
+            // Every archive ends with a checkpoint.
+            None => (schema::archive_base(&conn)?.0, None),
         };
         tracing::info!(
             path = %db_path.display(),
@@ -75,10 +98,22 @@ impl AuditLog {
             head_hash,
             signer,
             checkpoint_every,
+            checkpoint_interval_ms: None,
             last_checkpoint_seq,
+            last_checkpoint_wall_ms,
+            head_clock,
             poisoned: false,
             buf: Vec::with_capacity(512),
         })
+    }
+
+    /// Adds a time bound to the count bound: with a signer, a batch whose
+    /// newest wall_ms is `ms` or more past the last checkpoint's wall_ms (or
+    /// before it by as much: a clock stepped back must not stall the bound) is
+    /// followed by a checkpoint, so a quiet line still gets signed heads.
+    /// Works with `checkpoint_every` = 0 too (time bound only). None: off.
+    pub fn set_checkpoint_interval_ms(&mut self, ms: Option<u64>) {
+        self.checkpoint_interval_ms = ms;
     }
 
     /// Appends the batch in ONE transaction and returns the seq of the batch's
@@ -93,25 +128,50 @@ impl AuditLog {
         }
         // Validate everything before touching the database.
         let payloads = entries.iter().map(validate).collect::<Result<Vec<String>, AuditError>>()?;
+        Ok(self.commit(entries, &payloads, None)?.last_given)
+    }
 
-        match self.write(entries, &payloads) {
-            Ok((last_given, head_seq, head_hash, checkpoint)) => {
-                self.head_seq = head_seq;
-                self.head_hash = head_hash;
-                if checkpoint {
-                    self.last_checkpoint_seq = head_seq;
-                    tracing::debug!(seq = head_seq, covers = head_seq - 1, "audit checkpoint signed");
+    /// Signs the head now if the time bound is due at `now_wall_ms` and
+    /// entries came since the last checkpoint: appends only a checkpoint when
+    /// the line is idle, so its last entries do not wait for the next parcel
+    /// to be signed. Returns whether a checkpoint was written. Without a
+    /// signer or an interval it does nothing.
+    pub fn checkpoint_if_due(&mut self, now_wall_ms: i64) -> Result<bool, AuditError> {
+        if self.poisoned {
+            return Err(AuditError::Poisoned);
+        }
+        if self.signer.is_none()
+            || self.checkpoint_interval_ms.is_none()
+            || self.head_seq <= self.last_checkpoint_seq
+            || !self.checkpoint_due(self.head_seq, Some(now_wall_ms))
+        {
+            return Ok(false);
+        }
+        Ok(self.commit(&[], &[], Some(now_wall_ms))?.checkpoint)
+    }
+
+    fn commit(&mut self, entries: &[NewEntry], payloads: &[String], now: Option<i64>) -> Result<Written, AuditError> {
+        match self.write(entries, payloads, now) {
+            Ok(w) => {
+                self.head_seq = w.head_seq;
+                self.head_hash = w.head_hash;
+                self.head_clock = w.head_clock;
+                if w.checkpoint {
+                    self.last_checkpoint_seq = w.head_seq;
+                    self.last_checkpoint_wall_ms = w.head_clock.map(|c| c.0);
+                    tracing::debug!(seq = w.head_seq, covers = w.head_seq - 1, "audit checkpoint signed");
                 }
-                tracing::debug!(entries = entries.len(), last_seq = last_given, "audit batch committed");
-                Ok(last_given)
+                tracing::debug!(entries = entries.len(), last_seq = w.last_given, "audit batch committed");
+                Ok(w)
             }
             Err(e) => {
                 tracing::error!(error = %e, entries = entries.len(), "audit batch failed");
                 // The commit may have reached the disk before failing: re-read the head.
                 match load_head(&self.conn) {
-                    Ok((seq, hash)) => {
+                    Ok((seq, hash, clock)) => {
                         self.head_seq = seq;
                         self.head_hash = hash;
+                        self.head_clock = clock;
                     }
                     Err(e2) => {
                         tracing::error!(error = %e2, "audit head unknown after failure; log poisoned");
@@ -123,13 +183,31 @@ impl AuditLog {
         }
     }
 
+    /// Whether the entry at `seq` (the head after a batch) gets a checkpoint;
+    /// `newest_wall_ms` is the batch's newest wall clock, or now for a tick.
+    fn checkpoint_due(&self, seq: u64, newest_wall_ms: Option<i64>) -> bool {
+        let since = seq.saturating_sub(self.last_checkpoint_seq);
+        if self.signer.is_none() || since == 0 {
+            return false;
+        }
+        let by_count = self.checkpoint_every > 0 && since >= self.checkpoint_every;
+        let by_time = match (self.checkpoint_interval_ms, newest_wall_ms) {
+            (Some(ms), Some(now)) => self.last_checkpoint_wall_ms.is_none_or(|last| now.abs_diff(last) >= ms),
+            _ => false,
+        };
+        by_count || by_time
+    }
+
     /// (seq, hash) of the last entry written, (0, zeros) when empty.
     pub fn head(&self) -> (u64, [u8; 32]) {
         (self.head_seq, self.head_hash)
     }
 
-    /// Returns (last given seq, new head seq, new head hash, checkpoint written).
-    fn write(&mut self, entries: &[NewEntry], payloads: &[String]) -> Result<(u64, u64, [u8; 32], bool), AuditError> {
+    fn write(&mut self, entries: &[NewEntry], payloads: &[String], now: Option<i64>) -> Result<Written, AuditError> {
+        let newest_wall_ms = entries.iter().map(|e| e.wall_ms).max().or(now);
+        // The clock fields of a checkpoint come from the entry it covers: the log reads no clock.
+        let head_clock = entries.last().map(|e| (e.wall_ms, e.mono_ms)).or(self.head_clock);
+        let due = self.checkpoint_due(self.head_seq + entries.len() as u64, newest_wall_ms);
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut seq = self.head_seq;
         let mut hash = self.head_hash;
@@ -168,26 +246,22 @@ impl AuditLog {
                 )?;
             }
             let last_given = seq;
-            if let Some(signer) = &self.signer {
-                if self.checkpoint_every > 0 && seq - self.last_checkpoint_seq >= self.checkpoint_every {
-                    let payload = checkpoint_payload(signer, seq, &hash)?;
-                    // The clock fields come from the entry it covers: the log reads no clock.
-                    let last = &entries[entries.len() - 1];
-                    seq += 1;
-                    hash = insert(
-                        &hash,
-                        EntryFields {
-                            seq,
-                            kind: CHECKPOINT_KIND,
-                            wall_ms: last.wall_ms,
-                            mono_ms: last.mono_ms,
-                            tracking: None,
-                            waybill: None,
-                            payload: &payload,
-                        },
-                    )?;
-                    checkpoint = true;
-                }
+            if let (Some(signer), Some((wall_ms, mono_ms)), true) = (&self.signer, head_clock, due) {
+                let payload = checkpoint_payload(signer, seq, &hash)?;
+                seq += 1;
+                hash = insert(
+                    &hash,
+                    EntryFields {
+                        seq,
+                        kind: CHECKPOINT_KIND,
+                        wall_ms,
+                        mono_ms,
+                        tracking: None,
+                        waybill: None,
+                        payload: &payload,
+                    },
+                )?;
+                checkpoint = true;
             }
             let changed = tx
                 .execute("UPDATE audit_head SET seq = ?1, hash = ?2 WHERE id = 1", params![sql_int(seq)?, &hash[..]])?;
@@ -196,9 +270,18 @@ impl AuditLog {
             }
             drop(stmt);
             tx.commit()?;
-            Ok((last_given, seq, hash, checkpoint))
+            Ok(Written { last_given, head_seq: seq, head_hash: hash, head_clock, checkpoint })
         }
     }
+}
+
+struct Written {
+    /// Seq of the batch's last entry (before any checkpoint).
+    last_given: u64,
+    head_seq: u64,
+    head_hash: [u8; 32],
+    head_clock: Option<(i64, u64)>,
+    checkpoint: bool,
 }
 
 fn sql_int(v: u64) -> Result<i64, AuditError> {
@@ -240,11 +323,16 @@ fn checkpoint_payload(signer: &Signer, seq: u64, head: &[u8; 32]) -> Result<Stri
     }))
 }
 
+/// (seq, hash, (wall_ms, mono_ms) of the head entry if it is stored).
+type Head = (u64, [u8; 32], Option<(i64, u64)>);
+
 /// Reads the recorded head and checks it against the last stored entry,
 /// including that entry's own hash: appending after a broken tail would
-/// bury the break under new, valid-looking entries.
-fn load_head(conn: &Connection) -> Result<(u64, [u8; 32]), AuditError> {
+/// bury the break under new, valid-looking entries. After an archive that
+/// took every entry, the head is the newest archive's last entry.
+fn load_head(conn: &Connection) -> Result<Head, AuditError> {
     let (head_seq, head_hash) = schema::read_head(conn)?.unwrap_or((u64::MAX, Vec::new()));
+    let (archived_seq, archived_hash) = schema::archive_base(conn)?;
     let last =
         conn.query_row(&format!("{SELECT_ENTRY} ORDER BY seq DESC LIMIT 1"), [], schema::raw_entry).optional()?;
     let mismatch = |last_seq: u64, last_hash: String| AuditError::HeadMismatch {
@@ -254,7 +342,8 @@ fn load_head(conn: &Connection) -> Result<(u64, [u8; 32]), AuditError> {
         last_hash,
     };
     match last {
-        None if head_seq == 0 && head_hash == GENESIS_HASH => Ok((0, GENESIS_HASH)),
+        None if head_seq == archived_seq && head_hash == archived_hash => Ok((archived_seq, archived_hash, None)),
+        None if archived_seq > 0 => Err(mismatch(archived_seq, format!("{} (archived)", hex::encode(archived_hash)))),
         None => Err(mismatch(0, "none".into())),
         Some(Err(problem)) => Err(mismatch(0, format!("unreadable ({problem})"))),
         Some(Ok(raw)) => {
@@ -266,7 +355,13 @@ fn load_head(conn: &Connection) -> Result<(u64, [u8; 32]), AuditError> {
             if raw.seq != head_seq || raw.hash[..] != head_hash[..] {
                 return Err(mismatch(raw.seq, hex::encode(raw.hash)));
             }
-            Ok((raw.seq, raw.hash))
+            if raw.seq <= archived_seq {
+                return Err(AuditError::Corrupt {
+                    seq: raw.seq,
+                    problem: format!("audit_archives says entries up to {archived_seq} were archived"),
+                });
+            }
+            Ok((raw.seq, raw.hash, Some((raw.wall_ms, raw.mono_ms))))
         }
     }
 }

@@ -10,10 +10,11 @@ use super::{AuditError, Entry};
 
 /// Table names carry `audit_` because the data directory's one database also
 /// holds manifests and the MQTT outbox.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "audit chain",
-    r#"
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "audit chain",
+        r#"
 CREATE TABLE audit_entries (
     seq       INTEGER PRIMARY KEY,  -- 1..=n, no gaps; the rowid
     kind      TEXT    NOT NULL,
@@ -41,7 +42,46 @@ BEGIN SELECT RAISE(ABORT, 'audit entries are append-only: UPDATE refused'); END;
 CREATE TRIGGER audit_entries_no_delete BEFORE DELETE ON audit_entries
 BEGIN SELECT RAISE(ABORT, 'audit entries are append-only: DELETE refused'); END;
 "#,
-)];
+    ),
+    (
+        2,
+        "audit archives (retention)",
+        r#"
+-- One row per export file; rows of audit_entries up to last_seq live in files now.
+-- prev_hash/last_hash let verify() link the remaining chain (and each archive
+-- to the one before) without the files.
+CREATE TABLE audit_archives (
+    first_seq           INTEGER NOT NULL UNIQUE,
+    last_seq            INTEGER NOT NULL UNIQUE,
+    prev_hash           BLOB    NOT NULL,  -- prev_hash of entry first_seq
+    last_hash           BLOB    NOT NULL,  -- hash of entry last_seq (a checkpoint)
+    file                TEXT    NOT NULL,  -- file name in the archive directory
+    file_sha256         BLOB    NOT NULL,
+    entries             INTEGER NOT NULL,
+    archived_at_wall_ms INTEGER NOT NULL
+);
+-- Defence in depth, like the entry triggers: a row must describe stored
+-- entries that continue the archives before it, and rows never change.
+CREATE TRIGGER audit_archives_continue BEFORE INSERT ON audit_archives
+WHEN NEW.first_seq != (SELECT COALESCE(MAX(last_seq), 0) FROM audit_archives) + 1
+  OR NEW.last_seq < NEW.first_seq
+  OR NEW.entries != NEW.last_seq - NEW.first_seq + 1
+  OR NOT EXISTS (SELECT 1 FROM audit_entries WHERE seq = NEW.first_seq AND prev_hash = NEW.prev_hash)
+  OR NOT EXISTS (SELECT 1 FROM audit_entries WHERE seq = NEW.last_seq AND hash = NEW.last_hash)
+BEGIN SELECT RAISE(ABORT, 'audit archive row does not continue the chain: INSERT refused'); END;
+CREATE TRIGGER audit_archives_no_update BEFORE UPDATE ON audit_archives
+BEGIN SELECT RAISE(ABORT, 'audit archives are append-only: UPDATE refused'); END;
+CREATE TRIGGER audit_archives_no_delete BEFORE DELETE ON audit_archives
+BEGIN SELECT RAISE(ABORT, 'audit archives are append-only: DELETE refused'); END;
+-- The only sanctioned delete: entries already recorded as archived, which
+-- archive() inserts first in the same transaction.
+DROP TRIGGER IF EXISTS audit_entries_no_delete;
+CREATE TRIGGER audit_entries_no_delete BEFORE DELETE ON audit_entries
+WHEN OLD.seq > (SELECT COALESCE(MAX(last_seq), 0) FROM audit_archives)
+BEGIN SELECT RAISE(ABORT, 'audit entries are append-only: DELETE refused (only archived entries may go)'); END;
+"#,
+    ),
+];
 
 pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -54,6 +94,11 @@ pub(super) const INSERT_ENTRY: &str = "INSERT INTO audit_entries \
 
 /// Brings the schema to the newest version, each migration in its own transaction.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), AuditError> {
+    migrate_to(conn, i64::MAX)
+}
+
+/// Migrates up to `target` only: tests use it to make a database as an older build did.
+pub(super) fn migrate_to(conn: &mut Connection, target: i64) -> Result<(), AuditError> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS audit_migrations (
              version     INTEGER PRIMARY KEY,
@@ -67,7 +112,7 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), AuditError> {
         if found > supported {
             return Err(AuditError::SchemaTooNew { found, supported });
         }
-        if found >= version {
+        if found >= version || version > target {
             continue;
         }
         tx.execute_batch(sql)?;
@@ -96,6 +141,81 @@ pub(super) fn read_head(conn: &Connection) -> Result<Option<(u64, Vec<u8>)>, Aud
         })
         .optional()?;
     Ok(row.map(|(seq, hash)| (u64::try_from(seq).unwrap_or(u64::MAX), hash)))
+}
+
+/// One `audit_archives` row: entries first_seq..=last_seq moved to `file`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ArchiveRow {
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub prev_hash: [u8; 32],
+    pub last_hash: [u8; 32],
+    pub file: String,
+    pub file_sha256: [u8; 32],
+    pub entries: u64,
+}
+
+/// A v1 database (never opened by a v2 writer) has no archive table; readers
+/// open read-only and cannot migrate it.
+fn has_archives(conn: &Connection) -> Result<bool, AuditError> {
+    let n: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'audit_archives'",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(n > 0)
+}
+
+const SELECT_ARCHIVE: &str =
+    "SELECT first_seq, last_seq, prev_hash, last_hash, file, file_sha256, entries FROM audit_archives";
+
+/// Every archive row in first_seq order; a malformed row is `Err(problem)`, as verify must report it.
+pub(super) fn archive_rows(conn: &Connection) -> Result<Vec<Result<ArchiveRow, String>>, AuditError> {
+    if !has_archives(conn)? {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn.prepare(&format!("{SELECT_ARCHIVE} ORDER BY first_seq"))?;
+    let rows = stmt.query_map([], archive_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Where the stored chain continues: (last_seq, last_hash) of the newest
+/// archive, or (0, genesis) when nothing was archived.
+pub(super) fn archive_base(conn: &Connection) -> Result<(u64, [u8; 32]), AuditError> {
+    if !has_archives(conn)? {
+        return Ok((0, super::encoding::GENESIS_HASH));
+    }
+    let newest =
+        conn.query_row(&format!("{SELECT_ARCHIVE} ORDER BY last_seq DESC LIMIT 1"), [], archive_row).optional()?;
+    match newest {
+        None => Ok((0, super::encoding::GENESIS_HASH)),
+        Some(Ok(a)) => Ok((a.last_seq, a.last_hash)),
+        Some(Err(problem)) => {
+            Err(AuditError::Corrupt { seq: 0, problem: format!("newest audit_archives row: {problem}") })
+        }
+    }
+}
+
+fn archive_row(row: &Row<'_>) -> Result<Result<ArchiveRow, String>, rusqlite::Error> {
+    let seq = |i: usize, name: &str| -> Result<Result<u64, String>, rusqlite::Error> {
+        Ok(int(row, i, name)?.and_then(|v| u64::try_from(v).map_err(|_| format!("{name} is negative"))))
+    };
+    macro_rules! ok {
+        ($e:expr) => {
+            match $e? {
+                Ok(v) => v,
+                Err(problem) => return Ok(Err(problem)),
+            }
+        };
+    }
+    let first_seq = ok!(seq(0, "first_seq"));
+    let last_seq = ok!(seq(1, "last_seq"));
+    let prev_hash = ok!(hash32(row, 2, "prev_hash"));
+    let last_hash = ok!(hash32(row, 3, "last_hash"));
+    let file = ok!(text(row, 4, "file")).unwrap_or_default();
+    let file_sha256 = ok!(hash32(row, 5, "file_sha256"));
+    let entries = ok!(seq(6, "entries"));
+    Ok(Ok(ArchiveRow { first_seq, last_seq, prev_hash, last_hash, file, file_sha256, entries }))
 }
 
 /// A stored row, decoded without trusting its types: SQLite lets plain SQL

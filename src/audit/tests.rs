@@ -8,20 +8,20 @@ use super::encoding::{canonical_bytes, canonical_json, entry_hash, EntryFields, 
 use super::schema::{raw_entry, SELECT_ENTRY};
 use super::*;
 
-fn db(dir: &tempfile::TempDir) -> PathBuf {
+pub(super) fn db(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("sortline.db")
 }
 
-fn site_signer() -> Signer {
+pub(super) fn site_signer() -> Signer {
     Signer::from_seed([7; 32])
 }
 
-fn attacker_signer() -> Signer {
+pub(super) fn attacker_signer() -> Signer {
     Signer::from_seed([9; 32])
 }
 
 /// Deterministic, varied entries: some with tracking only, some with both.
-fn new_entry(i: u64) -> NewEntry {
+pub(super) fn new_entry(i: u64) -> NewEntry {
     let kinds = ["gate", "scan", "decision", "destination_sent", "divert_confirmed"];
     NewEntry {
         kind: kinds[(i % 5) as usize].to_string(),
@@ -33,7 +33,7 @@ fn new_entry(i: u64) -> NewEntry {
     }
 }
 
-fn build(path: &Path, n: u64, signer: Option<Signer>, every: u64, batch: usize) -> AuditLog {
+pub(super) fn build(path: &Path, n: u64, signer: Option<Signer>, every: u64, batch: usize) -> AuditLog {
     let mut log = AuditLog::open(path, signer, every).unwrap();
     let all: Vec<NewEntry> = (1..=n).map(new_entry).collect();
     for chunk in all.chunks(batch) {
@@ -43,21 +43,24 @@ fn build(path: &Path, n: u64, signer: Option<Signer>, every: u64, batch: usize) 
 }
 
 /// A second connection as an attacker would use it: triggers dropped.
-fn tamper(path: &Path) -> Connection {
+pub(super) fn tamper(path: &Path) -> Connection {
     let conn = Connection::open(path).unwrap();
     conn.execute_batch(
         "DROP TRIGGER IF EXISTS audit_entries_no_update;
-         DROP TRIGGER IF EXISTS audit_entries_no_delete;",
+         DROP TRIGGER IF EXISTS audit_entries_no_delete;
+         DROP TRIGGER IF EXISTS audit_archives_continue;
+         DROP TRIGGER IF EXISTS audit_archives_no_update;
+         DROP TRIGGER IF EXISTS audit_archives_no_delete;",
     )
     .unwrap();
     conn
 }
 
-fn first_break(path: &Path, key: Option<&[u8; 32]>) -> Option<Break> {
+pub(super) fn first_break(path: &Path, key: Option<&[u8; 32]>) -> Option<Break> {
     verify(path, key).unwrap().first_break
 }
 
-fn all_entries(path: &Path) -> Vec<Entry> {
+pub(super) fn all_entries(path: &Path) -> Vec<Entry> {
     let mut out = Vec::new();
     entries(path, |e| {
         out.push(e);
@@ -69,7 +72,7 @@ fn all_entries(path: &Path) -> Vec<Entry> {
 
 /// Rewrites every hash from `from_seq` on, re-signing checkpoints with
 /// `signer`, and fixes the head: the best an attacker without the site key can do.
-fn rewrite_chain_from(conn: &Connection, from_seq: u64, signer: &Signer) {
+pub(super) fn rewrite_chain_from(conn: &Connection, from_seq: u64, signer: &Signer) {
     let mut prev: [u8; 32] = if from_seq == 1 {
         GENESIS_HASH
     } else {
