@@ -222,6 +222,8 @@ struct Harness<'w> {
     /// Wall-clock time of virtual time zero, for the records' wall column.
     epoch_wall_ms: i64,
     pending: Vec<NewEntry>,
+    /// Parcels that left the line, shown after the commit that makes their story durable.
+    done: Vec<ParcelReport>,
     live: &'w mut dyn Write,
 }
 
@@ -247,7 +249,8 @@ impl Harness<'_> {
                 Output::SetDestination { tracking, lane_id, .. } => destinations.push((tracking, lane_id)),
                 Output::ReviewRequested(r) => self.world.request_review(now.0, r.tracking.0),
                 Output::ReviewClosed { .. } => {}
-                Output::ParcelDone(report) => self.show(&report)?,
+                // Shown once its story (destination written, divert, completed) is durable.
+                Output::ParcelDone(report) => self.done.push(report),
             }
         }
         if destinations.is_empty() {
@@ -265,6 +268,9 @@ impl Harness<'_> {
         if !self.pending.is_empty() {
             self.audit.append(&self.pending)?;
             self.pending.clear();
+        }
+        for report in std::mem::take(&mut self.done) {
+            self.show(&report)?;
         }
         Ok(())
     }
@@ -318,6 +324,7 @@ pub fn run(cfg: &Loaded, opts: &DemoOptions, live: &mut dyn Write) -> Result<Sum
         audit: open_audit(&db, signer, &cfg.line.audit)?,
         epoch_wall_ms: clock::wall_ms(),
         pending: Vec::new(),
+        done: Vec::new(),
         live,
     };
     let start = serde_json::json!({

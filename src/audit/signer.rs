@@ -48,6 +48,11 @@ impl Signer {
             .and_then(|mut f| f.read_exact(&mut seed))
             .map_err(AuditError::io(Path::new("/dev/urandom")))?;
 
+        // Written whole to a temporary file, then linked into place: a crash
+        // leaves no key or the whole key, never an empty file, and a link
+        // never replaces an existing key.
+        let tmp = path.with_extension("key.tmp");
+        let _ = fs::remove_file(&tmp);
         let mut opts = OpenOptions::new();
         opts.write(true).create_new(true);
         #[cfg(unix)]
@@ -55,20 +60,20 @@ impl Signer {
             use std::os::unix::fs::OpenOptionsExt;
             opts.mode(0o600);
         }
-        let mut file = opts.open(path).map_err(|e| {
+        let written = opts.open(&tmp).and_then(|mut file| file.write_all(&seed).and_then(|()| file.sync_all()));
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(AuditError::io(&tmp)(e));
+        }
+        let linked = fs::hard_link(&tmp, path);
+        let _ = fs::remove_file(&tmp);
+        linked.map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
                 AuditError::KeyExists(path.to_path_buf())
             } else {
                 AuditError::io(path)(e)
             }
         })?;
-        let written = file.write_all(&seed).and_then(|()| file.sync_all());
-        if let Err(e) = written {
-            // A short key file would fail every later load; remove it.
-            drop(file);
-            let _ = fs::remove_file(path);
-            return Err(AuditError::io(path)(e));
-        }
         sync_parent_dir(path);
         let signer = Signer::from_seed(seed);
         seed.fill(0);

@@ -584,6 +584,20 @@ fn signer_init_load_and_no_overwrite() {
     assert!(matches!(Signer::load(&path), Err(AuditError::BadKey { .. })));
 }
 
+/// A crash inside `init` leaves at most the temporary file, which the next
+/// `init` clears; the key itself appears whole or not at all.
+#[test]
+fn signer_init_survives_a_leftover_temporary_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys").join("audit-ed25519.key");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path.with_extension("key.tmp"), b"").unwrap();
+    let s = Signer::load_or_init(&path).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap().len(), 32);
+    assert!(!path.with_extension("key.tmp").exists());
+    assert_eq!(Signer::load_or_init(&path).unwrap().public_key_hex(), s.public_key_hex());
+}
+
 /// One column of one entry, changed to something else through plain SQL.
 #[derive(Debug, Clone)]
 enum Edit {
