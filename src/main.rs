@@ -61,12 +61,8 @@ enum Command {
     Report {
         #[arg(long)]
         data: PathBuf,
-        /// RFC 3339 time, e.g. 2026-11-23T08:00:00Z; default: the beginning.
-        #[arg(long)]
-        from: Option<String>,
-        /// RFC 3339 time; default: now and on.
-        #[arg(long)]
-        to: Option<String>,
+        #[command(flatten)]
+        window: Window,
         /// Also write the figures as CSV.
         #[arg(long)]
         csv: Option<PathBuf>,
@@ -122,15 +118,32 @@ enum AuditCommand {
         #[arg(long)]
         public_key: Option<String>,
     },
-    /// Entries between two times as JSON Lines (RFC 3339 times, e.g. 2026-11-23T08:00:00Z).
+    /// Entries between two times as JSON Lines.
     Export {
         #[arg(long)]
         data: PathBuf,
-        #[arg(long)]
-        from: Option<String>,
-        #[arg(long)]
-        to: Option<String>,
+        #[command(flatten)]
+        window: Window,
     },
+}
+
+/// A time window over the record's wall clock; open ends reach everything.
+#[derive(clap::Args)]
+struct Window {
+    /// RFC 3339 time, e.g. 2026-11-23T08:00:00Z; default: the beginning.
+    #[arg(long)]
+    from: Option<String>,
+    /// RFC 3339 time, exclusive; default: no end.
+    #[arg(long)]
+    to: Option<String>,
+}
+
+impl Window {
+    fn bounds(&self) -> Result<(i64, i64)> {
+        let from = self.from.as_deref().map(rfc3339_ms).transpose()?.unwrap_or(i64::MIN);
+        let to = self.to.as_deref().map(rfc3339_ms).transpose()?.unwrap_or(i64::MAX);
+        Ok((from, to))
+    }
 }
 
 #[derive(Subcommand)]
@@ -204,8 +217,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit { command } => audit_command(command),
-        Command::Report { data, from, to, csv } => {
-            let (from, to) = window(from, to)?;
+        Command::Report { data, window, csv } => {
+            let (from, to) = window.bounds()?;
             let r = report::report(&data.join(audit::DB_FILE), from, to)?;
             print!("{}", r.to_text());
             if let Some(path) = csv {
@@ -280,8 +293,8 @@ fn audit_command(command: AuditCommand) -> Result<ExitCode> {
             }
             Ok(if r.reproduced() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        AuditCommand::Export { data, from, to } => {
-            let (from, to) = window(from, to)?;
+        AuditCommand::Export { data, window } => {
+            let (from, to) = window.bounds()?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             audit::entries_between(&data.join(audit::DB_FILE), from, to, |e| {
                 let line = serde_json::json!({
@@ -339,13 +352,6 @@ fn json_or_none(v: &Option<serde_json::Value>) -> String {
 fn parse_key(text: &str) -> Result<[u8; 32]> {
     let bytes = hex::decode(text.trim()).context("public key must be hex")?;
     bytes.try_into().map_err(|_| anyhow::anyhow!("public key must be 32 bytes"))
-}
-
-/// A time window from optional RFC 3339 bounds; open ends reach everything.
-fn window(from: Option<String>, to: Option<String>) -> Result<(i64, i64)> {
-    let from = from.map(|t| rfc3339_ms(&t)).transpose()?.unwrap_or(i64::MIN);
-    let to = to.map(|t| rfc3339_ms(&t)).transpose()?.unwrap_or(i64::MAX);
-    Ok((from, to))
 }
 
 fn rfc3339_ms(text: &str) -> Result<i64> {

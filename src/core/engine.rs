@@ -116,8 +116,8 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::policy::tests::manifest;
-    use crate::core::policy::{InterceptionRule, TargetCriterion};
+    use crate::core::policy::tests::{manifest, rule};
+    use crate::core::policy::TargetCriterion;
     use crate::core::waybill::Waybill;
 
     pub(crate) fn policy() -> Policy {
@@ -214,19 +214,10 @@ mod tests {
         assert_eq!(lane(&p, &m), Lane::Inspection);
 
         let mut p = policy();
-        let rule = InterceptionRule {
-            id: "CIQ-1".into(),
-            action: Lane::Hold,
-            reason: "silk needs a permit".into(),
-            hs_prefixes: vec!["6204".into()],
-            keywords: vec![],
-            min_item_value_minor: None,
-            min_total_value_minor: None,
-            min_gross_weight_g: None,
-            countries: vec![],
-            consignors: vec![],
-            consignees: vec![],
-        };
+        let rule = rule(|r| {
+            r.action = Lane::Hold;
+            r.hs_prefixes = vec!["6204".into()];
+        });
         p.rules = Arc::new(RuleSet::new(vec![rule]).unwrap());
         assert_eq!(lane(&p, &m), Lane::Hold);
 

@@ -230,7 +230,8 @@ pub(crate) mod tests {
         }
     }
 
-    fn rule(f: impl FnOnce(&mut InterceptionRule)) -> InterceptionRule {
+    /// A rule with no criteria, edited by `f`.
+    pub fn rule(f: impl FnOnce(&mut InterceptionRule)) -> InterceptionRule {
         let mut r = InterceptionRule {
             id: "R1".into(),
             action: Lane::Inspection,
