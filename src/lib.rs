@@ -10,12 +10,14 @@
 //! - [`replay`]: recorded inputs through a fresh core, compared with recorded decisions.
 //! - [`report`]: the line's figures from the record.
 //! - [`demo`]: the line against the built-in simulator in virtual time.
+//! - [`plc`]: the register-map contract with the PLC and its handshake.
 //! - [`clock`]: the only place that reads the machine's clocks.
 pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod core;
 pub mod demo;
+pub mod plc;
 pub mod recorder;
 pub mod replay;
 pub mod report;
