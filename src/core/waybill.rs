@@ -206,6 +206,40 @@ pub fn identify<S: AsRef<str>>(codes: &[S]) -> Identity {
     }
 }
 
+/// The invariants of identification, over arbitrary scanner bytes: shared by
+/// the fuzz target (`fuzz/fuzz_targets/codes.rs`) and the proptest below.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    /// Splits `data` into codes at `0x1E` (record separator) and checks that
+    /// identification cannot be talked into a waybill that was not read
+    /// cleanly and alone.
+    pub fn check_codes(data: &[u8]) {
+        let text = String::from_utf8_lossy(data);
+        let codes: Vec<&str> = text.split('\u{1e}').collect();
+        let classes: Vec<CodeClass> = codes.iter().map(|c| classify(c)).collect();
+        for class in &classes {
+            if let CodeClass::Valid(w, _) = class {
+                assert_eq!(Waybill::parse(w.as_str()), Ok(*w), "a valid code parses back to itself");
+                assert!(w.as_str().bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()));
+            }
+        }
+        if let Identity::Waybill { waybill } = identify(&codes) {
+            for class in &classes {
+                match class {
+                    CodeClass::Valid(w, _) => assert_eq!(*w, waybill, "a second waybill must make the read ambiguous"),
+                    CodeClass::BadCheckDigit => {
+                        panic!("a bad check digit beside a waybill must make the read ambiguous")
+                    }
+                    CodeClass::Other => {}
+                }
+            }
+            assert!(classes.iter().any(|c| matches!(c, CodeClass::Valid(w, _) if *w == waybill)));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,6 +309,26 @@ mod tests {
         assert_eq!(identify(&["EA123456784CN"]), Identity::BadCheckDigit);
         assert_eq!(identify(&[a, "AA473124829GB"]), Identity::Ambiguous { count: 2 });
         assert_eq!(identify(&[a, "EA123456784CN"]), Identity::Ambiguous { count: 2 });
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn identification_invariants_hold_for_any_bytes(data in proptest::collection::vec(proptest::num::u8::ANY, 0..120)) {
+            fuzzing::check_codes(&data);
+        }
+
+        #[test]
+        fn identification_invariants_hold_for_near_waybills(n in 0u32..100_000_000, extra in "[A-Z0-9]{0,14}", dup: bool) {
+            let serial = format!("{n:08}");
+            let cd = s10_check_digit(serial.as_bytes().try_into().unwrap());
+            let good = format!("EA{serial}{cd}CN");
+            let mut data = good.clone().into_bytes();
+            for code in [extra.as_str(), if dup { good.as_str() } else { "" }] {
+                data.push(0x1e);
+                data.extend(code.as_bytes());
+            }
+            fuzzing::check_codes(&data);
+        }
     }
 
     #[test]
