@@ -61,9 +61,16 @@ fn main() {
     let policy = cfg.line.policy(SiteSecret::from_bytes([7; 16]), cfg.rules.clone());
     println!("sortline core benchmark: {MANIFESTS} manifests in memory, {} interception rules", cfg.rules.len());
 
+    // The index as the Line holds it: each manifest with the rules it matches.
     let t = Stopwatch::start();
-    let index: HashMap<Waybill, Arc<Manifest>> = (0..MANIFESTS).map(|n| (waybill(n), Arc::new(manifest(n)))).collect();
-    println!("built the manifest index in {:.2} s", t.elapsed_secs_f64());
+    let index: HashMap<Waybill, (Arc<Manifest>, Box<[Reason]>)> = (0..MANIFESTS)
+        .map(|n| {
+            let m = manifest(n);
+            let hits = policy.rule_hits(&m);
+            (m.waybill, (Arc::new(m), hits))
+        })
+        .collect();
+    println!("built the manifest index (with rule hits) in {:.2} s", t.elapsed_secs_f64());
 
     // 1. The decision engine alone: lookup + decide, as at a scan.
     // Waybills are drawn across the whole index (a multiplicative walk) so
@@ -78,11 +85,17 @@ fn main() {
     let mut lanes = [0u64; 3];
     let t = Stopwatch::start();
     for id in &ids {
-        let manifest = match id {
-            Identity::Waybill { waybill } => index.get(waybill).map(|m| &**m),
+        let held = match id {
+            Identity::Waybill { waybill } => index.get(waybill),
             _ => None,
         };
-        let facts = Facts { identity: Some(id), length_mm: Some(400), manifest, ..Facts::default() };
+        let facts = Facts {
+            identity: Some(id),
+            length_mm: Some(400),
+            manifest: held.map(|(m, _)| &**m),
+            rule_hits: held.map_or(&[], |(_, hits)| hits),
+            ..Facts::default()
+        };
         let d = black_box(policy.decide(&facts, Millis(0)));
         lanes[d.lane as usize] += 1;
     }
@@ -98,7 +111,7 @@ fn main() {
 
     // 2. The whole Line, per parcel: gate, scan, cut-off, destination written, divert.
     let mut line = Line::new(cfg.line.settings(), policy);
-    for m in index.into_values() {
+    for (m, _) in index.into_values() {
         line.preload_manifest(m);
     }
     let s = cfg.line.settings();

@@ -273,3 +273,28 @@ fn every_input_but_ticks_is_recorded_before_its_effects() {
     let dest_at = b.out.iter().position(|o| matches!(o, Output::SetDestination { .. })).unwrap();
     assert!(decision_at < dest_at, "the decision is recorded before the destination goes out");
 }
+
+#[test]
+fn a_rules_reload_applies_to_manifests_already_held() {
+    let mut b = Bench::new(policy());
+    b.manifest(manifest(1)).manifest(manifest(2));
+    b.gate(0, 1).scan(10, 1, &[&waybill(1).to_string()]).tick(CUTOFF_MS);
+    assert_eq!(b.destinations(1), vec![Lane::Release]);
+    let tshirts = InterceptionRule {
+        id: "CUS-TSHIRT".into(),
+        action: Lane::Hold,
+        reason: "test".into(),
+        hs_prefixes: vec!["6109".into()],
+        keywords: vec![],
+        min_item_value_minor: None,
+        min_total_value_minor: None,
+        min_gross_weight_g: None,
+        countries: vec![],
+        consignors: vec![],
+        consignees: vec![],
+    };
+    b.line.set_rules(std::sync::Arc::new(RuleSet::new(vec![tshirts]).unwrap()));
+    b.gate(30_000, 2).scan(30_010, 2, &[&waybill(2).to_string()]);
+    assert_eq!(b.destinations(2), vec![Lane::Hold], "the held manifest matches the new rule");
+    assert!(b.decision(2).unwrap().1.contains(&Reason::Interception { rule: "CUS-TSHIRT".into(), action: Lane::Hold }));
+}

@@ -70,6 +70,7 @@ fn decide(case: &Case, p: &Policy) -> Decision {
         identity: case.identity.as_ref(),
         length_mm: case.length_mm,
         manifest: case.manifest.as_ref(),
+        rule_hits: &[],
         xray_flags: &case.flags,
         verdict: case.verdict.map(|v| (&officer, v)),
         transfer: case.transfer.then_some(&officer),

@@ -30,6 +30,9 @@ pub struct Facts<'a> {
     pub identity: Option<&'a Identity>,
     pub length_mm: Option<u32>,
     pub manifest: Option<&'a Manifest>,
+    /// The interception rules the manifest matches, from [`Policy::rule_hits`]:
+    /// worked out once when the manifest arrives, not at every decision.
+    pub rule_hits: &'a [Reason],
     pub xray_flags: &'a [Arc<str>],
     pub verdict: Option<(&'a OfficerId, Verdict)>,
     pub transfer: Option<&'a OfficerId>,
@@ -56,7 +59,7 @@ impl Policy {
             Some(Identity::BadCheckDigit) => r.push(Reason::BadCheckDigit),
             Some(Identity::Waybill { waybill }) => match f.manifest.filter(|m| m.waybill == *waybill) {
                 None => r.push(Reason::NoManifest),
-                Some(m) => self.assess(m, now, &mut r),
+                Some(m) => self.assess(m, f.rule_hits, now, &mut r),
             },
         }
         r.extend(f.xray_flags.iter().map(|flag| Reason::XrayFlag { flag: flag.clone() }));
@@ -75,7 +78,12 @@ impl Policy {
         Decision::from_reasons(r)
     }
 
-    fn assess(&self, m: &Manifest, now: Millis, r: &mut Vec<Reason>) {
+    /// The interception rules `m` matches, as reasons.
+    pub fn rule_hits(&self, m: &Manifest) -> Box<[Reason]> {
+        self.rules.matching(m).map(|rule| Reason::Interception { rule: rule.id.clone(), action: rule.action }).collect()
+    }
+
+    fn assess(&self, m: &Manifest, rule_hits: &[Reason], now: Millis, r: &mut Vec<Reason>) {
         match m.status {
             ManifestStatus::Rejected => r.push(Reason::ManifestRejected),
             ManifestStatus::Accepted => {}
@@ -95,9 +103,7 @@ impl Policy {
                 .filter(|t| t.active(now) && t.matches(m))
                 .map(|t| Reason::ManualTarget { target: t.id.clone() }),
         );
-        r.extend(
-            self.rules.matching(m).map(|rule| Reason::Interception { rule: rule.id.clone(), action: rule.action }),
-        );
+        r.extend(rule_hits.iter().cloned());
         if self.secret.selects(Purpose::RandomInspection, &m.waybill, self.sample_rate.get(m.channel)) {
             r.push(Reason::RandomSample { channel: m.channel });
         }
@@ -134,7 +140,8 @@ mod tests {
     fn decide<'a>(p: &Policy, m: &'a Manifest, tweak: impl FnOnce(&mut Facts<'a>)) -> Decision {
         // Leaked so that the facts can borrow it for the closure's lifetime; tests only.
         let id: &'a Identity = Box::leak(Box::new(Identity::Waybill { waybill: m.waybill }));
-        let mut f = Facts { identity: Some(id), manifest: Some(m), ..Facts::default() };
+        let rule_hits: &'a [Reason] = Box::leak(p.rule_hits(m));
+        let mut f = Facts { identity: Some(id), manifest: Some(m), rule_hits, ..Facts::default() };
         tweak(&mut f);
         p.decide(&f, Millis(0))
     }

@@ -454,11 +454,18 @@ enum Timer {
     ScanExpiry(TriggerCount),
 }
 
+/// A manifest as the line holds it, with the interception rules it matches
+/// (worked out on arrival and on a rules reload, not at every decision).
+struct Held {
+    manifest: Arc<Manifest>,
+    rule_hits: Box<[Reason]>,
+}
+
 /// The line's state machine. See the module doc.
 pub struct Line {
     settings: LineSettings,
     policy: Policy,
-    manifests: HashMap<Waybill, Arc<Manifest>>,
+    manifests: HashMap<Waybill, Held>,
     parcels: HashMap<TrackingId, Parcel>,
     by_trigger: HashMap<TriggerCount, TrackingId>,
     early_scans: BTreeMap<TriggerCount, (Millis, Vec<String>)>,
@@ -503,7 +510,7 @@ impl Line {
     }
 
     pub fn manifest(&self, waybill: &Waybill) -> Option<&Arc<Manifest>> {
-        self.manifests.get(waybill)
+        self.manifests.get(waybill).map(|h| &h.manifest)
     }
 
     pub fn safe_mode(&self) -> bool {
@@ -530,21 +537,24 @@ impl Line {
 
     // --- mutators
 
-    /// Replaces the interception rules (on reload); the caller records it.
+    /// Replaces the interception rules (on reload) and works out again which
+    /// rules each held manifest matches; the caller records the change.
     pub fn set_rules(&mut self, rules: Arc<RuleSet>) {
         self.policy.rules = rules;
+        for held in self.manifests.values_mut() {
+            held.rule_hits = self.policy.rule_hits(&held.manifest);
+        }
     }
 
     /// Loads a manifest without recording it: for start-up from the store,
     /// which already holds the record. Newer versions win.
     pub fn preload_manifest(&mut self, m: Arc<Manifest>) -> bool {
-        match self.manifests.get(&m.waybill) {
-            Some(old) if old.version >= m.version => false,
-            _ => {
-                self.manifests.insert(m.waybill, m);
-                true
-            }
+        if self.manifests.get(&m.waybill).is_some_and(|held| held.manifest.version >= m.version) {
+            return false;
         }
+        let rule_hits = self.policy.rule_hits(&m);
+        self.manifests.insert(m.waybill, Held { manifest: m, rule_hits });
+        true
     }
 
     // --- input
@@ -868,11 +878,13 @@ impl Line {
         if p.sent.is_some() || (p.identity.is_none() && !self.safe_mode && !at_cutoff) {
             return;
         }
-        let manifest = p.waybill().and_then(|w| self.manifests.get(&w));
+        let held = p.waybill().and_then(|w| self.manifests.get(&w));
+        let manifest = held.map(|h| &h.manifest);
         let facts = Facts {
             identity: p.identity.as_ref(),
             length_mm: p.length_mm,
             manifest: manifest.map(|m| &**m),
+            rule_hits: held.map_or(&[], |h| &h.rule_hits),
             xray_flags: &p.xray_flags,
             verdict: p.verdict.as_ref().map(|(o, v)| (o, *v)),
             transfer: p.transfer.as_ref(),
@@ -982,7 +994,7 @@ impl Line {
         out.push(Output::ParcelDone(ParcelReport {
             tracking,
             waybill,
-            channel: waybill.and_then(|w| self.manifests.get(&w)).map(|m| m.channel),
+            channel: waybill.and_then(|w| self.manifests.get(&w)).map(|h| h.manifest.channel),
             reasons: p.sent.as_ref().map(|s| s.decision.reasons.clone()).unwrap_or_default(),
             decided,
             confirmed,
