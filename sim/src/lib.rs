@@ -13,6 +13,10 @@
 //! # Layout
 //! - `lib.rs`: the public types: geometry, scenario, events, report.
 //! - `world`: the event engine ([`World`]): conveyor, PLC, scanner, X-ray, officers, referee.
+//! - `plc`: the PLC's side of the register map ([`PlcRegisters`]), pure: the register bank,
+//!   the event ring writer, the destination ring reader, heartbeats, watchdog, boot counter.
+//! - [`modbus`]: the simulated PLC as a Modbus TCP server: the World in real time × a speed
+//!   factor behind [`PlcRegisters`], with fault knobs (drop, stall, exception, restart).
 //! - `gate`: the reading gate's photo-eye and its debounce filter.
 //! - `platform`: declaration lists built from a catalogue of goods.
 //! - `s10`: UPU S10 waybill numbers.
@@ -22,12 +26,15 @@ use std::ops::RangeInclusive;
 use serde::{Deserialize, Serialize};
 
 mod gate;
+pub mod modbus;
 mod platform;
+mod plc;
 mod s10;
 mod world;
 
 pub use platform::{SimChannel, SimItem, SimManifest, SimStatus};
-pub use world::World;
+pub use plc::{PlcRegisters, PlcScan, RegisterFault};
+pub use world::{DestinationOutcome, World};
 
 /// Virtual milliseconds since the start of a run.
 pub type Ms = u64;
@@ -282,6 +289,10 @@ pub struct Report {
     pub missed_diverts: u32,
     pub slips: u32,
     pub bounces: u32,
+    /// Parcels the PLC sent to the end lane whatever it was asked: it was in safe mode, or it
+    /// restarted, while they were on the belt. Not counted in `wrong_lane`.
+    pub plc_forced_holds: u32,
+    pub plc_restarts: u32,
     pub merged: u32,
     pub scanner: ScannerTruth,
     /// One per physical parcel, in induction order.

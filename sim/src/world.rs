@@ -123,6 +123,10 @@ struct Unit {
     last_sent: Option<u16>,
     latched: Option<u16>,
     lost: bool,
+    /// The PLC holds it whatever it was asked: safe mode while it was on the belt.
+    forced_hold: bool,
+    /// The PLC restarted while it was on the belt: no window, no events, it runs into the end lane.
+    orphaned: bool,
     /// Lane it physically left by.
     exit_lane: Option<u16>,
     /// Confirmed (or ran off the end); host commands for it are ignored from now on.
@@ -223,6 +227,24 @@ pub struct World {
     missed_diverts: u32,
     slips: u32,
     bounces: u32,
+    /// The PLC is in safe mode: destinations refused, every parcel on the belt to the end lane.
+    safe_mode: bool,
+    plc_restarts: u32,
+}
+
+/// What the PLC did with a destination ([`World::set_destination`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DestinationOutcome {
+    /// Latched at the latch point unless another one replaces it before.
+    Applied,
+    /// At or after the latch point: ignored, the parcel keeps the PLC default (end lane).
+    Late,
+    /// No window with this tracking id (unknown, finished, or lost to a PLC restart).
+    UnknownTracking,
+    /// Not a lane of this line.
+    BadLane,
+    /// The PLC is in safe mode, or was while the parcel was on the belt: it goes to the end lane.
+    SafeMode,
 }
 
 fn stream(seed: u64, stream: u64) -> ChaCha8Rng {
@@ -346,6 +368,8 @@ impl World {
             missed_diverts: 0,
             slips: 0,
             bounces: 0,
+            safe_mode: false,
+            plc_restarts: 0,
         };
         world.generate_parcels();
         let edges = world.induct();
@@ -507,6 +531,8 @@ impl World {
                 last_sent: None,
                 latched: None,
                 lost: false,
+                forced_hold: false,
+                orphaned: false,
                 exit_lane: None,
                 finished: false,
             });
@@ -596,20 +622,59 @@ impl World {
 
     /// Host -> PLC: the destination lane for a tracking id. Unknown or finished tracking ids
     /// and unknown lanes are counted and ignored; a destination at or after the latch point
-    /// is counted late and ignored.
-    pub fn set_destination(&mut self, now: Ms, tracking: u32, lane_id: u16) {
+    /// is counted late and ignored. In safe mode, or for a parcel the PLC holds, it is refused
+    /// (counted ignored; the parcel goes to the end lane).
+    pub fn set_destination(&mut self, now: Ms, tracking: u32, lane_id: u16) -> DestinationOutcome {
         let arrival_ms = now.max(self.now_ms);
-        let known_lane = self.role_of(lane_id).is_some();
-        let Some(u) = self.live_unit(tracking).filter(|_| known_lane) else {
+        if self.role_of(lane_id).is_none() {
             self.ignored_destinations += 1;
-            return;
+            return DestinationOutcome::BadLane;
+        }
+        let Some(u) = self.live_unit(tracking) else {
+            self.ignored_destinations += 1;
+            return DestinationOutcome::UnknownTracking;
         };
+        if self.safe_mode || self.units[u].forced_hold {
+            self.ignored_destinations += 1;
+            return DestinationOutcome::SafeMode;
+        }
         let unit = &mut self.units[u];
         unit.last_sent = Some(lane_id);
         if arrival_ms >= unit.latch_ms {
             self.late_destinations += 1;
+            DestinationOutcome::Late
         } else {
             unit.in_time = Some(lane_id);
+            DestinationOutcome::Applied
+        }
+    }
+
+    /// PLC safe mode (watchdog, not synced) from `now` on: while it lasts every parcel that
+    /// passes the gate, and every parcel on the belt when it starts, goes to the end lane, and
+    /// destinations are refused. Parcels held meanwhile stay held when it ends.
+    pub fn set_safe_mode(&mut self, now: Ms, on: bool) {
+        self.now_ms = self.now_ms.max(now);
+        self.safe_mode = on;
+        if on {
+            for unit in self.units.iter_mut().filter(|u| u.gate_seen && !u.finished) {
+                unit.forced_hold = true;
+            }
+        }
+    }
+
+    pub fn safe_mode(&self) -> bool {
+        self.safe_mode
+    }
+
+    /// The PLC restarted at `now`: every window is gone. Parcels on the belt past the gate get
+    /// no more PLC events (no X-ray entry, no confirmation) and run on into the end lane;
+    /// their tracking ids are unknown to the new run. Tracking ids continue (retentive).
+    pub fn plc_restart(&mut self, now: Ms) {
+        self.now_ms = self.now_ms.max(now);
+        self.plc_restarts += 1;
+        for unit in self.units.iter_mut().filter(|u| u.gate_seen && !u.finished) {
+            unit.orphaned = true;
+            unit.forced_hold = true;
         }
     }
 
@@ -672,6 +737,8 @@ impl World {
             missed_diverts: self.missed_diverts,
             slips: self.slips,
             bounces: self.bounces,
+            plc_forced_holds: 0,
+            plc_restarts: self.plc_restarts,
             merged: 0,
             scanner: ScannerTruth::default(),
             outcomes: Vec::with_capacity(self.parcels.len()),
@@ -704,7 +771,11 @@ impl World {
             if physical == Some(LaneRole::Release) && parcel.undeclared.is_some() {
                 report.undeclared_released += 1;
             }
-            if let (Some(physical), Some(destination)) = (physical, destination) {
+            if unit.forced_hold {
+                report.plc_forced_holds += 1;
+            }
+            // A parcel the PLC held on its own (safe mode, restart) was not misrouted by the host.
+            if let (Some(physical), Some(destination), false) = (physical, destination, unit.forced_hold) {
                 if physical != destination {
                     report.wrong_lane += 1;
                 }
@@ -788,7 +859,7 @@ impl World {
         let index = tracking.checked_sub(1)? as usize;
         let u = *self.by_tracking.get(index)? as usize;
         let unit = &self.units[u];
-        (unit.gate_seen && !unit.finished).then_some(u)
+        (unit.gate_seen && !unit.finished && !unit.orphaned).then_some(u)
     }
 
     /// When the unit physically reaches the end of the line (if it gets there).
@@ -850,8 +921,10 @@ impl World {
         let tracking = self.units[u].tracking.unwrap_or(0);
         match entry.action {
             Action::Gate => {
+                let safe_mode = self.safe_mode;
                 let unit = &mut self.units[u];
                 unit.gate_seen = true;
+                unit.forced_hold |= safe_mode;
                 let (lead_ms, latch_ms, length_mm) = (unit.lead_ms, unit.latch_ms, unit.length_mm);
                 out.push((now, SimEvent::Gate { tracking, trigger: tracking, length_mm }));
                 let xray_ms = window_ms(&self.geometry, lead_ms, self.geometry.xray_mm);
@@ -864,13 +937,15 @@ impl World {
                 let codes = std::mem::take(&mut self.units[u].codes);
                 out.push((now, SimEvent::Scan { trigger: tracking, codes }));
             }
+            // The tunnel's entry eye is the PLC's: an orphan has no window to report it for.
+            Action::Xray if self.units[u].orphaned => {}
             Action::Xray => out.push((now, SimEvent::XrayEntered { tracking, image_seq: tracking })),
             Action::ManualTransfer => {
                 out.push((now, SimEvent::ManualTransfer { tracking, officer: "watch-01".to_owned() }))
             }
             Action::Latch => {
                 let unit = &mut self.units[u];
-                unit.latched = unit.in_time;
+                unit.latched = if unit.forced_hold { None } else { unit.in_time };
             }
             Action::WindowCheck(i) => {
                 let i = usize::from(i);
@@ -882,7 +957,7 @@ impl World {
                     out.push((now, SimEvent::Lost { tracking }));
                     let end_ms = self.end_ms(&self.units[u]);
                     self.schedule(end_ms, u, Action::EndArrive);
-                } else if unit.latched == Some(self.geometry.diverters[i].lane_id) {
+                } else if !unit.forced_hold && unit.latched == Some(self.geometry.diverters[i].lane_id) {
                     let lead_ms = unit.lead_ms;
                     let fire_ms = window_ms(&self.geometry, lead_ms, self.geometry.diverters[i].position_mm);
                     self.schedule(fire_ms, u, Action::Fire(i as u16));
@@ -893,7 +968,10 @@ impl World {
             Action::Fire(i) => {
                 let i = usize::from(i);
                 let unit = &mut self.units[u];
-                if unit.missed_divert {
+                if unit.forced_hold {
+                    // Safe mode came between the window check and the diverter: it does not fire.
+                    self.schedule_check(u, i + 1);
+                } else if unit.missed_divert {
                     // Fired, but the parcel ran straight on under its own window.
                     self.missed_diverts += 1;
                     self.schedule_check(u, i + 1);
@@ -917,7 +995,7 @@ impl World {
                 let unit = &mut self.units[u];
                 unit.exit_lane = Some(lane_id);
                 unit.finished = true;
-                if unit.tracking.is_some() && !unit.lost {
+                if unit.tracking.is_some() && !unit.lost && !unit.orphaned {
                     out.push((now, SimEvent::Divert { tracking, lane_id }));
                 }
             }
@@ -1015,7 +1093,9 @@ mod tests {
                 (_, Some(h)) if world_ms.is_none_or(|w| h < w) => {
                     let ((at, _), action) = planned.pop_first().expect("peeked");
                     match action {
-                        HostAction::Destination(t, lane) => world.set_destination(at, t, lane),
+                        HostAction::Destination(t, lane) => {
+                            world.set_destination(at, t, lane);
+                        }
                         HostAction::Review(t) => world.request_review(at, t),
                     }
                 }

@@ -6,14 +6,10 @@ use super::codec::Header;
 use super::map::RegisterMap;
 use super::protocol::{EventReader, SlotSpan};
 use super::RingFault;
-use std::sync::OnceLock;
-
-const MAP_TOML: &str = include_str!("../../firmware-config/plc/register-map.toml");
 
 /// The shipped register map, parsed once.
 pub fn shipped_map() -> &'static RegisterMap {
-    static MAP: OnceLock<RegisterMap> = OnceLock::new();
-    MAP.get_or_init(|| RegisterMap::parse(MAP_TOML).expect("the shipped register map is valid"))
+    sortline_plc_contract::shipped_map()
 }
 
 /// Big-endian words from bytes; an odd last byte is dropped.

@@ -1,25 +1,30 @@
-//! The PLC contract: register map, ring handshake (pure), and (later) the Modbus driver.
+//! The PLC contract: register map, ring handshake (pure), and the Modbus TCP driver.
 //!
 //! The PLC owns motion; the host owns decisions. They share Modbus holding registers laid out
 //! in `firmware-config/plc/register-map.toml` (described in `docs/register-map.md`, implemented
 //! on the PLC side by `firmware-config/plc/sortline.st`):
-//! - [`map`]: the map file, loaded and validated; every address the host uses comes from it.
-//! - [`codec`]: words to values and back: the slot check word (CRC-16/MODBUS), event and
-//!   destination slots, the header block, the host control block, the status word.
+//! - [`map`], [`codec`]: the map file, loaded and validated, and words to values and back; both
+//!   live in the `sortline-plc-contract` crate (`firmware-config/plc/`), shared with the
+//!   simulated PLC, and are re-exported here.
 //! - [`protocol`]: the handshakes as pure state machines: [`EventReader`] (PLC→host events,
 //!   each exactly once, resynchronised after a PLC restart), [`DestinationWriter`] (host→PLC
 //!   destinations, back-pressure, re-sent after a reconnect but never twice), [`Heartbeat`].
+//! - [`driver`]: the tokio-modbus TCP client that runs the handshake against a real PLC: every
+//!   call under a timeout, reconnect with backoff, core inputs out, destinations in.
 //! - [`error`]: the device said no ([`PlcError::Exception`]) versus the link broke
 //!   ([`PlcError::Link`]), ring faults and their alarms.
 //!
 //! Whatever fails here, the parcel's lane is the PLC's default: hold.
 
-pub mod codec;
+pub mod driver;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod map;
 pub mod protocol;
+
+/// The contract's model lives in its own crate (`firmware-config/plc/`, shared with the
+/// simulator); re-exported so that `sortline::plc::map` and `sortline::plc::codec` stay the paths.
+pub use sortline_plc_contract::{codec, map};
 
 pub use codec::{crc16, DestSlot, Header, HostControl, PlcStatus, RawEvent, RegisterWrite, SlotFault};
 pub use error::{DestinationError, LinkFault, ModbusException, Operation, PlcError, RingFault};
@@ -34,10 +39,8 @@ pub use protocol::{
 pub(crate) mod tests_support {
     use super::RegisterMap;
 
-    pub(crate) const MAP_TOML: &str = include_str!("../../firmware-config/plc/register-map.toml");
-
     pub(crate) fn map() -> RegisterMap {
-        RegisterMap::parse(MAP_TOML).expect("the shipped register map is valid")
+        sortline_plc_contract::shipped_map().clone()
     }
 }
 

@@ -1,9 +1,6 @@
 //! The register map (`firmware-config/plc/register-map.toml`), loaded and validated before any
 //! connection is opened. Every address, offset, bit and code the host uses comes from here, so
 //! the daemon, the simulator and the reference PLC program share one source of truth.
-//!
-//! This module needs only serde, toml and thiserror, so that it can move into a crate shared
-//! with the simulator (which must not depend on `sortline`).
 
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -732,7 +729,7 @@ impl fmt::Display for WordType {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plc::tests_support::MAP_TOML;
+    use crate::SHIPPED_MAP_TOML as MAP_TOML;
 
     fn with(from: &str, to: &str) -> Result<RegisterMap, MapError> {
         assert!(MAP_TOML.contains(from), "fixture text {from:?} not in the map");

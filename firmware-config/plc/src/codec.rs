@@ -2,7 +2,7 @@
 //! destination slots, the header block, the host control block and the status word.
 //! Layouts come from the [`RegisterMap`]; nothing here knows an address of its own.
 
-use super::map::{DestSlotLayout, EventSlotLayout, RegisterMap, StatusBits};
+use crate::map::{DestSlotLayout, EventSlotLayout, RegisterMap, StatusBits};
 
 /// CRC-16/MODBUS (reflected polynomial 0xA001, initial value 0xFFFF) over the words' big-endian
 /// bytes, the same CRC as a Modbus RTU frame so that every PLC library already has it.
@@ -305,7 +305,9 @@ impl HostControl {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plc::tests_support::map;
+    fn map() -> RegisterMap {
+        crate::shipped_map().clone()
+    }
 
     #[test]
     fn crc_is_crc16_modbus() {

@@ -1,0 +1,431 @@
+//! The simulated PLC over Modbus TCP: a [`World`] run in real time × a speed factor behind a
+//! [`PlcRegisters`] bank, served with tokio-modbus on a loopback port chosen at run time.
+//!
+//! The PLC's events (gate, X-ray entry, divert confirmed, lost) go through the register map's
+//! event ring; destinations come only through the destination ring. Everything else the World
+//! says (scanner, officers, inspection bench) is not the PLC's and comes out of
+//! [`SimPlc::start`]'s device channel, stamped with line time. The belt starts when the host
+//! first acknowledges the PLC's boot (induct is held until then), so a run does not depend on
+//! how fast the host connects.
+//!
+//! Fault knobs ([`SimPlc`]): drop every open connection, stall replies past the host's
+//! timeout, answer with a Modbus exception, restart the PLC, stop its heartbeat.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use sortline_plc_contract::RegisterMap;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_modbus::server::tcp::Server;
+use tokio_modbus::{ExceptionCode, Request, Response};
+
+use crate::plc::PlcRegisters;
+use crate::world::{DestinationOutcome, World};
+use crate::{Ms, Report, SimEvent};
+
+/// How the simulated PLC runs.
+#[derive(Clone, Debug)]
+pub struct SimPlcConfig {
+    /// Line milliseconds per real millisecond (20: a 10-minute run takes 30 s).
+    pub speed: u64,
+    /// The PLC's scan period, real time.
+    pub scan: Duration,
+}
+
+impl Default for SimPlcConfig {
+    fn default() -> Self {
+        SimPlcConfig { speed: 20, scan: Duration::from_millis(5) }
+    }
+}
+
+/// Device events (not the PLC's), with the line time they happened at.
+pub type DeviceEvents = mpsc::UnboundedReceiver<(Ms, SimEvent)>;
+
+#[derive(Debug, Default)]
+struct Faults {
+    /// Replies to delay, and by how much.
+    stall_requests: u32,
+    stall: Duration,
+    /// Requests to answer with this exception.
+    exception_requests: u32,
+    exception: u8,
+}
+
+struct State {
+    world: World,
+    regs: PlcRegisters,
+    /// Real ms (since start) at which the belt started: the first sync.
+    belt_started_ms: Option<u64>,
+    devices: mpsc::UnboundedSender<(Ms, SimEvent)>,
+    events: Vec<(Ms, SimEvent)>,
+    /// Destination slots the PLC took (every boot): each ring index once.
+    taken: u64,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    faults: Mutex<Faults>,
+    /// Bumped by [`SimPlc::drop_connections`]: connections of an older generation fail.
+    generation: AtomicU64,
+    epoch: Instant,
+    speed: u64,
+    finished: watch::Sender<bool>,
+    safe_mode: watch::Sender<bool>,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic in a test thread holding the lock must not hide the first failure.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn faults(&self) -> MutexGuard<'_, Faults> {
+        self.faults.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn real_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn line_ms(&self, st: &State, real_ms: u64) -> Option<Ms> {
+        st.belt_started_ms.map(|s| real_ms.saturating_sub(s) * self.speed)
+    }
+
+    /// One PLC scan: the conveyor up to now, its PLC events into the ring, the host's
+    /// destinations out of it and onto the conveyor.
+    fn step(&self) {
+        let real_ms = self.real_ms();
+        let mut guard = self.state();
+        let st = &mut *guard;
+        let line_ms = self.line_ms(st, real_ms);
+        if let Some(now) = line_ms {
+            st.world.advance(now, &mut st.events);
+            let codes = st.regs.map().codes.event.clone();
+            let lost = PlcRegisters::code(&st.regs.map().codes.lost, "WINDOW_EMPTY");
+            for (at, event) in st.events.drain(..) {
+                match event {
+                    SimEvent::Gate { tracking, trigger, length_mm } => {
+                        st.regs.event(at, codes.gate_entered, tracking, trigger, length_mm)
+                    }
+                    SimEvent::XrayEntered { tracking, image_seq } => {
+                        st.regs.event(at, codes.xray_entered, tracking, image_seq, 0)
+                    }
+                    SimEvent::Divert { tracking, lane_id } => {
+                        st.regs.event(at, codes.divert_confirmed, tracking, u32::from(lane_id), 0)
+                    }
+                    SimEvent::Lost { tracking } => st.regs.event(at, codes.parcel_lost, tracking, lost, 0),
+                    other => {
+                        // The receiver gone means the test is over; nothing to tell.
+                        let _ = st.devices.send((at, other));
+                    }
+                }
+            }
+        }
+        let now = line_ms.unwrap_or(0);
+        let scan = st.regs.scan(real_ms, now);
+        st.taken += scan.taken.len() as u64;
+        for slot in &scan.taken {
+            let reason = match st.world.set_destination(now, slot.tracking, slot.lane_id) {
+                DestinationOutcome::Applied => continue,
+                DestinationOutcome::Late => "AFTER_LATCH",
+                DestinationOutcome::UnknownTracking => "UNKNOWN_TRACKING",
+                DestinationOutcome::BadLane => "BAD_LANE",
+                DestinationOutcome::SafeMode => {
+                    let code = st.regs.map().codes.event.forced_hold;
+                    let why = PlcRegisters::code(&st.regs.map().codes.forced_hold, "SAFE_MODE");
+                    st.regs.event(now, code, slot.tracking, why, 0);
+                    continue;
+                }
+            };
+            st.regs.reject(now, slot, reason);
+        }
+        if let Some(on) = scan.safe_mode_changed {
+            if !on && st.belt_started_ms.is_none() {
+                st.belt_started_ms = Some(real_ms);
+            }
+            st.world.set_safe_mode(now, on);
+            self.safe_mode.send_replace(on);
+        }
+        if st.belt_started_ms.is_some() && st.world.next_event_time().is_none() {
+            self.finished.send_replace(true);
+        }
+    }
+
+    fn serve(&self, req: Request<'_>) -> Result<Response, ExceptionCode> {
+        let mut st = self.state();
+        let illegal = |_| ExceptionCode::IllegalDataAddress;
+        match req {
+            Request::ReadHoldingRegisters(a, n) => {
+                st.regs.read(a, n).map(Response::ReadHoldingRegisters).map_err(illegal)
+            }
+            Request::WriteMultipleRegisters(a, words) => st
+                .regs
+                .write(a, &words)
+                .map(|()| Response::WriteMultipleRegisters(a, words.len() as u16))
+                .map_err(illegal),
+            Request::WriteSingleRegister(a, w) => {
+                st.regs.write(a, &[w]).map(|()| Response::WriteSingleRegister(a, w)).map_err(illegal)
+            }
+            _ => Err(ExceptionCode::IllegalFunction),
+        }
+    }
+}
+
+/// The Modbus service of one connection.
+struct PlcService {
+    shared: Arc<Shared>,
+}
+
+impl tokio_modbus::server::Service for PlcService {
+    type Request = Request<'static>;
+    type Response = Response;
+    type Exception = ExceptionCode;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, ExceptionCode>> + Send>>;
+
+    fn call(&self, req: Self::Request) -> Self::Future {
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let (stall, exception) = {
+                let mut f = shared.faults();
+                let stall = (f.stall_requests > 0).then(|| {
+                    f.stall_requests -= 1;
+                    f.stall
+                });
+                let exception = (f.exception_requests > 0).then(|| {
+                    f.exception_requests -= 1;
+                    ExceptionCode::new(f.exception)
+                });
+                (stall, exception)
+            };
+            if let Some(stall) = stall {
+                // The request is served after the stall, as a slow PLC would: its late reply is
+                // what the host must never take for a later request's.
+                tokio::time::sleep(stall).await;
+            }
+            if let Some(exception) = exception {
+                return Err(exception);
+            }
+            shared.serve(req)
+        })
+    }
+}
+
+/// A connection that fails once [`SimPlc::drop_connections`] has been called: the next read
+/// or write errors, the server drops the socket, and the host sees the link break.
+struct Conn {
+    inner: TcpStream,
+    generation: u64,
+    shared: Arc<Shared>,
+}
+
+impl Conn {
+    fn dropped(&self) -> bool {
+        self.shared.generation.load(Ordering::SeqCst) != self.generation
+    }
+}
+
+fn reset() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionReset, "simulated PLC dropped the connection")
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.dropped() {
+            return Poll::Ready(Err(reset()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.dropped() {
+            return Poll::Ready(Err(reset()));
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// The running simulated PLC. Dropping it stops the server and the line.
+pub struct SimPlc {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    finished: watch::Receiver<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl SimPlc {
+    /// Binds 127.0.0.1:0, starts serving `map`'s registers and scanning. Call from a tokio
+    /// runtime.
+    pub async fn start(world: World, map: &RegisterMap, config: SimPlcConfig) -> io::Result<(SimPlc, DeviceEvents)> {
+        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let addr = listener.local_addr()?;
+        let (devices, device_rx) = mpsc::unbounded_channel();
+        let (finished, finished_rx) = watch::channel(false);
+        let epoch = Instant::now();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                world,
+                regs: PlcRegisters::new(map, 0),
+                belt_started_ms: None,
+                devices,
+                events: Vec::new(),
+                taken: 0,
+            }),
+            faults: Mutex::new(Faults::default()),
+            generation: AtomicU64::new(0),
+            epoch,
+            speed: config.speed.max(1),
+            finished,
+            safe_mode: watch::channel(true).0,
+        });
+        let server = {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let server = Server::new(listener);
+                let on_connected = |stream: TcpStream, peer: SocketAddr| {
+                    let shared = shared.clone();
+                    async move {
+                        tracing::debug!(%peer, "simulated PLC: host connected");
+                        let generation = shared.generation.load(Ordering::SeqCst);
+                        let service = PlcService { shared: shared.clone() };
+                        Ok(Some((service, Conn { inner: stream, generation, shared })))
+                    }
+                };
+                let on_error = |e: io::Error| tracing::debug!(error = %e, "simulated PLC: connection ended");
+                if let Err(e) = server.serve(&on_connected, on_error).await {
+                    tracing::error!(error = %e, "simulated PLC: server stopped");
+                }
+            })
+        };
+        let scanner = {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(config.scan);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    shared.step();
+                }
+            })
+        };
+        Ok((SimPlc { addr, shared, finished: finished_rx, tasks: vec![server, scanner] }, device_rx))
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The line's clock now; `None` until the belt starts (the first sync).
+    pub fn line_ms(&self) -> Option<Ms> {
+        let real_ms = self.shared.real_ms();
+        let st = self.shared.state();
+        self.shared.line_ms(&st, real_ms)
+    }
+
+    /// Host -> officer screen, at the line's time now.
+    pub fn request_review(&self, tracking: u32) {
+        let real_ms = self.shared.real_ms();
+        let mut st = self.shared.state();
+        let now = self.shared.line_ms(&st, real_ms).unwrap_or(0);
+        st.world.request_review(now, tracking);
+    }
+
+    /// The referee's account so far.
+    pub fn report(&self) -> Report {
+        self.shared.state().world.report()
+    }
+
+    pub fn boot_count(&self) -> u16 {
+        self.shared.state().regs.boot_count()
+    }
+
+    pub fn safe_mode(&self) -> bool {
+        self.shared.state().regs.safe_mode()
+    }
+
+    /// Waits until every parcel has left the line (or `timeout` passes: false).
+    pub async fn wait_finished(&mut self, timeout: Duration) -> bool {
+        tokio::time::timeout(timeout, self.finished.wait_for(|f| *f)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    /// Destination slots the PLC has taken, over every boot.
+    pub fn destinations_taken(&self) -> u64 {
+        self.shared.state().taken
+    }
+
+    /// Waits until the PLC's safe mode is `on` (or `timeout` passes: false).
+    pub async fn wait_safe_mode(&self, on: bool, timeout: Duration) -> bool {
+        let mut rx = self.shared.safe_mode.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|s| *s == on)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    /// Whether every parcel has left the line.
+    pub fn finished(&self) -> bool {
+        *self.finished.borrow()
+    }
+
+    /// Fault: every open connection fails at its next read or write.
+    pub fn drop_connections(&self) {
+        self.shared.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Fault: the next `requests` replies come `by` late.
+    pub fn stall_next(&self, requests: u32, by: Duration) {
+        let mut f = self.shared.faults();
+        f.stall_requests = requests;
+        f.stall = by;
+    }
+
+    /// Fault: the next `requests` requests are answered with Modbus exception `code`.
+    pub fn exception_next(&self, requests: u32, code: u8) {
+        let mut f = self.shared.faults();
+        f.exception_requests = requests;
+        f.exception = code;
+    }
+
+    /// Fault: the PLC restarts now: windows, rings and queues gone, boot count up.
+    pub fn restart(&self) {
+        let real_ms = self.shared.real_ms();
+        let mut st = self.shared.state();
+        let now = self.shared.line_ms(&st, real_ms).unwrap_or(0);
+        st.world.plc_restart(now);
+        st.regs.restart(real_ms);
+        // A PLC starts in safe mode (not synced); the scan reports only changes.
+        st.world.set_safe_mode(now, true);
+        self.shared.safe_mode.send_replace(true);
+    }
+
+    /// Fault: the PLC program hangs (heartbeat frozen) or resumes.
+    pub fn stop_heartbeat(&self, stopped: bool) {
+        self.shared.state().regs.stop_heartbeat(stopped);
+    }
+}
+
+impl Drop for SimPlc {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}

@@ -1,0 +1,415 @@
+//! The Modbus TCP driver: moves registers between the PLC and the pure handshake in
+//! [`super::protocol`], and nothing else.
+//!
+//! - Every Modbus call runs under `tokio::time::timeout`: tokio-modbus has no timeout of its
+//!   own, and after one a late reply could be taken for the next request's. So after a timeout
+//!   or any transport error the context is dropped and a new connection made, with a bounded,
+//!   deterministic backoff (doubling from `backoff_initial` to `backoff_max`).
+//! - A Modbus exception (the device said no) is not a broken link: alarm `plc_exception` (or
+//!   `plc_busy`), the poll is abandoned and tried again next period on the same connection.
+//! - Every new connection's first header is checked ([`check_identity`]): a PLC with another
+//!   map version or watchdog is refused, and [`Driver::run`] returns that error.
+//! - Inputs for the core (events, `DestinationWritten`, orphans after a PLC restart) and alarms
+//!   go out on a bounded channel; destinations come in on another.
+
+use super::codec::Header;
+use super::error::{LinkFault, ModbusException, Operation, PlcError};
+use super::map::RegisterMap;
+use super::protocol::{check_identity, host_control, Destination, DestinationWriter, EventReader, Heartbeat};
+use crate::core::{Alarm, Input, Millis, TrackingId};
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_modbus::client::{tcp, Context, Reader, Writer};
+use tokio_modbus::Slave;
+
+/// How to reach and poll the PLC.
+#[derive(Clone, Debug)]
+pub struct DriverConfig {
+    pub addr: SocketAddr,
+    pub unit_id: u8,
+    pub poll_period: Duration,
+    /// Per Modbus request, and per connection attempt.
+    pub request_timeout: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// Parcels remembered in flight for the restart report (the line's `max_in_flight`).
+    pub max_in_flight: usize,
+    /// Destinations waiting for room in the PLC's ring; more are refused (parcel held).
+    pub max_queued_destinations: usize,
+}
+
+impl DriverConfig {
+    /// Defaults fitting the shipped map's timing (host heartbeat every 200 ms).
+    pub fn new(addr: SocketAddr) -> DriverConfig {
+        DriverConfig {
+            addr,
+            unit_id: 1,
+            poll_period: Duration::from_millis(50),
+            request_timeout: Duration::from_millis(250),
+            backoff_initial: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(2),
+            max_in_flight: 512,
+            max_queued_destinations: 256,
+        }
+    }
+}
+
+/// What the driver tells the core's thread.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DriverOutput {
+    Input(Input),
+    Alarm(Alarm),
+}
+
+/// Min, average and max of a duration, in microseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Latency {
+    pub count: u64,
+    pub min_us: u64,
+    pub max_us: u64,
+    pub total_us: u64,
+}
+
+impl Latency {
+    pub fn record(&mut self, d: Duration) {
+        let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
+        self.min_us = if self.count == 0 { us } else { self.min_us.min(us) };
+        self.max_us = self.max_us.max(us);
+        self.total_us = self.total_us.saturating_add(us);
+        self.count += 1;
+    }
+
+    pub fn avg_us(&self) -> u64 {
+        self.total_us.checked_div(self.count).unwrap_or(0)
+    }
+}
+
+/// The driver's counters, for metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DriverStats {
+    pub connects: u64,
+    pub polls: u64,
+    pub link_errors: u64,
+    pub exceptions: u64,
+    pub events: u64,
+    pub destinations_taken: u64,
+    pub destinations_refused: u64,
+    /// One whole poll: header, event slots, destination slots, control block.
+    pub poll_cycle: Latency,
+    /// From a destination's arrival at the driver to the PLC's read index passing it.
+    pub destination_latency: Latency,
+}
+
+/// The PLC link: one per PLC.
+pub struct Driver {
+    map: RegisterMap,
+    config: DriverConfig,
+    reader: EventReader,
+    writer: DestinationWriter,
+    heartbeat: Heartbeat,
+    out: mpsc::Sender<DriverOutput>,
+    destinations: mpsc::Receiver<Destination>,
+    destinations_open: bool,
+    stats: Arc<Mutex<DriverStats>>,
+    epoch: Instant,
+    /// Arrival time of each destination not yet taken (bounded by the writer's capacity).
+    arrived: HashMap<TrackingId, Instant>,
+    /// The last error's alarm code, so a fault that persists is raised once, not every poll.
+    last_alarm: Option<&'static str>,
+}
+
+/// Why a connection ended.
+enum Ended {
+    Shutdown,
+    Fatal(PlcError),
+    Broken,
+}
+
+impl Driver {
+    pub fn new(
+        map: &RegisterMap,
+        config: DriverConfig,
+        out: mpsc::Sender<DriverOutput>,
+        destinations: mpsc::Receiver<Destination>,
+    ) -> Driver {
+        Driver {
+            reader: EventReader::new(map, config.max_in_flight),
+            writer: DestinationWriter::new(map, config.max_queued_destinations),
+            heartbeat: Heartbeat::new(map),
+            map: map.clone(),
+            config,
+            out,
+            destinations,
+            destinations_open: true,
+            stats: Arc::default(),
+            epoch: Instant::now(),
+            arrived: HashMap::new(),
+            last_alarm: None,
+        }
+    }
+
+    /// The counters, shared: read them while the driver runs.
+    pub fn stats(&self) -> Arc<Mutex<DriverStats>> {
+        self.stats.clone()
+    }
+
+    fn stat(&self, f: impl FnOnce(&mut DriverStats)) {
+        f(&mut self.stats.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    fn now(&self) -> Millis {
+        Millis(self.epoch.elapsed().as_millis() as u64)
+    }
+
+    async fn emit(&self, o: DriverOutput) {
+        // The receiver gone means the daemon is stopping; its shutdown future ends the loop.
+        let _ = self.out.send(o).await;
+    }
+
+    async fn raise(&mut self, e: &PlcError) {
+        let alarm = e.alarm();
+        if self.last_alarm != Some(alarm.code) {
+            tracing::warn!(code = alarm.code, "{}", alarm.message);
+            self.last_alarm = Some(alarm.code);
+            self.emit(DriverOutput::Alarm(alarm)).await;
+        }
+    }
+
+    /// Runs until `shutdown` completes (Ok) or the PLC is refused (its [`PlcError`]).
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), PlcError> {
+        tokio::pin!(shutdown);
+        let mut backoff = self.config.backoff_initial;
+        loop {
+            let connect = tcp::connect_slave(self.config.addr, Slave(self.config.unit_id));
+            let ctx = tokio::select! {
+                () = &mut shutdown => return Ok(()),
+                r = tokio::time::timeout(self.config.request_timeout, connect) => r,
+            };
+            let ended = match ctx {
+                Ok(Ok(ctx)) => {
+                    self.stat(|s| s.connects += 1);
+                    tracing::info!(addr = %self.config.addr, "connected to the PLC");
+                    self.heartbeat.reconnected();
+                    self.writer.link_lost();
+                    self.connection(ctx, &mut shutdown, &mut backoff).await
+                }
+                Ok(Err(e)) => {
+                    self.raise(&PlcError::Link { op: Operation::Connect, fault: LinkFault::Io(e.to_string()) }).await;
+                    Ended::Broken
+                }
+                Err(_) => {
+                    let fault = LinkFault::Timeout { after_ms: self.config.request_timeout.as_millis() as u64 };
+                    self.raise(&PlcError::Link { op: Operation::Connect, fault }).await;
+                    Ended::Broken
+                }
+            };
+            match ended {
+                Ended::Shutdown => return Ok(()),
+                Ended::Fatal(e) => {
+                    tracing::error!(error = %e, "refusing to drive the PLC");
+                    return Err(e);
+                }
+                Ended::Broken => {
+                    self.stat(|s| s.link_errors += 1);
+                    // The context is gone (dropped with its socket): a late reply cannot reach us.
+                    tokio::select! {
+                        () = &mut shutdown => return Ok(()),
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(self.config.backoff_max);
+                }
+            }
+        }
+    }
+
+    /// Polls on one connection until it breaks; `ctx` is dropped on return.
+    async fn connection(
+        &mut self,
+        mut ctx: Context,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+        backoff: &mut Duration,
+    ) -> Ended {
+        let mut tick = tokio::time::interval(self.config.poll_period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut first = true;
+        loop {
+            loop {
+                tokio::select! {
+                    () = &mut *shutdown => return Ended::Shutdown,
+                    _ = tick.tick() => break,
+                    d = self.destinations.recv(), if self.destinations_open => match d {
+                        Some(d) => self.accept(d).await,
+                        None => self.destinations_open = false,
+                    },
+                }
+            }
+            let started = Instant::now();
+            match self.poll(&mut ctx, first).await {
+                Ok(()) => {
+                    first = false;
+                    *backoff = self.config.backoff_initial;
+                    self.last_alarm = None;
+                    self.stat(|s| {
+                        s.polls += 1;
+                        s.poll_cycle.record(started.elapsed());
+                    });
+                }
+                Err(e @ (PlcError::MapVersion { .. } | PlcError::Watchdog { .. })) => {
+                    self.raise(&e).await;
+                    return Ended::Fatal(e);
+                }
+                Err(e) if e.needs_reconnect() => {
+                    self.raise(&e).await;
+                    return Ended::Broken;
+                }
+                Err(e) => {
+                    // The device said no: the link is in step, try again next period.
+                    self.stat(|s| s.exceptions += 1);
+                    self.raise(&e).await;
+                }
+            }
+        }
+    }
+
+    async fn accept(&mut self, d: Destination) {
+        match self.writer.push(d) {
+            Ok(()) => {
+                self.arrived.insert(d.tracking, Instant::now());
+            }
+            Err(e) => {
+                self.stat(|s| s.destinations_refused += 1);
+                tracing::warn!(error = %e, "destination refused");
+                self.emit(DriverOutput::Alarm(e.alarm())).await;
+            }
+        }
+    }
+
+    /// One poll, in the order of docs/register-map.md "Host side".
+    async fn poll(&mut self, ctx: &mut Context, first: bool) -> Result<(), PlcError> {
+        let timeout = self.config.request_timeout;
+        let (address, count) = self.map.header_span();
+        let words = read(ctx, timeout, Operation::ReadHeader, address, count).await?;
+        let header = Header::decode(&self.map, &words).ok_or_else(|| PlcError::Link {
+            op: Operation::ReadHeader,
+            fault: LinkFault::Protocol(format!("{} words for a {count}-word header", words.len())),
+        })?;
+        if first {
+            check_identity(&self.map, &header)?;
+        }
+        let now = self.now();
+        self.heartbeat.handle_plc(header.plc_heartbeat, now)?;
+
+        let span = self.reader.plan(&header, self.map.event_ring.slots);
+        let mut slots = Vec::new();
+        if let Some(span) = span {
+            for (address, count) in self.reader.reads(span) {
+                slots.extend(read(ctx, timeout, Operation::ReadEvents, address, count).await?);
+            }
+        }
+        let poll = self.reader.handle(&header, span.map(|s| (s, slots.as_slice())));
+        let mut orphaned = Vec::new();
+        if let Some(resync) = &poll.resync {
+            for input in resync.orphan_inputs() {
+                self.emit(DriverOutput::Input(input)).await;
+            }
+            orphaned.clone_from(&resync.orphaned);
+        }
+        for fault in &poll.faults {
+            self.emit(DriverOutput::Alarm(fault.alarm())).await;
+        }
+        self.stat(|s| s.events += poll.events.len() as u64);
+        for event in &poll.events {
+            if let Some(input) = event.event.to_input() {
+                self.emit(DriverOutput::Input(input)).await;
+            }
+            if let Some(alarm) = event.alarm(&self.map) {
+                self.emit(DriverOutput::Alarm(alarm)).await;
+            }
+        }
+
+        let dest = self.writer.handle_header(&header, &orphaned);
+        for d in &dest.taken {
+            if let Some(at) = self.arrived.remove(&d.tracking) {
+                self.stat(|s| s.destination_latency.record(at.elapsed()));
+            }
+            self.stat(|s| s.destinations_taken += 1);
+            self.emit(DriverOutput::Input(d.written_input())).await;
+        }
+        for d in &dest.dropped {
+            // Its parcel was of the old boot: reported orphaned (lost), held by the PLC default.
+            self.arrived.remove(&d.tracking);
+            tracing::warn!(tracking = %d.tracking, lane_id = d.lane_id, "destination dropped by a PLC restart");
+        }
+        if let Some(fault) = &dest.fault {
+            self.emit(DriverOutput::Alarm(fault.alarm())).await;
+        }
+
+        let write = self.writer.poll_write();
+        for w in &write.slots {
+            write_regs(ctx, timeout, Operation::WriteDestinations, w.address, &w.words).await?;
+        }
+        self.writer.commit(&write);
+        let counter = self.heartbeat.host_counter(now);
+        if let Some(control) = host_control(counter, &self.reader, &self.writer) {
+            let w = control.encode(&self.map);
+            write_regs(ctx, timeout, Operation::WriteControl, w.address, &w.words).await?;
+        }
+        Ok(())
+    }
+}
+
+fn link(op: Operation, e: tokio_modbus::Error) -> PlcError {
+    let fault = match e {
+        tokio_modbus::Error::Transport(e) => LinkFault::Io(e.to_string()),
+        tokio_modbus::Error::Protocol(e) => LinkFault::Protocol(e.to_string()),
+    };
+    PlcError::Link { op, fault }
+}
+
+fn timed_out(op: Operation, after: Duration) -> PlcError {
+    PlcError::Link { op, fault: LinkFault::Timeout { after_ms: after.as_millis() as u64 } }
+}
+
+async fn read(
+    ctx: &mut Context,
+    timeout: Duration,
+    op: Operation,
+    address: u16,
+    count: u16,
+) -> Result<Vec<u16>, PlcError> {
+    match tokio::time::timeout(timeout, ctx.read_holding_registers(address, count)).await {
+        Err(_) => Err(timed_out(op, timeout)),
+        Ok(Err(e)) => Err(link(op, e)),
+        Ok(Ok(Err(code))) => {
+            Err(PlcError::Exception { op, address, count, exception: ModbusException::from_code(code.into()) })
+        }
+        Ok(Ok(Ok(words))) if words.len() == usize::from(count) => Ok(words),
+        Ok(Ok(Ok(words))) => Err(PlcError::Link {
+            op,
+            fault: LinkFault::Protocol(format!("{} registers for a read of {count}", words.len())),
+        }),
+    }
+}
+
+async fn write_regs(
+    ctx: &mut Context,
+    timeout: Duration,
+    op: Operation,
+    address: u16,
+    words: &[u16],
+) -> Result<(), PlcError> {
+    let count = words.len() as u16;
+    match tokio::time::timeout(timeout, ctx.write_multiple_registers(address, words)).await {
+        Err(_) => Err(timed_out(op, timeout)),
+        Ok(Err(e)) => Err(link(op, e)),
+        Ok(Ok(Err(code))) => {
+            Err(PlcError::Exception { op, address, count, exception: ModbusException::from_code(code.into()) })
+        }
+        Ok(Ok(Ok(()))) => Ok(()),
+    }
+}
