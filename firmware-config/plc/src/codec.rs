@@ -50,20 +50,27 @@ pub struct RawEvent {
     pub time_ms: u32,
 }
 
+/// A slot of either ring is well formed when it has its length, its check
+/// word matches and it holds the index expected. The check is tested before
+/// the index so that a torn slot is never mistaken for a stale one.
+fn well_formed(words: &[u16], len: usize, check: usize, seq: usize, expected_seq: u16) -> Result<(), SlotFault> {
+    if words.len() != len {
+        return Err(SlotFault::Short { expected: len, found: words.len() });
+    }
+    let computed = crc16(&words[..check]);
+    if words[check] != computed {
+        return Err(SlotFault::Check { found: words[check], computed });
+    }
+    if words[seq] != expected_seq {
+        return Err(SlotFault::Seq { expected: expected_seq, found: words[seq] });
+    }
+    Ok(())
+}
+
 impl EventSlotLayout {
-    /// A slot is well formed when its check word matches and it holds the index expected;
-    /// the check is tested first so a torn slot is never mistaken for a stale one.
+    /// The host side's read of an event slot, if it is well formed (see `well_formed`).
     pub fn decode(&self, words: &[u16], expected_seq: u16) -> Result<RawEvent, SlotFault> {
-        if words.len() != self.words {
-            return Err(SlotFault::Short { expected: self.words, found: words.len() });
-        }
-        let computed = crc16(&words[..self.check]);
-        if words[self.check] != computed {
-            return Err(SlotFault::Check { found: words[self.check], computed });
-        }
-        if words[self.seq] != expected_seq {
-            return Err(SlotFault::Seq { expected: expected_seq, found: words[self.seq] });
-        }
+        well_formed(words, self.words, self.check, self.seq, expected_seq)?;
         Ok(RawEvent {
             seq: words[self.seq],
             code: words[self.code],
@@ -109,18 +116,9 @@ impl DestSlotLayout {
         w
     }
 
-    /// The PLC side's check (simulator, tests): check word, then index.
+    /// The PLC side's read of a destination slot (simulator, tests), if it is well formed.
     pub fn decode(&self, words: &[u16], expected_seq: u16) -> Result<DestSlot, SlotFault> {
-        if words.len() != self.words {
-            return Err(SlotFault::Short { expected: self.words, found: words.len() });
-        }
-        let computed = crc16(&words[..self.check]);
-        if words[self.check] != computed {
-            return Err(SlotFault::Check { found: words[self.check], computed });
-        }
-        if words[self.seq] != expected_seq {
-            return Err(SlotFault::Seq { expected: expected_seq, found: words[self.seq] });
-        }
+        well_formed(words, self.words, self.check, self.seq, expected_seq)?;
         Ok(DestSlot {
             seq: words[self.seq],
             boot: words[self.boot],
