@@ -33,7 +33,9 @@ mod tests_archive;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use archive::{archive, verify_archive, verify_archive_against, ArchiveReport, ARCHIVE_FORMAT};
+pub use archive::{
+    archive, verify_archive, verify_archive_against, verify_archives, ArchiveCheck, ArchiveReport, ARCHIVE_FORMAT,
+};
 pub use group::{GroupCommit, Ticket};
 pub use log::AuditLog;
 pub use query::{entries, entries_between, story};

@@ -502,3 +502,22 @@ fn one_run_moves_at_most_the_cap_unless_no_checkpoint_fits() {
     assert!(verify(&path, Some(&key())).unwrap().is_intact());
     assert_eq!(archive_rows(&path), 3);
 }
+
+#[test]
+fn every_archive_row_is_checked_against_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, r) = archived_db(&dir);
+    let ok = verify_archives(&path, &arch_dir(&dir), Some(&key())).unwrap();
+    assert_eq!(ok.len(), 1);
+    assert_eq!((ok[0].first_seq, ok[0].last_seq, ok[0].problem.as_deref()), (r.first_seq, r.last_seq, None));
+
+    // A file that is not the one recorded, however well formed, is refused.
+    let original = std::fs::read(&r.file).unwrap();
+    std::fs::write(&r.file, [&original[..], b"\n"].concat()).unwrap();
+    let changed = verify_archives(&path, &arch_dir(&dir), Some(&key())).unwrap();
+    assert!(changed[0].problem.as_deref().is_some_and(|p| p.contains("SHA-256")), "{changed:?}");
+
+    std::fs::remove_file(&r.file).unwrap();
+    let missing = verify_archives(&path, &arch_dir(&dir), Some(&key())).unwrap();
+    assert_eq!(missing[0].problem.as_deref(), Some("file missing"));
+}
