@@ -84,6 +84,9 @@ enum AuditCommand {
         /// against the key they carry, which proves integrity but not origin.
         #[arg(long)]
         public_key: Option<String>,
+        /// For the archive folder: every archive row is checked against its file there.
+        #[arg(long, default_value = "firmware-config/line.toml")]
+        config: PathBuf,
     },
     /// A parcel's whole story, in order.
     Show {
@@ -237,10 +240,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 fn audit_command(command: AuditCommand) -> Result<ExitCode> {
     match command {
-        AuditCommand::Verify { data, public_key } => {
+        AuditCommand::Verify { data, public_key, config } => {
             let key = public_key.map(|k| parse_key(&k)).transpose()?;
-            let r = audit::verify(&data.join(audit::DB_FILE), key.as_ref())?;
-            Ok(print_verify(&r))
+            let db = data.join(audit::DB_FILE);
+            let chain = print_verify(&audit::verify(&db, key.as_ref())?);
+            let archives =
+                audit::verify_archives(&db, &data.join(&load(&config)?.line.audit.archive_dir), key.as_ref())?;
+            let mut broken = false;
+            for a in &archives {
+                match &a.problem {
+                    None => println!("archive {}..={} verified: {}", a.first_seq, a.last_seq, a.file.display()),
+                    Some(p) => {
+                        broken = true;
+                        println!("archive {}..={} BROKEN: {} ({})", a.first_seq, a.last_seq, p, a.file.display());
+                    }
+                }
+            }
+            Ok(if broken { ExitCode::from(EXIT_BROKEN_CHAIN) } else { chain })
         }
         AuditCommand::Show { waybill, data, config } => {
             let lanes = load(&config)?.line.lanes;
