@@ -34,6 +34,24 @@ pub struct LineConfig {
     pub data: Data,
     pub rules: Rules,
     pub audit: Audit,
+    pub plc: Plc,
+}
+
+/// How the host reaches and polls the PLC (Modbus TCP).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plc {
+    /// `host:port` of the PLC's Modbus TCP server, an IP address (no name lookup at start).
+    pub address: String,
+    /// Modbus unit id (slave id), 0 to 255.
+    pub unit_id: u16,
+    pub poll_period_ms: u64,
+    /// Per Modbus request and per connection attempt.
+    pub request_timeout_ms: u64,
+    pub reconnect_backoff_min_ms: u64,
+    pub reconnect_backoff_max_ms: u64,
+    /// The register map file; relative paths are under the config file's folder.
+    pub map: PathBuf,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -136,6 +154,16 @@ pub struct Loaded {
     pub line: LineConfig,
     pub rules: Arc<RuleSet>,
     pub rules_dir: PathBuf,
+    /// `plc.map`, resolved against the config file's folder.
+    pub plc_map: PathBuf,
+}
+
+impl Loaded {
+    /// The register map `plc.map` names, loaded and validated.
+    pub fn register_map(&self) -> Result<crate::plc::RegisterMap, ConfigError> {
+        crate::plc::RegisterMap::load(&self.plc_map)
+            .map_err(|e| ConfigError::Parse { path: self.plc_map.clone(), message: e.to_string() })
+    }
 }
 
 impl LineConfig {
@@ -153,7 +181,8 @@ impl LineConfig {
         let base = path.parent().unwrap_or(Path::new("."));
         let rules_dir = base.join(&line.rules.dir);
         let rules = Arc::new(load_rules(&rules_dir)?);
-        Ok(Loaded { line, rules, rules_dir })
+        let plc_map = base.join(&line.plc.map);
+        Ok(Loaded { line, rules, rules_dir, plc_map })
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -248,7 +277,59 @@ impl LineConfig {
         if lim.max_in_flight == 0 || lim.max_pending_scans == 0 || lim.max_parcel_length_mm == 0 {
             return Err(invalid("limits", "every limit must be above 0"));
         }
+        self.validate_plc()
+    }
+
+    fn validate_plc(&self) -> Result<(), ConfigError> {
+        let p = &self.plc;
+        if p.address.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid(
+                "plc.address",
+                format!("{:?} must be an IP address and port, e.g. 10.0.0.5:502", p.address),
+            ));
+        }
+        if p.unit_id > 255 {
+            return Err(invalid("plc.unit_id", format!("must be 0 to 255, got {}", p.unit_id)));
+        }
+        // The PLC's watchdog trips on a host heartbeat older than about a second.
+        if !(1..=1000).contains(&p.poll_period_ms) {
+            return Err(invalid("plc.poll_period_ms", format!("must be 1 to 1000, got {}", p.poll_period_ms)));
+        }
+        if !(1..=10_000).contains(&p.request_timeout_ms) {
+            return Err(invalid("plc.request_timeout_ms", format!("must be 1 to 10000, got {}", p.request_timeout_ms)));
+        }
+        if p.reconnect_backoff_min_ms == 0 {
+            return Err(invalid("plc.reconnect_backoff_min_ms", "must be above 0"));
+        }
+        if !(p.reconnect_backoff_min_ms..=600_000).contains(&p.reconnect_backoff_max_ms) {
+            return Err(invalid(
+                "plc.reconnect_backoff_max_ms",
+                format!(
+                    "must be from reconnect_backoff_min_ms ({}) to 600000, got {}",
+                    p.reconnect_backoff_min_ms, p.reconnect_backoff_max_ms
+                ),
+            ));
+        }
+        if p.map.as_os_str().is_empty() {
+            return Err(invalid("plc.map", "must name the register map file"));
+        }
         Ok(())
+    }
+
+    /// The PLC driver's settings; `addr` overrides `plc.address` (the demo's simulated PLC).
+    pub fn driver_config(&self, addr: Option<std::net::SocketAddr>) -> crate::plc::driver::DriverConfig {
+        let p = &self.plc;
+        // Validated at parse; the fallback is unreachable for a validated config.
+        let configured = p.address.parse().unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 502)));
+        crate::plc::driver::DriverConfig {
+            unit_id: u8::try_from(p.unit_id).unwrap_or(u8::MAX),
+            poll_period: std::time::Duration::from_millis(p.poll_period_ms),
+            request_timeout: std::time::Duration::from_millis(p.request_timeout_ms),
+            backoff_initial: std::time::Duration::from_millis(p.reconnect_backoff_min_ms),
+            backoff_max: std::time::Duration::from_millis(p.reconnect_backoff_max_ms),
+            max_in_flight: self.limits.max_in_flight,
+            ..crate::plc::driver::DriverConfig::new(addr.unwrap_or(configured))
+        }
     }
 
     fn settings_unchecked(&self) -> LineSettings {
@@ -350,6 +431,11 @@ mod tests {
         let loaded =
             LineConfig::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-config/line.toml")).unwrap();
         assert!(!loaded.rules.is_empty());
+        let map = loaded.register_map().unwrap();
+        assert_eq!(map.version, crate::plc::MAP_VERSION);
+        let d = loaded.line.driver_config(None);
+        assert_eq!(d.addr, "127.0.0.1:502".parse().unwrap());
+        assert!(d.backoff_initial <= d.backoff_max && d.poll_period < d.request_timeout * 4);
         let s = loaded.line.settings();
         assert!(s.gate_to_cutoff_ms > s.scan_timeout_ms);
         assert!(s.gate_to_end_ms > s.gate_to_cutoff_ms);
@@ -405,6 +491,24 @@ mod tests {
             })),
             "timing.scan_timeout_ms"
         );
+        for (key, value, name) in [
+            ("address", toml::Value::from("plc.local:502"), "plc.address"),
+            ("unit_id", 256.into(), "plc.unit_id"),
+            ("poll_period_ms", 0.into(), "plc.poll_period_ms"),
+            ("poll_period_ms", 5000.into(), "plc.poll_period_ms"),
+            ("request_timeout_ms", 0.into(), "plc.request_timeout_ms"),
+            ("reconnect_backoff_min_ms", 0.into(), "plc.reconnect_backoff_min_ms"),
+            ("reconnect_backoff_max_ms", 1.into(), "plc.reconnect_backoff_max_ms"),
+            ("map", "".into(), "plc.map"),
+        ] {
+            assert_eq!(
+                field(with(|t| {
+                    table(t, "plc").insert(key.into(), value);
+                })),
+                name,
+                "{key}"
+            );
+        }
         let missing_lane = with(|t| {
             let d = table(t, "geometry").get_mut("diverters").unwrap().as_array_mut().unwrap();
             d.retain(|x| x.get("lane").and_then(|l| l.as_str()) != Some("release"));

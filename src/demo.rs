@@ -1,14 +1,27 @@
-//! `sortline demo`: the line's core against the built-in simulator, in
-//! virtual time, with every record written to the real audit chain.
+//! `sortline demo`: the line's core against the built-in simulator, with every record written
+//! to the real audit chain, two ways:
+//! - [`run`] (`--plc in-process`): core and world stepped together in virtual time;
+//!   deterministic, the fastest.
+//! - [`run_modbus`] (`--plc modbus`): the core in the daemon's shape ([`crate::daemon`]), the
+//!   real PLC driver, the simulated PLC over Modbus TCP on 127.0.0.1 (port chosen at run time).
+//!   Line time is in lockstep with the host's polls: the simulated PLC advances
+//!   [`ModbusOptions::quantum_ms`] of line time per host poll cycle, and the driver starts a poll
+//!   only once the core has handled what the previous one reported ([`crate::plc::driver::Pace`]).
+//!   Real time × speed could not do it: any host hiccup (a WAL checkpoint, the first commit of
+//!   2,000 manifests) of a few ms became seconds of belt and late destinations. The core's clock
+//!   is the simulator's line clock; lanes can differ by a few parcels from the in-process run
+//!   (events reach the core one poll late), never the failure counts.
 //!
 //! The simulator is the referee: the summary's lane counts and failure
 //! counts come from where parcels physically went, not from the core's own
 //! claims; `unaccounted` comes from reading the audit chain back.
 
-use crate::audit::{self, AuditLog, NewEntry, Signer};
+use crate::audit::{self, AuditLog, GroupCommit, NewEntry, Signer};
 use crate::clock;
 use crate::config::Loaded;
 use crate::core::*;
+use crate::daemon;
+use crate::plc::driver::DriverConfig;
 use crate::recorder;
 use serde::Serialize;
 use siphasher::sip::SipHasher13;
@@ -18,6 +31,8 @@ use std::hash::Hasher;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -27,6 +42,8 @@ pub enum DemoError {
     Output(#[from] std::io::Error),
     #[error("the simulator produced {what}: {detail}")]
     Sim { what: &'static str, detail: String },
+    #[error("daemon: {0}")]
+    Daemon(#[from] daemon::DaemonError),
     #[error("configuration does not fit the simulator: {0}")]
     Geometry(String),
 }
@@ -115,7 +132,8 @@ pub fn demo_secret(seed: u64) -> SiteSecret {
     SiteSecret::from_bytes(key)
 }
 
-fn geometry(cfg: &Loaded) -> Result<sim::Geometry, DemoError> {
+/// The configured line as the simulator's conveyor.
+pub fn geometry(cfg: &Loaded) -> Result<sim::Geometry, DemoError> {
     let g = &cfg.line.geometry;
     let lanes = cfg.line.lanes;
     let mm = |v: i64| u32::try_from(v).map_err(|_| DemoError::Geometry(format!("{v} mm")));
@@ -141,7 +159,8 @@ fn geometry(cfg: &Loaded) -> Result<sim::Geometry, DemoError> {
     })
 }
 
-fn manifest(m: &sim::SimManifest) -> Result<Manifest, DemoError> {
+/// A simulated platform manifest as the core's.
+pub fn manifest(m: &sim::SimManifest) -> Result<Manifest, DemoError> {
     Ok(Manifest {
         waybill: Waybill::parse(&m.waybill).map_err(|e| DemoError::Sim {
             what: "a manifest with a bad waybill",
@@ -181,7 +200,8 @@ fn officer(name: &str) -> Result<OfficerId, DemoError> {
     OfficerId::new(name).map_err(|e| DemoError::Sim { what: "a bad officer id", detail: e.to_string() })
 }
 
-fn input(event: sim::SimEvent) -> Result<Input, DemoError> {
+/// A simulator event as the core's input.
+pub fn input(event: sim::SimEvent) -> Result<Input, DemoError> {
     use sim::SimEvent as E;
     Ok(match event {
         E::Gate { tracking, trigger, length_mm } => {
@@ -276,6 +296,13 @@ impl Harness<'_> {
     }
 
     fn show(&mut self, p: &ParcelReport) -> Result<(), DemoError> {
+        show(self.live, p)
+    }
+}
+
+/// One line of the live view.
+pub fn show(live: &mut dyn Write, p: &ParcelReport) -> Result<(), DemoError> {
+    {
         let lane = |l: Option<Lane>| l.map_or("-", Lane::as_str);
         let waybill = p.waybill.map_or_else(|| "(unidentified)".to_string(), |w| w.to_string());
         let channel = p.channel.map_or("-", Channel::as_str);
@@ -287,7 +314,7 @@ impl Harness<'_> {
             String::new()
         };
         writeln!(
-            self.live,
+            live,
             "{:>8}  {:<18} {:<5}  {:<10} {:<9} {}",
             p.tracking.to_string(),
             waybill,
@@ -300,7 +327,7 @@ impl Harness<'_> {
     }
 }
 
-fn open_audit(db: &Path, signer: Signer, cfg: &crate::config::Audit) -> Result<AuditLog, DemoError> {
+pub fn open_audit(db: &Path, signer: Signer, cfg: &crate::config::Audit) -> Result<AuditLog, DemoError> {
     let mut log = AuditLog::open(db, Some(signer), cfg.checkpoint_every)?;
     log.set_checkpoint_interval_ms(Some(cfg.checkpoint_interval_s.saturating_mul(1000)));
     Ok(log)
@@ -327,37 +354,11 @@ pub fn run(cfg: &Loaded, opts: &DemoOptions, live: &mut dyn Write) -> Result<Sum
         done: Vec::new(),
         live,
     };
-    let start = serde_json::json!({
-        "mode": "demo", "seed": opts.seed, "parcels": opts.parcels, "faults": opts.faults,
-        "site": cfg.line.site.site_id, "line_id": cfg.line.site.line_id, "version": env!("CARGO_PKG_VERSION"),
-        "line": h.line.snapshot(),
-    });
-    h.pending.push(NewEntry {
-        kind: "start".into(),
-        wall_ms: h.epoch_wall_ms,
-        mono_ms: 0,
-        tracking: None,
-        waybill: None,
-        payload: start,
-    });
-
-    // The platform's lists arrive before the parcels do.
-    let manifests: Vec<Manifest> = h.world.manifests().iter().map(manifest).collect::<Result<_, _>>()?;
-    for m in manifests {
-        h.handle(Input::Manifest(Arc::new(m)), Millis(0))?;
+    let start = start_entry(cfg, opts, &h.line, h.epoch_wall_ms, None);
+    h.pending.push(start);
+    for i in initial_inputs(&h.world)? {
+        h.handle(i, Millis(0))?;
     }
-    // A risk officer's standing target, so the demo shows one at work.
-    h.handle(
-        Input::TargetAdd(ManualTarget {
-            id: "MT-DEMO-PERFUME".into(),
-            criterion: TargetCriterion::HsPrefix("3303".into()),
-            author: OfficerId::new("risk-01").map_err(|e| DemoError::Sim { what: "id", detail: e.to_string() })?,
-            reason: "intelligence: undeclared alcohol in perfume bottles".into(),
-            created_at: Millis(0),
-            expires_at: None,
-        }),
-        Millis(0),
-    )?;
     writeln!(h.live, "{:>8}  {:<18} {:<5}  {:<10} {:<9} reasons", "tracking", "waybill", "chan", "lane", "")?;
 
     let mut events = Vec::new();
@@ -377,21 +378,72 @@ pub fn run(cfg: &Loaded, opts: &DemoOptions, live: &mut dyn Write) -> Result<Sum
             h.handle(Input::Tick, Millis(now))?;
         }
     }
-    h.pending.push(NewEntry {
-        kind: "stop".into(),
-        wall_ms: h.epoch_wall_ms + now as i64,
-        mono_ms: now,
-        tracking: None,
-        waybill: None,
-        payload: serde_json::to_value(h.line.stats()).unwrap_or_default(),
-    });
+    h.pending.push(stop_entry(h.line.stats(), h.epoch_wall_ms + now as i64, now));
     h.commit()?;
 
     let report = h.world.report();
     let stats = h.line.stats().clone();
     drop(h);
-    let verified = audit::verify(&db, None)?;
-    let unaccounted = unaccounted(&db, &report)?;
+    summary(opts, &db, &report, stats, now, stopwatch.elapsed_ms())
+}
+
+/// The chain's opening entry: what replay needs to rebuild the core (`mode` "demo" means the
+/// secret comes from the seed). `plc` names the PLC path when it is not in-process.
+pub fn start_entry(cfg: &Loaded, opts: &DemoOptions, line: &Line, wall_ms: i64, plc: Option<&str>) -> NewEntry {
+    let mut start = serde_json::json!({
+        "mode": "demo", "seed": opts.seed, "parcels": opts.parcels, "faults": opts.faults,
+        "site": cfg.line.site.site_id, "line_id": cfg.line.site.line_id, "version": env!("CARGO_PKG_VERSION"),
+        "line": line.snapshot(),
+    });
+    if let (Some(plc), Some(o)) = (plc, start.as_object_mut()) {
+        o.insert("plc".into(), plc.into());
+    }
+    NewEntry { kind: "start".into(), wall_ms, mono_ms: 0, tracking: None, waybill: None, payload: start }
+}
+
+/// The chain's closing entry, with the core's counters.
+pub fn stop_entry(stats: &LineStats, wall_ms: i64, now_ms: u64) -> NewEntry {
+    NewEntry {
+        kind: "stop".into(),
+        wall_ms,
+        mono_ms: now_ms,
+        tracking: None,
+        waybill: None,
+        payload: serde_json::to_value(stats).unwrap_or_default(),
+    }
+}
+
+/// The platform's lists (they arrive before the parcels do) and a risk officer's standing
+/// target, so the demo shows one at work.
+pub fn initial_inputs(world: &sim::World) -> Result<Vec<Input>, DemoError> {
+    let mut inputs: Vec<Input> = world
+        .manifests()
+        .iter()
+        .map(|m| manifest(m).map(|m| Input::Manifest(Arc::new(m))))
+        .collect::<Result<_, _>>()?;
+    inputs.push(Input::TargetAdd(ManualTarget {
+        id: "MT-DEMO-PERFUME".into(),
+        criterion: TargetCriterion::HsPrefix("3303".into()),
+        author: OfficerId::new("risk-01").map_err(|e| DemoError::Sim { what: "id", detail: e.to_string() })?,
+        reason: "intelligence: undeclared alcohol in perfume bottles".into(),
+        created_at: Millis(0),
+        expires_at: None,
+    }));
+    Ok(inputs)
+}
+
+/// The summary: lanes and failures from the referee's `report`, `unaccounted` from reading
+/// the chain in `db` back, the core's own claims beside them.
+pub fn summary(
+    opts: &DemoOptions,
+    db: &Path,
+    report: &sim::Report,
+    stats: LineStats,
+    virtual_ms: u64,
+    wall_ms: u64,
+) -> Result<Summary, DemoError> {
+    let verified = audit::verify(db, None)?;
+    let unaccounted = unaccounted(db, report)?;
     Ok(Summary {
         parcels: report.parcels,
         lanes: Lanes {
@@ -431,14 +483,14 @@ pub fn run(cfg: &Loaded, opts: &DemoOptions, live: &mut dyn Write) -> Result<Sum
             verified: verified.first_break.is_none(),
             head: hex::encode(verified.head),
         },
-        virtual_ms: now,
-        wall_ms: stopwatch.elapsed_ms(),
+        virtual_ms,
+        wall_ms,
     })
 }
 
 /// Parcels the referee saw whose story the chain does not tell in full:
 /// gate, decision, destination written, and how it left the line.
-fn unaccounted(db: &Path, report: &sim::Report) -> Result<u32, DemoError> {
+pub fn unaccounted(db: &Path, report: &sim::Report) -> Result<u32, DemoError> {
     #[derive(Default)]
     struct Story {
         gate: bool,
@@ -504,4 +556,148 @@ pub fn print_table(s: &Summary, w: &mut dyn Write) -> std::io::Result<()> {
         s.virtual_ms as f64 / 60_000.0,
         s.wall_ms as f64 / 1000.0
     )
+}
+
+/// How the demo runs over Modbus TCP.
+#[derive(Clone, Debug)]
+pub struct ModbusOptions {
+    /// Line ms the simulated PLC advances per host poll cycle (lockstep, see `sim::modbus`).
+    pub quantum_ms: u64,
+    /// The driver's poll period for the demo (real time); `[plc]`'s other keys are kept.
+    pub poll_period: Duration,
+    /// Real time the whole run may take; past it the demo fails rather than hangs.
+    pub run_limit: Duration,
+}
+
+impl Default for ModbusOptions {
+    fn default() -> Self {
+        // 100 line ms per ~1 ms poll: an hour of line time in well under a minute, while a
+        // destination decided at the review cut-off still has ~23 polls before the latch point.
+        ModbusOptions { quantum_ms: 100, poll_period: Duration::from_millis(1), run_limit: Duration::from_secs(300) }
+    }
+}
+
+/// The simulated line's clock, for the core.
+struct SimLineClock(sim::modbus::SimClock);
+
+impl daemon::LineClock for SimLineClock {
+    fn now_ms(&self) -> u64 {
+        self.0.line_ms()
+    }
+}
+
+/// The officer screen is the simulator's; finished parcels go to the live view.
+struct DemoScreen {
+    clock: sim::modbus::SimClock,
+    done: mpsc::Sender<ParcelReport>,
+}
+
+impl daemon::Screen for DemoScreen {
+    fn review_requested(&mut self, request: &ReviewRequest) {
+        self.clock.request_review(request.tracking.0);
+    }
+
+    fn parcel_done(&mut self, report: ParcelReport) {
+        // The live view gone means the demo is stopping.
+        let _ = self.done.blocking_send(report);
+    }
+}
+
+/// Runs the demo with the core in the daemon's shape against the simulated PLC over real
+/// Modbus TCP on 127.0.0.1 (port chosen at run time), in lockstep line time.
+pub fn run_modbus(
+    cfg: &Loaded,
+    opts: &DemoOptions,
+    modbus: &ModbusOptions,
+    live: &mut dyn Write,
+) -> Result<Summary, DemoError> {
+    let stopwatch = clock::Stopwatch::start();
+    std::fs::create_dir_all(&opts.data_dir)?;
+    let db = opts.data_dir.join(audit::DB_FILE);
+    let signer = Signer::load_or_init(&opts.data_dir.join(audit::KEY_FILE))?;
+    let map = cfg.register_map().map_err(|e| DemoError::Geometry(e.to_string()))?;
+    let mut scenario = sim::Scenario::demo(opts.parcels, opts.seed);
+    if opts.faults {
+        scenario = scenario.with_faults();
+    }
+    let world = sim::World::new(scenario, geometry(cfg)?);
+    let initial = initial_inputs(&world)?;
+    let line = Line::new(cfg.line.settings(), cfg.line.policy(demo_secret(opts.seed), cfg.rules.clone()));
+    let mut log = open_audit(&db, signer, &cfg.line.audit)?;
+    log.append(&[start_entry(cfg, opts, &line, clock::wall_ms(), Some("modbus"))])?;
+    // A short batch delay: a destination waits for its records' commit.
+    let audit = GroupCommit::start(log, Duration::from_millis(1), 256);
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let (report, finished) = rt.block_on(async {
+        let plc_config = sim::modbus::SimPlcConfig {
+            lockstep_quantum_ms: Some(modbus.quantum_ms),
+            ..sim::modbus::SimPlcConfig::default()
+        };
+        let (mut plc, mut devices) = sim::modbus::SimPlc::start(world, &map, plc_config).await?;
+        tracing::info!(addr = %plc.addr(), "simulated PLC listening");
+        let driver = DriverConfig { poll_period: modbus.poll_period, ..cfg.line.driver_config(Some(plc.addr())) };
+        let (done_tx, mut done_rx) = mpsc::channel::<ParcelReport>(1024);
+        let parts = daemon::Parts {
+            line,
+            audit,
+            clock: SimLineClock(plc.clock()),
+            screen: DemoScreen { clock: plc.clock(), done: done_tx },
+            map: map.clone(),
+            driver,
+            initial,
+        };
+        let daemon =
+            daemon::Daemon::start(parts, daemon::DaemonConfig { paced: true, ..daemon::DaemonConfig::default() });
+        let inputs = daemon.inputs();
+        // Scanner, officers and bench: their own task, so that a full core queue never stops
+        // this loop from draining the live view (which the core may be waiting on).
+        let devices = tokio::spawn(async move {
+            while let Some((_, event)) = devices.recv().await {
+                let msg = daemon::CoreMsg::Input(input(event)?);
+                if tokio::task::block_in_place(|| inputs.send(msg)).is_err() {
+                    break;
+                }
+            }
+            Ok::<(), DemoError>(())
+        });
+        let (shutdown, shutdown_rx) = broadcast::channel::<()>(1);
+        let run = tokio::spawn(daemon.run(shutdown_rx));
+        writeln!(live, "{:>8}  {:<18} {:<5}  {:<10} {:<9} reasons", "tracking", "waybill", "chan", "lane", "")?;
+        let limit = tokio::time::sleep(modbus.run_limit);
+        tokio::pin!(limit);
+        let mut finished = false;
+        while !finished {
+            tokio::select! {
+                Some(report) = done_rx.recv() => show(live, &report)?,
+                f = plc.wait_finished(Duration::from_millis(50)) => finished = f,
+                () = &mut limit => return Err(DemoError::Sim {
+                    what: "a run past its limit",
+                    detail: format!("{:?} of real time, line at {} ms", modbus.run_limit, plc.clock().line_ms()),
+                }),
+            }
+        }
+        // Every parcel has left the belt: the core drains (last confirmations, deadlines).
+        let _ = shutdown.send(());
+        tokio::pin!(run);
+        let finished = loop {
+            tokio::select! {
+                Some(report) = done_rx.recv() => show(live, &report)?,
+                r = &mut run => break r.map_err(|e| DemoError::Sim { what: "a daemon panic", detail: e.to_string() })??,
+            }
+        };
+        while let Ok(report) = done_rx.try_recv() {
+            show(live, &report)?;
+        }
+        devices.abort();
+        if let Ok(Err(e)) = devices.await {
+            return Err(e);
+        }
+        Ok::<_, DemoError>((plc.report(), finished))
+    })?;
+    let daemon::Finished { line, audit, now_ms, driver_stats, drained } = finished;
+    tracing::info!(?driver_stats, drained, "daemon stopped");
+    audit.submit(vec![stop_entry(line.stats(), clock::wall_ms(), now_ms)])?.wait()?;
+    audit.shutdown()?;
+    summary(opts, &db, &report, line.stats().clone(), now_ms, stopwatch.elapsed_ms())
 }

@@ -11,11 +11,14 @@
 //! - [`report`]: the line's figures from the record.
 //! - [`demo`]: the line against the built-in simulator in virtual time.
 //! - [`plc`]: the register-map contract with the PLC and its handshake.
+//! - [`daemon`]: the wiring: the core on its own thread, the PLC driver as a tokio task,
+//!   records durable before destinations leave, shutdown from the caller's broadcast.
 //! - [`clock`]: the only place that reads the machine's clocks.
 pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod core;
+pub mod daemon;
 pub mod demo;
 pub mod plc;
 pub mod recorder;

@@ -45,6 +45,10 @@ enum Command {
         /// Print only the closing table, not a line per parcel.
         #[arg(long)]
         quiet: bool,
+        /// The PLC: `in-process` (virtual time) or `modbus` (the simulated PLC over Modbus TCP
+        /// on loopback, in lockstep line time).
+        #[arg(long, value_enum, default_value_t = PlcMode::Modbus)]
+        plc: PlcMode,
     },
     /// Check a line configuration and its rule files; exit 64 on any error.
     CheckConfig {
@@ -72,6 +76,12 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PlcMode {
+    InProcess,
+    Modbus,
 }
 
 #[derive(Subcommand)]
@@ -182,7 +192,7 @@ fn load(config: &Path) -> Result<Loaded> {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Demo { parcels, seed, summary, data, config, faults, quiet } => {
+        Command::Demo { parcels, seed, summary, data, config, faults, quiet, plc } => {
             let cfg = load(&config)?;
             let data_dir = match data {
                 Some(d) => d,
@@ -198,7 +208,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let opts = demo::DemoOptions { parcels, seed, data_dir, faults };
             let mut sink = std::io::sink();
             let live: &mut dyn Write = if quiet { &mut sink } else { &mut stdout };
-            let s = demo::run(&cfg, &opts, live)?;
+            let s = match plc {
+                PlcMode::InProcess => demo::run(&cfg, &opts, live)?,
+                PlcMode::Modbus => demo::run_modbus(&cfg, &opts, &demo::ModbusOptions::default(), live)?,
+            };
             demo::print_table(&s, &mut std::io::stdout().lock())?;
             if let Some(path) = summary {
                 let text = serde_json::to_string_pretty(&s)?;

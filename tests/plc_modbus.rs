@@ -2,20 +2,28 @@
 //! simulated PLC (`sortline_sim::modbus`) on 127.0.0.1, port chosen at run time, with a core
 //! `Line` deciding. The simulator is the referee. No sleeps as synchronisation: the harness
 //! waits on channels, with the line's next deadline as the only timer.
+//!
+//! Most runs are in lockstep (the simulated PLC advances `QUANTUM_MS` of line time per host
+//! poll, and the driver polls only once the harness has handled what it reported), so a loaded
+//! machine slows the line instead of making destinations late. The watchdog test needs the
+//! line to run on while the host is silent, so it runs in real time × `SPEED`.
 
 use sortline::config::LineConfig;
 use sortline::core::*;
-use sortline::plc::driver::{Driver, DriverConfig, DriverOutput, DriverStats};
+use sortline::demo;
+use sortline::plc::driver::{Driver, DriverConfig, DriverOutput, DriverStats, Pace};
 use sortline::plc::{Destination, RegisterMap};
 use sortline_sim as sim;
 use sortline_sim::modbus::{DeviceEvents, SimPlc, SimPlcConfig};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
-/// Line milliseconds per real millisecond.
+/// Line milliseconds per real millisecond, for the real-time run.
 const SPEED: u64 = 25;
+/// Line milliseconds per host poll, in lockstep.
+const QUANTUM_MS: u64 = 100;
 /// Real time a whole run may take before the test gives up.
 const RUN_LIMIT: Duration = Duration::from_secs(60);
 
@@ -23,89 +31,15 @@ fn repo(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
-fn geometry(cfg: &LineConfig) -> sim::Geometry {
-    let g = &cfg.geometry;
-    let mm = |v: i64| u32::try_from(v).expect("positive mm");
-    let role = |lane: Lane| match lane {
-        Lane::Release => sim::LaneRole::Release,
-        Lane::Inspection => sim::LaneRole::Inspection,
-        Lane::Hold => sim::LaneRole::Hold,
-    };
-    sim::Geometry {
-        belt_speed_mm_s: mm(g.belt_speed_mm_s),
-        gate_mm: mm(g.gate_mm),
-        xray_mm: mm(g.xray_mm),
-        diverters: g
-            .diverters
-            .iter()
-            .map(|d| sim::Diverter {
-                lane_id: cfg.lanes.id(d.lane),
-                role: role(d.lane),
-                position_mm: mm(d.position_mm),
-            })
-            .collect(),
-        end_mm: mm(g.end_mm),
-        end_lane_id: cfg.lanes.hold,
-        latch_margin_mm: mm(g.latch_margin_mm),
-    }
-}
-
-fn manifest(m: &sim::SimManifest) -> Manifest {
-    Manifest {
-        waybill: Waybill::parse(&m.waybill).unwrap(),
-        list_no: m.list_no.clone(),
-        version: m.version,
-        channel: match m.channel {
-            sim::SimChannel::Green => Channel::Green,
-            sim::SimChannel::Red => Channel::Red,
-        },
-        status: match m.status {
-            sim::SimStatus::Accepted => ManifestStatus::Accepted,
-            sim::SimStatus::Rejected => ManifestStatus::Rejected,
-        },
-        licence_required: m.licence_required,
-        platform_targeted: m.platform_targeted,
-        consignor: m.consignor.clone(),
-        consignee: m.consignee.clone(),
-        country: m.country.clone(),
-        gross_weight_g: m.gross_weight_g,
-        items: m
-            .items
-            .iter()
-            .map(|i| Item {
-                name: i.name.clone(),
-                hs_code: i.hs_code.clone(),
-                quantity: i.quantity,
-                value_minor: i.value_minor,
-                currency: i.currency.clone(),
-            })
-            .collect(),
-    }
-}
-
 /// A device event (scanner, officer, bench) as the core's input. PLC events never come here:
 /// they arrive through the register map.
 fn device_input(event: sim::SimEvent) -> Input {
     use sim::SimEvent as E;
-    let officer = |o: &str| OfficerId::new(o).unwrap();
     match event {
-        E::Scan { trigger, codes } => Input::Scan { trigger: TriggerCount(trigger), codes },
-        E::Verdict { tracking, officer: o, verdict } => Input::Verdict {
-            tracking: TrackingId(tracking),
-            officer: officer(&o),
-            verdict: match verdict {
-                sim::SimVerdict::Release => Verdict::Release,
-                sim::SimVerdict::Inspect => Verdict::Inspect,
-                sim::SimVerdict::Hold => Verdict::Hold,
-            },
-        },
-        E::ManualTransfer { tracking, officer: o } => {
-            Input::ManualTransfer { tracking: TrackingId(tracking), officer: officer(&o) }
+        E::Gate { .. } | E::XrayEntered { .. } | E::Divert { .. } | E::Lost { .. } => {
+            panic!("a PLC event on the device channel: {event:?}")
         }
-        E::InspectionResult { waybill, officer: o, discrepancy } => {
-            Input::InspectionResult { waybill: Waybill::parse(&waybill).unwrap(), officer: officer(&o), discrepancy }
-        }
-        other => panic!("a PLC event on the device channel: {other:?}"),
+        other => demo::input(other).unwrap(),
     }
 }
 
@@ -128,26 +62,47 @@ struct Run {
     done: Vec<ParcelReport>,
     alarms: Vec<Alarm>,
     destinations: u64,
+    /// Lockstep: driver outputs handled, for the driver's [`Pace`].
+    handled: watch::Sender<u64>,
+    lockstep: bool,
 }
 
 impl Run {
+    /// A run in lockstep.
     async fn start(parcels: u32, seed: u64) -> Run {
+        Run::start_with(parcels, seed, true).await
+    }
+
+    async fn start_with(parcels: u32, seed: u64, lockstep: bool) -> Run {
         let cfg = LineConfig::load(&repo("firmware-config/line.toml")).expect("line.toml");
         let map = RegisterMap::load(&repo("firmware-config/plc/register-map.toml")).expect("register map");
-        let world = sim::World::new(scenario(parcels, seed), geometry(&cfg.line));
-        let manifests: Vec<Manifest> = world.manifests().iter().map(manifest).collect();
-        let (plc, devices) =
-            SimPlc::start(world, &map, SimPlcConfig { speed: SPEED, scan: Duration::from_millis(5) }).await.unwrap();
+        let world = sim::World::new(scenario(parcels, seed), demo::geometry(&cfg).unwrap());
+        let manifests: Vec<Manifest> = world.manifests().iter().map(|m| demo::manifest(m).unwrap()).collect();
+        let (plc, devices) = SimPlc::start(
+            world,
+            &map,
+            SimPlcConfig {
+                speed: SPEED,
+                scan: Duration::from_millis(5),
+                lockstep_quantum_ms: lockstep.then_some(QUANTUM_MS),
+            },
+        )
+        .await
+        .unwrap();
         let (out_tx, out) = mpsc::channel(4096);
         let (dest, dest_rx) = mpsc::channel(1024);
         let config = DriverConfig {
-            poll_period: Duration::from_millis(10),
+            poll_period: Duration::from_millis(if lockstep { 1 } else { 10 }),
             request_timeout: Duration::from_millis(200),
             backoff_initial: Duration::from_millis(20),
             backoff_max: Duration::from_millis(200),
             ..DriverConfig::new(plc.addr())
         };
-        let driver = Driver::new(&map, config, out_tx, dest_rx);
+        let (handled, handled_rx) = watch::channel(0);
+        let mut driver = Driver::new(&map, config, out_tx, dest_rx);
+        if lockstep {
+            driver = driver.paced(Pace { handled: handled_rx });
+        }
         let stats = driver.stats();
         let (stop, stopped) = oneshot::channel::<()>();
         let driver = tokio::spawn(driver.run(async move {
@@ -172,6 +127,8 @@ impl Run {
             done: Vec::new(),
             alarms: Vec::new(),
             destinations: 0,
+            handled,
+            lockstep,
         };
         run.route(initial).await;
         run
@@ -206,13 +163,25 @@ impl Run {
         tokio::pin!(limit);
         while !until(self) {
             let now = self.plc.line_ms().unwrap_or(0).max(self.now);
-            // The line's next deadline in real time (line ms / speed), at least every 50 ms.
-            let wait_ms = self.line.next_timeout().map_or(50, |t| t.0.saturating_sub(now) / SPEED).min(50);
+            // The line's next deadline in real time (line ms / speed), at least every 50 ms; in
+            // lockstep, line time moves per poll, so look every millisecond.
+            let wait_ms = match self.lockstep {
+                true => 1,
+                false => self.line.next_timeout().map_or(50, |t| t.0.saturating_sub(now) / SPEED).min(50),
+            };
             tokio::select! {
-                o = self.out.recv() => match o.expect("driver running") {
-                    DriverOutput::Input(input) => self.handle(input).await,
-                    DriverOutput::Alarm(a) => self.alarms.push(a),
-                },
+                o = self.out.recv() => {
+                    match o.expect("driver running") {
+                        DriverOutput::Input(input) => self.handle(input).await,
+                        DriverOutput::Alarm(a) => self.alarms.push(a),
+                    }
+                    // Deadlines due now are part of catching up, before the driver polls again.
+                    let now = self.plc.line_ms().unwrap_or(0).max(self.now);
+                    if self.line.next_timeout().is_some_and(|t| t.0 <= now) {
+                        self.handle(Input::Tick).await;
+                    }
+                    self.handled.send_modify(|n| *n += 1);
+                }
                 Some((_, event)) = self.devices.recv() => self.handle(device_input(event)).await,
                 () = tokio::time::sleep(Duration::from_millis(wait_ms)) => self.handle(Input::Tick).await,
                 () = &mut limit => panic!(
@@ -340,7 +309,7 @@ async fn a_plc_restart_mid_run_resyncs_and_its_orphans_end_in_hold() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_host_trips_the_watchdog_and_every_later_parcel_goes_to_hold() {
-    let mut run = Run::start(80, 14).await;
+    let mut run = Run::start_with(80, 14, false).await;
     run.drive(|r| r.done.len() >= 20).await;
     // The host stops: no more heartbeats, no more reads.
     run.stop_driver();

@@ -8,6 +8,11 @@
 //! first acknowledges the PLC's boot (induct is held until then), so a run does not depend on
 //! how fast the host connects.
 //!
+//! Lockstep ([`SimPlcConfig::lockstep_quantum_ms`]): instead of real time × speed, the line
+//! advances a fixed quantum per host poll cycle (each read of the header starts one), over the
+//! same Modbus traffic: as fast as the host polls, and a slow host slows the line rather than
+//! missing its deadlines. The PLC's heartbeat and watchdog stay on real time.
+//!
 //! Fault knobs ([`SimPlc`]): drop every open connection, stall replies past the host's
 //! timeout, answer with a Modbus exception, restart the PLC, stop its heartbeat.
 
@@ -40,11 +45,15 @@ pub struct SimPlcConfig {
     pub speed: u64,
     /// The PLC's scan period, real time.
     pub scan: Duration,
+    /// Lockstep: the line advances this many ms per host poll cycle (each read of the header
+    /// starts one) instead of real time × `speed`. Deterministic in line time per poll and as
+    /// fast as the host polls; the PLC's own heartbeat and watchdog stay on real time.
+    pub lockstep_quantum_ms: Option<u64>,
 }
 
 impl Default for SimPlcConfig {
     fn default() -> Self {
-        SimPlcConfig { speed: 20, scan: Duration::from_millis(5) }
+        SimPlcConfig { speed: 20, scan: Duration::from_millis(5), lockstep_quantum_ms: None }
     }
 }
 
@@ -70,6 +79,8 @@ struct State {
     events: Vec<(Ms, SimEvent)>,
     /// Destination slots the PLC took (every boot): each ring index once.
     taken: u64,
+    /// Lockstep line time: quanta of completed host poll cycles since the belt started.
+    lockstep_line_ms: u64,
 }
 
 struct Shared {
@@ -79,6 +90,9 @@ struct Shared {
     generation: AtomicU64,
     epoch: Instant,
     speed: u64,
+    lockstep_quantum_ms: Option<u64>,
+    /// The header's first address: a read there starts a host poll cycle.
+    header_address: u16,
     finished: watch::Sender<bool>,
     safe_mode: watch::Sender<bool>,
 }
@@ -98,15 +112,21 @@ impl Shared {
     }
 
     fn line_ms(&self, st: &State, real_ms: u64) -> Option<Ms> {
-        st.belt_started_ms.map(|s| real_ms.saturating_sub(s) * self.speed)
+        match self.lockstep_quantum_ms {
+            Some(_) => st.belt_started_ms.map(|_| st.lockstep_line_ms),
+            None => st.belt_started_ms.map(|s| real_ms.saturating_sub(s) * self.speed),
+        }
     }
 
     /// One PLC scan: the conveyor up to now, its PLC events into the ring, the host's
     /// destinations out of it and onto the conveyor.
     fn step(&self) {
-        let real_ms = self.real_ms();
         let mut guard = self.state();
-        let st = &mut *guard;
+        self.step_locked(&mut guard);
+    }
+
+    fn step_locked(&self, st: &mut State) {
+        let real_ms = self.real_ms();
         let line_ms = self.line_ms(st, real_ms);
         if let Some(now) = line_ms {
             st.world.advance(now, &mut st.events);
@@ -163,6 +183,13 @@ impl Shared {
 
     fn serve(&self, req: Request<'_>) -> Result<Response, ExceptionCode> {
         let mut st = self.state();
+        if let (Some(quantum_ms), Request::ReadHoldingRegisters(a, _)) = (self.lockstep_quantum_ms, &req) {
+            if *a == self.header_address && st.belt_started_ms.is_some() {
+                // A new host poll cycle: the line moves one quantum, and this poll sees its events.
+                st.lockstep_line_ms += quantum_ms;
+                self.step_locked(&mut st);
+            }
+        }
         let illegal = |_| ExceptionCode::IllegalDataAddress;
         match req {
             Request::ReadHoldingRegisters(a, n) => {
@@ -266,6 +293,29 @@ impl AsyncWrite for Conn {
     }
 }
 
+/// The simulated line's clock and officer screen, cloneable and usable from any thread.
+#[derive(Clone)]
+pub struct SimClock {
+    shared: Arc<Shared>,
+}
+
+impl SimClock {
+    /// The line's clock now; 0 until the belt starts.
+    pub fn line_ms(&self) -> Ms {
+        let real_ms = self.shared.real_ms();
+        let st = self.shared.state();
+        self.shared.line_ms(&st, real_ms).unwrap_or(0)
+    }
+
+    /// Host -> officer screen, at the line's time now.
+    pub fn request_review(&self, tracking: u32) {
+        let real_ms = self.shared.real_ms();
+        let mut st = self.shared.state();
+        let now = self.shared.line_ms(&st, real_ms).unwrap_or(0);
+        st.world.request_review(now, tracking);
+    }
+}
+
 /// The running simulated PLC. Dropping it stops the server and the line.
 pub struct SimPlc {
     addr: SocketAddr,
@@ -291,11 +341,14 @@ impl SimPlc {
                 devices,
                 events: Vec::new(),
                 taken: 0,
+                lockstep_line_ms: 0,
             }),
             faults: Mutex::new(Faults::default()),
             generation: AtomicU64::new(0),
             epoch,
             speed: config.speed.max(1),
+            lockstep_quantum_ms: config.lockstep_quantum_ms.filter(|q| *q > 0),
+            header_address: map.header_span().0,
             finished,
             safe_mode: watch::channel(true).0,
         });
@@ -341,6 +394,11 @@ impl SimPlc {
         let real_ms = self.shared.real_ms();
         let st = self.shared.state();
         self.shared.line_ms(&st, real_ms)
+    }
+
+    /// The line's clock, to hand to the host (shares the simulator's state).
+    pub fn clock(&self) -> SimClock {
+        SimClock { shared: self.shared.clone() }
     }
 
     /// Host -> officer screen, at the line's time now.

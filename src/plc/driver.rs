@@ -105,6 +105,15 @@ pub struct DriverStats {
     pub destination_latency: Latency,
 }
 
+/// Lockstep pacing, for a simulated PLC whose line advances per poll cycle: the driver starts
+/// a poll only once the host has handled every output of the earlier polls, so a slow host
+/// slows the line down instead of missing its deadlines. Never for a real PLC.
+#[derive(Debug)]
+pub struct Pace {
+    /// How many of the driver's outputs the host has handled; a dropped sender ends pacing.
+    pub handled: tokio::sync::watch::Receiver<u64>,
+}
+
 /// The PLC link: one per PLC.
 pub struct Driver {
     map: RegisterMap,
@@ -121,6 +130,9 @@ pub struct Driver {
     arrived: HashMap<TrackingId, Instant>,
     /// The last error's alarm code, so a fault that persists is raised once, not every poll.
     last_alarm: Option<&'static str>,
+    pace: Option<Pace>,
+    /// Outputs sent to the host, for [`Pace`].
+    emitted: u64,
 }
 
 /// Why a connection ended.
@@ -150,7 +162,15 @@ impl Driver {
             epoch: Instant::now(),
             arrived: HashMap::new(),
             last_alarm: None,
+            pace: None,
+            emitted: 0,
         }
+    }
+
+    /// Paces the polls by the host's progress (see [`Pace`]).
+    pub fn paced(mut self, pace: Pace) -> Driver {
+        self.pace = Some(pace);
+        self
     }
 
     /// The counters, shared: read them while the driver runs.
@@ -166,7 +186,8 @@ impl Driver {
         Millis(self.epoch.elapsed().as_millis() as u64)
     }
 
-    async fn emit(&self, o: DriverOutput) {
+    async fn emit(&mut self, o: DriverOutput) {
+        self.emitted += 1;
         // The receiver gone means the daemon is stopping; its shutdown future ends the loop.
         let _ = self.out.send(o).await;
     }
@@ -240,12 +261,28 @@ impl Driver {
         loop {
             loop {
                 tokio::select! {
+                    // Destinations already queued go out with this poll.
+                    biased;
                     () = &mut *shutdown => return Ended::Shutdown,
-                    _ = tick.tick() => break,
                     d = self.destinations.recv(), if self.destinations_open => match d {
                         Some(d) => self.accept(d).await,
                         None => self.destinations_open = false,
                     },
+                    _ = tick.tick() => break,
+                }
+            }
+            if let Some(pace) = &mut self.pace {
+                let emitted = self.emitted;
+                let host_gone = tokio::select! {
+                    () = &mut *shutdown => return Ended::Shutdown,
+                    r = pace.handled.wait_for(|h| *h >= emitted) => r.is_err(),
+                };
+                if host_gone {
+                    self.pace = None;
+                }
+                // What the host decided meanwhile goes out with this poll.
+                while let Ok(d) = self.destinations.try_recv() {
+                    self.accept(d).await;
                 }
             }
             let started = Instant::now();

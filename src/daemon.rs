@@ -1,0 +1,365 @@
+//! The daemon's shape: the core on one dedicated thread fed by a bounded crossbeam channel
+//! (inputs, driver alarms, a drain request) and woken for its next deadline; the PLC driver
+//! as a tokio task; the audit chain behind a [`GroupCommit`]. Shutdown comes from a broadcast
+//! the caller owns (mini-redis): on it the core drains (the parcels on the belt finish their
+//! stories, bounded by [`DaemonConfig::drain_limit`]), then the driver stops.
+//!
+//! Records are durable before the destinations they justify leave: after each input the core's
+//! records are submitted to the group commit, and when that input produced destinations the core
+//! thread waits on the submission's ticket before handing them to the driver. Waiting costs one
+//! batch delay plus an fsync per destination-bearing input, which the line's write budget
+//! absorbs; records that justify nothing (gate, scan) are never waited on.
+
+use crate::audit::{AuditError, GroupCommit, NewEntry, Ticket};
+use crate::clock;
+use crate::core::{Alarm, Input, Line, Millis, Output, ParcelReport, ReviewRequest};
+use crate::plc::driver::{Driver, DriverConfig, DriverOutput, DriverStats, Pace};
+use crate::plc::{Destination, PlcError, RegisterMap};
+use crate::recorder;
+use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("audit record: {0}")]
+    Audit(#[from] AuditError),
+    #[error("PLC: {0}")]
+    Plc(#[from] PlcError),
+    #[error("the {0} stopped unexpectedly")]
+    Stopped(&'static str),
+}
+
+/// The line's clock as the core sees it, in ms. A real line uses the machine's monotonic
+/// clock; the simulator hands its line clock.
+pub trait LineClock: Send + 'static {
+    fn now_ms(&self) -> u64;
+}
+
+/// Where the core's human-facing outputs go (the officer screen, the live view).
+pub trait Screen: Send + 'static {
+    fn review_requested(&mut self, request: &ReviewRequest);
+    /// Called once the parcel's whole story is durable.
+    fn parcel_done(&mut self, report: ParcelReport);
+}
+
+/// What the core thread takes in.
+#[derive(Debug)]
+pub enum CoreMsg {
+    Input(Input),
+    Alarm(Alarm),
+    /// From the PLC driver (counted, for [`DaemonConfig::paced`]).
+    Plc(DriverOutput),
+}
+
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    /// The core thread wakes at least this often (real time) to check its deadlines.
+    pub tick_max: Duration,
+    /// After shutdown, how long (real time) the parcels on the belt may take to finish.
+    pub drain_limit: Duration,
+    /// Capacity of the core's input channel and of the driver's channels.
+    pub queue: usize,
+    /// Lockstep with a simulated PLC: the driver polls only once the core has handled (and made
+    /// durable, and sent the destinations of) everything the driver reported (see
+    /// [`crate::plc::driver::Pace`]).
+    pub paced: bool,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            tick_max: Duration::from_millis(5),
+            drain_limit: Duration::from_secs(60),
+            queue: 4096,
+            paced: false,
+        }
+    }
+}
+
+/// Everything the daemon runs.
+pub struct Parts<C, S> {
+    pub line: Line,
+    pub audit: GroupCommit,
+    pub clock: C,
+    pub screen: S,
+    pub map: RegisterMap,
+    pub driver: DriverConfig,
+    /// Handled first, at the clock's time (manifests, standing targets).
+    pub initial: Vec<Input>,
+}
+
+/// What is left once the daemon stopped: the core (for its stats) and the audit writer, for
+/// the caller's closing entries.
+pub struct Finished {
+    pub line: Line,
+    pub audit: GroupCommit,
+    pub now_ms: u64,
+    pub driver_stats: DriverStats,
+    /// Whether every parcel's story closed before the drain limit.
+    pub drained: bool,
+}
+
+/// A running daemon.
+pub struct Daemon {
+    inputs: Sender<CoreMsg>,
+    drain: Option<oneshot::Sender<()>>,
+    core: Option<std::thread::JoinHandle<Result<CoreEnd, DaemonError>>>,
+    driver: tokio::task::JoinHandle<Result<(), PlcError>>,
+    stop_driver: Option<oneshot::Sender<()>>,
+    forward: tokio::task::JoinHandle<()>,
+    stats: Arc<Mutex<DriverStats>>,
+}
+
+struct CoreEnd {
+    line: Line,
+    audit: GroupCommit,
+    now_ms: u64,
+    drained: bool,
+}
+
+impl Daemon {
+    /// Starts the core thread, the driver task and the driver→core forwarder. Call inside a
+    /// multi-threaded tokio runtime.
+    pub fn start<C: LineClock, S: Screen>(parts: Parts<C, S>, config: DaemonConfig) -> Daemon {
+        let queue = config.queue.max(1);
+        let (inputs, rx) = bounded::<CoreMsg>(queue);
+        let (dest_tx, dest_rx) = mpsc::channel::<Destination>(queue);
+        let (out_tx, mut out_rx) = mpsc::channel::<DriverOutput>(queue);
+        let (handled_tx, handled) = tokio::sync::watch::channel(0u64);
+        let mut driver = Driver::new(&parts.map, parts.driver.clone(), out_tx, dest_rx);
+        if config.paced {
+            driver = driver.paced(Pace { handled });
+        }
+        let stats = driver.stats();
+        let (stop_driver, stopped) = oneshot::channel::<()>();
+        let driver = tokio::spawn(driver.run(async move {
+            let _ = stopped.await;
+        }));
+        let forward = {
+            let inputs = inputs.clone();
+            tokio::spawn(async move {
+                // Ends when the driver drops its sender.
+                while let Some(o) = out_rx.recv().await {
+                    let msg = CoreMsg::Plc(o);
+                    // The core's queue is bounded: wait for room without stalling other tasks.
+                    if tokio::task::block_in_place(|| inputs.send(msg)).is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+        let (drain, drain_rx) = oneshot::channel::<()>();
+        let core = std::thread::Builder::new()
+            .name("sortline-core".into())
+            .spawn(move || Core::new(parts, config, dest_tx, handled_tx).run(rx, drain_rx))
+            .ok();
+        Daemon { inputs, drain: Some(drain), core, driver, stop_driver: Some(stop_driver), forward, stats }
+    }
+
+    /// A sender for other devices' inputs (scanner, officer screen, platform). Bounded: a full
+    /// queue blocks the sender, so call from a thread or inside `block_in_place`.
+    pub fn inputs(&self) -> Sender<CoreMsg> {
+        self.inputs.clone()
+    }
+
+    /// The PLC driver's counters, shared.
+    pub fn driver_stats(&self) -> Arc<Mutex<DriverStats>> {
+        self.stats.clone()
+    }
+
+    /// Runs until `shutdown` fires (or its sender is dropped), then drains the core and stops
+    /// the driver.
+    pub async fn run(mut self, mut shutdown: broadcast::Receiver<()>) -> Result<Finished, DaemonError> {
+        tokio::select! {
+            _ = shutdown.recv() => {}
+            r = &mut self.driver => {
+                // The driver refused the PLC (map version, watchdog): nothing safe to do but stop.
+                let _ = self.drain.take().map(|d| d.send(()));
+                return Err(match r {
+                    Ok(Err(e)) => DaemonError::Plc(e),
+                    _ => DaemonError::Stopped("PLC driver"),
+                });
+            }
+        }
+        let _ = self.drain.take().map(|d| d.send(()));
+        let core = self.core.take().ok_or(DaemonError::Stopped("core thread"))?;
+        let end = tokio::task::spawn_blocking(move || core.join())
+            .await
+            .map_err(|_| DaemonError::Stopped("core thread"))?
+            .map_err(|_| DaemonError::Stopped("core thread"))??;
+        let _ = self.stop_driver.take().map(|s| s.send(()));
+        (&mut self.driver).await.map_err(|_| DaemonError::Stopped("PLC driver"))??;
+        self.forward.abort();
+        let driver_stats = self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        Ok(Finished { line: end.line, audit: end.audit, now_ms: end.now_ms, driver_stats, drained: end.drained })
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.drain.take().map(|d| d.send(()));
+        let _ = self.stop_driver.take().map(|s| s.send(()));
+        self.forward.abort();
+    }
+}
+
+/// The core thread's state.
+struct Core<C, S> {
+    line: Line,
+    audit: GroupCommit,
+    clock: C,
+    screen: S,
+    config: DaemonConfig,
+    destinations: mpsc::Sender<Destination>,
+    /// How many driver outputs are handled, destinations sent.
+    handled: tokio::sync::watch::Sender<u64>,
+    now_ms: u64,
+    pending: Vec<NewEntry>,
+    /// The last submission: once it resolves, everything before it is durable too.
+    last: Option<Ticket>,
+    /// Stories shown once durable.
+    done: Vec<ParcelReport>,
+    initial: Vec<Input>,
+}
+
+impl<C: LineClock, S: Screen> Core<C, S> {
+    fn new(
+        parts: Parts<C, S>,
+        config: DaemonConfig,
+        destinations: mpsc::Sender<Destination>,
+        handled: tokio::sync::watch::Sender<u64>,
+    ) -> Self {
+        Core {
+            line: parts.line,
+            audit: parts.audit,
+            clock: parts.clock,
+            screen: parts.screen,
+            config,
+            destinations,
+            handled,
+            now_ms: 0,
+            pending: Vec::new(),
+            last: None,
+            done: Vec::new(),
+            initial: parts.initial,
+        }
+    }
+
+    fn run(
+        mut self,
+        rx: crossbeam_channel::Receiver<CoreMsg>,
+        mut drain: oneshot::Receiver<()>,
+    ) -> Result<CoreEnd, DaemonError> {
+        for input in std::mem::take(&mut self.initial) {
+            self.handle(input)?;
+        }
+        let mut draining: Option<clock::Stopwatch> = None;
+        let drain_limit_ms = self.config.drain_limit.as_millis() as u64;
+        let drained = loop {
+            if draining.is_none() && !matches!(drain.try_recv(), Err(oneshot::error::TryRecvError::Empty)) {
+                draining = Some(clock::Stopwatch::start());
+            }
+            if let Some(d) = &draining {
+                if self.line.in_flight() == 0 {
+                    break true;
+                }
+                if d.elapsed_ms() > drain_limit_ms {
+                    tracing::warn!(in_flight = self.line.in_flight(), "drain limit reached");
+                    break false;
+                }
+            }
+            let now = self.clock.now_ms().max(self.now_ms);
+            // Line time runs at least as fast as real time here, so this never oversleeps.
+            let wait = self
+                .line
+                .next_timeout()
+                .map_or(self.config.tick_max, |t| Duration::from_millis(t.0.saturating_sub(now)))
+                .min(self.config.tick_max);
+            match rx.recv_timeout(wait) {
+                Ok(CoreMsg::Input(input)) => self.handle(input)?,
+                Ok(CoreMsg::Alarm(a)) => self.alarm(&a),
+                Ok(CoreMsg::Plc(o)) => {
+                    match o {
+                        DriverOutput::Input(input) => self.handle(input)?,
+                        DriverOutput::Alarm(a) => self.alarm(&a),
+                    }
+                    // Deadlines due now are part of catching up, before the next poll.
+                    self.tick()?;
+                    self.handled.send_modify(|n| *n += 1);
+                }
+                Err(RecvTimeoutError::Timeout) => self.settle()?,
+                Err(RecvTimeoutError::Disconnected) => break self.line.in_flight() == 0,
+            }
+            self.tick()?;
+        };
+        self.submit()?;
+        self.settle()?;
+        Ok(CoreEnd { line: self.line, audit: self.audit, now_ms: self.now_ms, drained })
+    }
+
+    fn tick(&mut self) -> Result<(), DaemonError> {
+        self.now_ms = self.clock.now_ms().max(self.now_ms);
+        if self.line.next_timeout().is_some_and(|t| t.0 <= self.now_ms) {
+            self.handle(Input::Tick)?;
+        }
+        Ok(())
+    }
+
+    fn alarm(&mut self, a: &Alarm) {
+        tracing::debug!(code = a.code, tracking = ?a.tracking, "{}", a.message);
+        self.pending.push(recorder::alarm_entry(a, Millis(self.now_ms), clock::wall_ms()));
+    }
+
+    fn handle(&mut self, input: Input) -> Result<(), DaemonError> {
+        // The core's clock never runs backwards.
+        self.now_ms = self.clock.now_ms().max(self.now_ms);
+        let now = Millis(self.now_ms);
+        let mut out = Vec::new();
+        self.line.handle(input, now, &mut out);
+        let wall = clock::wall_ms();
+        let mut destinations = Vec::new();
+        for o in out {
+            match o {
+                Output::Record(r) => self.pending.push(recorder::entry(&r, now, wall)),
+                Output::Alarm(a) => self.alarm(&a),
+                Output::SetDestination { tracking, lane_id, .. } => {
+                    destinations.push(Destination { tracking, lane_id })
+                }
+                Output::ReviewRequested(r) => self.screen.review_requested(&r),
+                Output::ReviewClosed { .. } => {}
+                Output::ParcelDone(report) => self.done.push(report),
+            }
+        }
+        self.submit()?;
+        if destinations.is_empty() {
+            return Ok(());
+        }
+        // Durable before the destination leaves.
+        self.settle()?;
+        for d in destinations {
+            self.destinations.blocking_send(d).map_err(|_| DaemonError::Stopped("PLC driver"))?;
+        }
+        Ok(())
+    }
+
+    /// Hands what is pending to the writer, without waiting.
+    fn submit(&mut self) -> Result<(), DaemonError> {
+        if !self.pending.is_empty() {
+            self.last = Some(self.audit.submit(std::mem::take(&mut self.pending))?);
+        }
+        Ok(())
+    }
+
+    /// Waits until everything submitted is durable, then shows the stories it closed.
+    fn settle(&mut self) -> Result<(), DaemonError> {
+        if let Some(ticket) = self.last.take() {
+            ticket.wait()?;
+        }
+        for report in std::mem::take(&mut self.done) {
+            self.screen.parcel_done(report);
+        }
+        Ok(())
+    }
+}
