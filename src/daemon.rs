@@ -106,6 +106,8 @@ pub struct Daemon {
     inputs: Sender<CoreMsg>,
     drain: Option<oneshot::Sender<()>>,
     core: Option<std::thread::JoinHandle<Result<CoreEnd, DaemonError>>>,
+    /// Fires when the core thread ends, however it ends (its sender is dropped with the thread).
+    core_ended: oneshot::Receiver<()>,
     driver: tokio::task::JoinHandle<Result<(), PlcError>>,
     stop_driver: Option<oneshot::Sender<()>>,
     forward: tokio::task::JoinHandle<()>,
@@ -122,7 +124,7 @@ struct CoreEnd {
 impl Daemon {
     /// Starts the core thread, the driver task and the driver→core forwarder. Call inside a
     /// multi-threaded tokio runtime.
-    pub fn start<C: LineClock, S: Screen>(parts: Parts<C, S>, config: DaemonConfig) -> Daemon {
+    pub fn start<C: LineClock, S: Screen>(parts: Parts<C, S>, config: DaemonConfig) -> Result<Daemon, DaemonError> {
         let queue = config.queue.max(1);
         let (inputs, rx) = bounded::<CoreMsg>(queue);
         let (dest_tx, dest_rx) = mpsc::channel::<Destination>(queue);
@@ -151,11 +153,25 @@ impl Daemon {
             })
         };
         let (drain, drain_rx) = oneshot::channel::<()>();
+        let (core_alive, core_ended) = oneshot::channel::<()>();
         let core = std::thread::Builder::new()
             .name("sortline-core".into())
-            .spawn(move || Core::new(parts, config, dest_tx, handled_tx).run(rx, drain_rx))
-            .ok();
-        Daemon { inputs, drain: Some(drain), core, driver, stop_driver: Some(stop_driver), forward, stats }
+            .spawn(move || {
+                // Dropped when the thread ends, by return, error or panic.
+                let _alive = core_alive;
+                Core::new(parts, config, dest_tx, handled_tx).run(rx, drain_rx)
+            })
+            .map_err(|_| DaemonError::Stopped("core thread (could not start)"))?;
+        Ok(Daemon {
+            inputs,
+            drain: Some(drain),
+            core: Some(core),
+            core_ended,
+            driver,
+            stop_driver: Some(stop_driver),
+            forward,
+            stats,
+        })
     }
 
     /// A sender for other devices' inputs (scanner, officer screen, platform). Bounded: a full
@@ -174,6 +190,18 @@ impl Daemon {
     pub async fn run(mut self, mut shutdown: broadcast::Receiver<()>) -> Result<Finished, DaemonError> {
         tokio::select! {
             _ = shutdown.recv() => {}
+            _ = &mut self.core_ended => {
+                // Without the core nothing is decided or recorded: stop the driver at once, so
+                // that its heartbeat stops and the PLC's watchdog sends everything to hold.
+                let _ = self.stop_driver.take().map(|s| s.send(()));
+                let _ = (&mut self.driver).await;
+                self.forward.abort();
+                let core = self.core.take().ok_or(DaemonError::Stopped("core thread"))?;
+                return Err(match tokio::task::spawn_blocking(move || core.join()).await {
+                    Ok(Ok(Err(e))) => e,
+                    _ => DaemonError::Stopped("core thread"),
+                });
+            }
             r = &mut self.driver => {
                 // The driver refused the PLC (map version, watchdog): nothing safe to do but stop.
                 let _ = self.drain.take().map(|d| d.send(()));

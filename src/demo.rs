@@ -648,7 +648,7 @@ pub fn run_modbus(
             initial,
         };
         let daemon =
-            daemon::Daemon::start(parts, daemon::DaemonConfig { paced: true, ..daemon::DaemonConfig::default() });
+            daemon::Daemon::start(parts, daemon::DaemonConfig { paced: true, ..daemon::DaemonConfig::default() })?;
         let inputs = daemon.inputs();
         // Scanner, officers and bench: their own task, so that a full core queue never stops
         // this loop from draining the live view (which the core may be waiting on).
@@ -663,6 +663,7 @@ pub fn run_modbus(
         });
         let (shutdown, shutdown_rx) = broadcast::channel::<()>(1);
         let run = tokio::spawn(daemon.run(shutdown_rx));
+        tokio::pin!(run);
         writeln!(live, "{:>8}  {:<18} {:<5}  {:<10} {:<9} reasons", "tracking", "waybill", "chan", "lane", "")?;
         let limit = tokio::time::sleep(modbus.run_limit);
         tokio::pin!(limit);
@@ -671,6 +672,11 @@ pub fn run_modbus(
             tokio::select! {
                 Some(report) = done_rx.recv() => show(live, &report)?,
                 f = plc.wait_finished(Duration::from_millis(50)) => finished = f,
+                // The daemon stopping on its own is an error (in lockstep the line would wait forever).
+                r = &mut run => {
+                    r.map_err(|e| DemoError::Sim { what: "a daemon panic", detail: e.to_string() })??;
+                    return Err(DemoError::Daemon(daemon::DaemonError::Stopped("daemon, before the line finished")));
+                }
                 () = &mut limit => return Err(DemoError::Sim {
                     what: "a run past its limit",
                     detail: format!("{:?} of real time, line at {} ms", modbus.run_limit, plc.clock().line_ms()),
@@ -679,7 +685,6 @@ pub fn run_modbus(
         }
         // Every parcel has left the belt: the core drains (last confirmations, deadlines).
         let _ = shutdown.send(());
-        tokio::pin!(run);
         let finished = loop {
             tokio::select! {
                 Some(report) = done_rx.recv() => show(live, &report)?,

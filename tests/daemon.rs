@@ -1,0 +1,61 @@
+//! The daemon when its core dies: it must not leave the PLC driver
+//! heartbeating a line on which nothing is decided or recorded.
+
+use sortline::audit::{AuditLog, GroupCommit, Signer, DB_FILE, KEY_FILE};
+use sortline::config::LineConfig;
+use sortline::core::{Line, ParcelReport, ReviewRequest};
+use sortline::daemon::{Daemon, DaemonConfig, DaemonError, LineClock, Parts, Screen};
+use sortline::demo::{demo_secret, geometry, initial_inputs};
+use sortline_sim as sim;
+use std::path::Path;
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+struct Clock(sim::modbus::SimClock);
+
+impl LineClock for Clock {
+    fn now_ms(&self) -> u64 {
+        self.0.line_ms()
+    }
+}
+
+/// A screen that fails the first time a parcel's story is shown: a stand-in
+/// for any fault that ends the core thread.
+struct Failing;
+
+impl Screen for Failing {
+    fn review_requested(&mut self, _: &ReviewRequest) {}
+    fn parcel_done(&mut self, _: ParcelReport) {
+        panic!("screen failed");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_core_stops_the_driver_and_the_plc_falls_back_to_hold() {
+    let cfg = LineConfig::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-config/line.toml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let world = sim::World::new(sim::Scenario::demo(60, 3), geometry(&cfg).unwrap());
+    let initial = initial_inputs(&world).unwrap();
+    let map = cfg.register_map().unwrap();
+    let plc_config = sim::modbus::SimPlcConfig { lockstep_quantum_ms: Some(100), ..Default::default() };
+    let (plc, _devices) = sim::modbus::SimPlc::start(world, &map, plc_config).await.unwrap();
+    let signer = Signer::load_or_init(&dir.path().join(KEY_FILE)).unwrap();
+    let log = AuditLog::open(&dir.path().join(DB_FILE), Some(signer), 1000).unwrap();
+    let parts = Parts {
+        line: Line::new(cfg.line.settings(), cfg.line.policy(demo_secret(3), cfg.rules.clone())),
+        audit: GroupCommit::start(log, Duration::from_millis(1), 64),
+        clock: Clock(plc.clock()),
+        screen: Failing,
+        map,
+        driver: cfg.line.driver_config(Some(plc.addr())),
+        initial,
+    };
+    let daemon = Daemon::start(parts, DaemonConfig { paced: true, ..DaemonConfig::default() }).unwrap();
+    // Nobody ever asks it to shut down: the core's end alone must end the run.
+    let (_shutdown, shutdown_rx) = broadcast::channel::<()>(1);
+    let ended = tokio::time::timeout(Duration::from_secs(60), daemon.run(shutdown_rx)).await;
+    let result = ended.expect("the daemon ends when its core ends, without a shutdown request");
+    assert!(matches!(result, Err(DaemonError::Stopped(_))), "{:?}", result.err());
+    // The host's heartbeat has stopped with the driver: the PLC's watchdog takes over.
+    assert!(plc.wait_safe_mode(true, Duration::from_secs(20)).await, "the PLC entered safe mode: every parcel to hold");
+}
