@@ -21,7 +21,7 @@ use crate::clock;
 use crate::config::Loaded;
 use crate::core::*;
 use crate::daemon;
-use crate::plc::driver::DriverConfig;
+use crate::plc::driver::{DriverConfig, DriverStats};
 use crate::recorder;
 use serde::Serialize;
 use siphasher::sip::SipHasher13;
@@ -106,6 +106,8 @@ pub struct Summary {
     pub no_destination: u32,
     pub injected: Injected,
     pub audit: AuditSummary,
+    /// The PLC link's counters and latencies (poll cycle, destination to PLC); absent in process.
+    pub plc: Option<DriverStats>,
     pub virtual_ms: u64,
     pub wall_ms: u64,
 }
@@ -384,7 +386,7 @@ pub fn run(cfg: &Loaded, opts: &DemoOptions, live: &mut dyn Write) -> Result<Sum
     let report = h.world.report();
     let stats = h.line.stats().clone();
     drop(h);
-    summary(opts, &db, &report, stats, now, stopwatch.elapsed_ms())
+    summary(opts, &db, &report, stats, None, now, stopwatch.elapsed_ms())
 }
 
 /// The chain's opening entry: what replay needs to rebuild the core (`mode` "demo" means the
@@ -439,6 +441,7 @@ pub fn summary(
     db: &Path,
     report: &sim::Report,
     stats: LineStats,
+    plc: Option<DriverStats>,
     virtual_ms: u64,
     wall_ms: u64,
 ) -> Result<Summary, DemoError> {
@@ -483,6 +486,7 @@ pub fn summary(
             verified: verified.first_break.is_none(),
             head: hex::encode(verified.head),
         },
+        plc,
         virtual_ms,
         wall_ms,
     })
@@ -534,15 +538,27 @@ pub fn print_table(s: &Summary, w: &mut dyn Write) -> std::io::Result<()> {
     )?;
     writeln!(
         w,
-        "no-reads {}  misreads {}  ambiguous {}  reviews {}  late {}  missorts {}  lost {}",
+        "no-reads {}  misreads {}  ambiguous {}  reviews {}  late reviews {}  missorts {}  lost {}  held by PLC {}",
         s.scanner.no_reads,
         s.scanner.misreads,
         s.scanner.ambiguous,
         s.stats.reviews,
         s.stats.late,
         s.stats.missorts,
-        s.stats.lost
+        s.stats.lost,
+        s.stats.held_by_plc
     )?;
+    if let Some(plc) = &s.plc {
+        writeln!(
+            w,
+            "PLC link: {} polls, cycle p50 {:.1} ms p99 {:.1} ms; destination to PLC p99 {:.1} ms; {} reconnects",
+            plc.polls,
+            plc.poll_cycle.quantile_us(0.5) as f64 / 1000.0,
+            plc.poll_cycle.quantile_us(0.99) as f64 / 1000.0,
+            plc.destination_latency.quantile_us(0.99) as f64 / 1000.0,
+            plc.connects.saturating_sub(1)
+        )?;
+    }
     writeln!(
         w,
         "audit chain: {} entries, {} signed checkpoints, {}",
@@ -704,5 +720,5 @@ pub fn run_modbus(
     tracing::info!(?driver_stats, drained, "daemon stopped");
     audit.submit(vec![stop_entry(line.stats(), clock::wall_ms(), now_ms)])?.wait()?;
     audit.shutdown()?;
-    summary(opts, &db, &report, line.stats().clone(), now_ms, stopwatch.elapsed_ms())
+    summary(opts, &db, &report, line.stats().clone(), Some(driver_stats), now_ms, stopwatch.elapsed_ms())
 }

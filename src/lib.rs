@@ -20,6 +20,7 @@ pub mod config;
 pub mod core;
 pub mod daemon;
 pub mod demo;
+pub mod metrics;
 pub mod plc;
 pub mod recorder;
 pub mod replay;

@@ -2,7 +2,7 @@
 //! and how recorded inputs come back out for replay.
 
 use crate::audit::NewEntry;
-use crate::core::{Alarm, Identity, Input, Lane, LaneMap, Millis, Reason, Record};
+use crate::core::{Alarm, Identity, Input, Lane, LaneMap, LostWhy, Millis, Reason, Record};
 
 /// The audit entry for a core record at line time `now`.
 pub fn entry(record: &Record, now: Millis, wall_ms: i64) -> NewEntry {
@@ -115,6 +115,7 @@ pub fn describe(record: &Record, lanes: &LaneMap) -> String {
             }
             Input::Divert { lane_id, .. } => format!("PLC confirmed it left by {}", lane_name(lanes, *lane_id)),
             Input::Lost { .. } => "PLC reported it lost from its tracking window".into(),
+            Input::PlcHold { cause, .. } => format!("PLC holds it by default: {}", cause.describe()),
             Input::PlcStatus { safe_mode } => format!("PLC safe mode {}", if *safe_mode { "on" } else { "off" }),
             Input::TargetAdd(t) => format!("manual target {} added by {}: {}", t.id, t.author, t.reason),
             Input::TargetRemove { id, officer } => format!("manual target {id} removed by {officer}"),
@@ -145,9 +146,15 @@ pub fn describe(record: &Record, lanes: &LaneMap) -> String {
             decided.map_or("nothing", Lane::as_str),
             actual.map_or("an unknown lane", Lane::as_str)
         ),
-        Record::Lost { why, .. } => {
-            format!("lost ({why:?}); runs on to the end of the line, the hold lane").to_lowercase()
-        }
+        Record::Lost { why, .. } => format!(
+            "lost ({}); runs on to the end of the line, the hold lane",
+            match why {
+                LostWhy::Plc => "the PLC lost it from its window",
+                LostWhy::Unconfirmed => "no confirmation by the end of the line",
+                LostWhy::TrackingReused => "the PLC gave its tracking id to a new parcel",
+                LostWhy::PlcRestart => "the PLC restarted and forgot it: held by the PLC default",
+            }
+        ),
         Record::Refused { input, why, .. } => format!("{input} refused: {why}"),
         Record::UnmatchedScan { codes, .. } => format!("scan matched no parcel: {}", codes.join(" ")),
         Record::Completed { decided, confirmed, .. } => format!(
@@ -161,7 +168,7 @@ pub fn describe(record: &Record, lanes: &LaneMap) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{TrackingId, TriggerCount};
+    use crate::core::{PlcHoldCause, TrackingId, TriggerCount};
 
     #[test]
     fn inputs_round_trip_through_entries() {
@@ -169,6 +176,8 @@ mod tests {
             Input::Gate { tracking: TrackingId(4), trigger: TriggerCount(9), length_mm: Some(350) },
             Input::Scan { trigger: TriggerCount(9), codes: vec!["EA123456785CN".into()] },
             Input::Lost { tracking: TrackingId(4) },
+            Input::PlcHold { tracking: TrackingId(4), cause: PlcHoldCause::Late },
+            Input::PlcHold { tracking: TrackingId(4), cause: PlcHoldCause::Forced { code: 2 } },
             Input::PlcStatus { safe_mode: true },
         ];
         for input in inputs {

@@ -145,9 +145,10 @@ fn unknown_tracking_ids_never_produce_a_destination() {
     b.at(3, Input::XrayScreened { tracking: t, flags: vec![] });
     b.at(4, Input::DestinationWritten { tracking: t, lane_id: LANES.release });
     b.at(5, Input::Lost { tracking: t });
+    b.at(6, Input::PlcHold { tracking: t, cause: PlcHoldCause::Late });
     b.tick(100_000);
     assert!(b.out.iter().all(|o| !matches!(o, Output::SetDestination { .. })));
-    assert_eq!(b.records("refused").len(), 5);
+    assert_eq!(b.records("refused").len(), 6);
 }
 
 #[test]
@@ -174,6 +175,49 @@ fn safe_mode_holds_undecided_and_new_parcels() {
     b.at(80, Input::PlcStatus { safe_mode: false });
     b.gate(100, 3).scan(110, 3, &[&waybill(1).to_string()]).tick(100 + CUTOFF_MS);
     assert_eq!(b.destinations(3), vec![Lane::Release]);
+}
+
+#[test]
+fn a_destination_too_late_is_held_by_the_plc_and_recorded_so() {
+    let mut b = Bench::new(policy());
+    let t = TrackingId(1);
+    b.manifest(manifest(1)).gate(0, 1).scan(10, 1, &[&waybill(1).to_string()]).tick(CUTOFF_MS);
+    assert_eq!(b.destinations(1), vec![Lane::Release]);
+    b.at(CUTOFF_MS + 900, Input::PlcHold { tracking: t, cause: PlcHoldCause::Late });
+    assert_eq!(b.alarms("destination_late"), 1);
+    b.at(END_MS, Input::Divert { tracking: t, lane_id: LANES.hold });
+    assert!(b.records("missort").is_empty(), "the PLC said it would hold it: hold is the expected lane");
+    assert!(b.records("plc_hold").len() == 1, "the PLC's word is in the record");
+    let done = b.reports();
+    assert_eq!(done.len(), 1);
+    assert_eq!((done[0].decided, done[0].confirmed), (Some(Lane::Release), Some(Lane::Hold)));
+    assert_eq!(done[0].held_by_plc, Some(PlcHoldCause::Late));
+    assert_eq!((b.line.stats().held_by_plc, b.line.stats().missorts), (1, 0));
+}
+
+#[test]
+fn a_parcel_the_plc_holds_that_leaves_by_release_is_still_an_unsafe_release() {
+    let mut b = Bench::new(policy());
+    let t = TrackingId(1);
+    b.manifest(manifest(1)).gate(0, 1).scan(10, 1, &[&waybill(1).to_string()]).tick(CUTOFF_MS);
+    b.at(CUTOFF_MS + 1, Input::PlcHold { tracking: t, cause: PlcHoldCause::Forced { code: 1 } });
+    assert_eq!(b.alarms("destination_late"), 0);
+    b.at(END_MS, Input::Divert { tracking: t, lane_id: LANES.release });
+    assert_eq!(b.records("missort").len(), 1);
+    assert_eq!(b.alarms("unsafe_release"), 1);
+}
+
+#[test]
+fn after_a_plc_restart_orphans_are_held_by_the_plc_default_unconfirmed() {
+    let mut b = Bench::new(policy());
+    b.manifest(manifest(1)).gate(0, 1).scan(10, 1, &[&waybill(1).to_string()]);
+    b.at(20, Input::PlcHold { tracking: TrackingId(1), cause: PlcHoldCause::Restart });
+    assert!(matches!(b.records("parcel_lost")[..], [Record::Lost { why: LostWhy::PlcRestart, .. }]));
+    assert_eq!(b.line.in_flight(), 0);
+    let done = b.reports();
+    assert_eq!((done[0].confirmed, done[0].held_by_plc), (None, Some(PlcHoldCause::Restart)));
+    b.tick(END_MS + 10_000);
+    assert!(b.destinations(1).is_empty(), "an orphan gets no destination: the PLC no longer knows it");
 }
 
 #[test]

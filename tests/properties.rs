@@ -154,6 +154,7 @@ enum Step {
     Transfer(u32),
     Divert(u32, u16),
     Lost(u32),
+    PlcHold(u32, PlcHoldCause),
     Safe(bool),
     Wait(u64),
 }
@@ -166,6 +167,12 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (1u32..12).prop_map(Step::Transfer),
         1 => (1u32..14, 1u16..5).prop_map(|(t, l)| Step::Divert(t, l)),
         1 => (1u32..14).prop_map(Step::Lost),
+        1 => (1u32..14, prop_oneof![
+            Just(PlcHoldCause::Late),
+            Just(PlcHoldCause::Restart),
+            (0u32..6).prop_map(|code| PlcHoldCause::Rejected { code }),
+            (0u32..6).prop_map(|code| PlcHoldCause::Forced { code }),
+        ]).prop_map(|(t, c)| Step::PlcHold(t, c)),
         1 => any::<bool>().prop_map(Step::Safe),
         3 => (0u64..15_000).prop_map(Step::Wait),
     ]
@@ -207,6 +214,7 @@ proptest! {
                 Step::Transfer(t) => { b.at(now, Input::ManualTransfer { tracking: TrackingId(t), officer: officer("o-2") }); }
                 Step::Divert(t, l) => { b.at(now, Input::Divert { tracking: TrackingId(t), lane_id: l }); }
                 Step::Lost(t) => { b.at(now, Input::Lost { tracking: TrackingId(t) }); }
+                Step::PlcHold(t, cause) => { b.at(now, Input::PlcHold { tracking: TrackingId(t), cause }); }
                 Step::Safe(on) => { b.at(now, Input::PlcStatus { safe_mode: on }); safe = on; }
                 Step::Wait(ms) => { now += ms; b.tick(now); }
             }

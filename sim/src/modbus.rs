@@ -14,7 +14,8 @@
 //! missing its deadlines. The PLC's heartbeat and watchdog stay on real time.
 //!
 //! Fault knobs ([`SimPlc`]): drop every open connection, stall replies past the host's
-//! timeout, answer with a Modbus exception, restart the PLC, stop its heartbeat.
+//! timeout, answer with a Modbus exception, restart the PLC, stop its heartbeat, pause the
+//! destination ring (late destinations).
 
 use std::future::Future;
 use std::io;
@@ -472,6 +473,12 @@ impl SimPlc {
         // A PLC starts in safe mode (not synced); the scan reports only changes.
         st.world.set_safe_mode(now, true);
         self.shared.safe_mode.send_replace(true);
+    }
+
+    /// Fault: the PLC takes no destination for the next `line_ms` of line time (see
+    /// [`PlcRegisters::pause_destinations`]); those it then takes too late it rejects.
+    pub fn pause_destinations(&self, line_ms: u64) {
+        self.shared.state().regs.pause_destinations(line_ms);
     }
 
     /// Fault: the PLC program hangs (heartbeat frozen) or resumes.

@@ -67,6 +67,8 @@ pub struct PlcRegisters {
     read_index: u16,
     dest_stuck_scans: u32,
     dest_ring_error: bool,
+    /// Fault: no destination is taken before this line ms (a PLC task overrun).
+    dest_paused_until_ms: u64,
     // Heartbeats and safe mode.
     host_heartbeat: Option<u16>,
     host_heartbeat_at_ms: u64,
@@ -99,6 +101,7 @@ impl PlcRegisters {
             read_index: 0,
             dest_stuck_scans: 0,
             dest_ring_error: false,
+            dest_paused_until_ms: 0,
             host_heartbeat: None,
             host_heartbeat_at_ms: plc_ms,
             plc_heartbeat_at_ms: plc_ms,
@@ -141,6 +144,12 @@ impl PlcRegisters {
     /// Fault knob: the PLC program hangs (its heartbeat stops moving); the bank stays served.
     pub fn stop_heartbeat(&mut self, stopped: bool) {
         self.plc_heartbeat_stopped = stopped;
+    }
+
+    /// Fault: the destination ring is not read for the next `line_ms` of line time; what the
+    /// host wrote meanwhile is taken afterwards, late for the parcels already past the latch.
+    pub fn pause_destinations(&mut self, line_ms: u64) {
+        self.dest_paused_until_ms = self.line_ms.saturating_add(line_ms);
     }
 
     pub fn map(&self) -> &RegisterMap {
@@ -286,7 +295,7 @@ impl PlcRegisters {
             self.write_index = self.write_index.wrapping_add(1);
         }
         // 5. Destinations.
-        if self.synced {
+        if self.synced && self.line_ms >= self.dest_paused_until_ms {
             self.take_destinations(&mut out);
         }
         // 6/7. Heartbeat and status.

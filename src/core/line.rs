@@ -139,6 +139,11 @@ pub enum Input {
     Lost {
         tracking: TrackingId,
     },
+    /// PLC: the parcel goes to the hold lane whatever was decided (the PLC's default).
+    PlcHold {
+        tracking: TrackingId,
+        cause: PlcHoldCause,
+    },
     PlcStatus {
         safe_mode: bool,
     },
@@ -160,7 +165,7 @@ pub enum Input {
 
 impl Input {
     /// Audit kinds of the inputs that are recorded (all but ticks).
-    pub const RECORDED_KINDS: [&'static str; 14] = [
+    pub const RECORDED_KINDS: [&'static str; 15] = [
         "gate",
         "scan",
         "manifest",
@@ -171,6 +176,7 @@ impl Input {
         "destination_written",
         "divert",
         "lost",
+        "plc_hold",
         "plc_status",
         "target_add",
         "target_remove",
@@ -190,6 +196,7 @@ impl Input {
             Input::DestinationWritten { .. } => "destination_written",
             Input::Divert { .. } => "divert",
             Input::Lost { .. } => "lost",
+            Input::PlcHold { .. } => "plc_hold",
             Input::PlcStatus { .. } => "plc_status",
             Input::TargetAdd(_) => "target_add",
             Input::TargetRemove { .. } => "target_remove",
@@ -208,8 +215,35 @@ impl Input {
             | Input::ManualTransfer { tracking, .. }
             | Input::DestinationWritten { tracking, .. }
             | Input::Divert { tracking, .. }
-            | Input::Lost { tracking } => Some(*tracking),
+            | Input::Lost { tracking }
+            | Input::PlcHold { tracking, .. } => Some(*tracking),
             _ => None,
+        }
+    }
+}
+
+/// Why the PLC sends a parcel to hold whatever the host decided (docs/register-map.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cause", rename_all = "snake_case")]
+pub enum PlcHoldCause {
+    /// The destination reached the PLC after the parcel had passed the latch point.
+    Late,
+    /// The PLC refused the destination for another reason (`codes.reject` of the map).
+    Rejected { code: u32 },
+    /// The PLC forced the parcel to hold (`codes.forced_hold`: gap, window check, safe mode…).
+    Forced { code: u32 },
+    /// The PLC restarted and forgot the parcel's window: it runs on into the end lane, and no
+    /// confirmation will come.
+    Restart,
+}
+
+impl PlcHoldCause {
+    pub fn describe(&self) -> String {
+        match self {
+            PlcHoldCause::Late => "destination reached the PLC too late".into(),
+            PlcHoldCause::Rejected { code } => format!("PLC refused the destination (reject code {code})"),
+            PlcHoldCause::Forced { code } => format!("PLC forced hold (code {code})"),
+            PlcHoldCause::Restart => "PLC restarted and forgot the parcel".into(),
         }
     }
 }
@@ -224,6 +258,8 @@ pub enum LostWhy {
     Unconfirmed,
     /// The PLC gave its tracking id to a new parcel.
     TrackingReused,
+    /// The PLC restarted: the parcel runs on into the end lane (hold) unconfirmed.
+    PlcRestart,
 }
 
 /// One entry for the audit record.
@@ -369,6 +405,8 @@ pub struct ParcelReport {
     pub decided: Option<Lane>,
     pub confirmed: Option<Lane>,
     pub lost: bool,
+    /// The PLC took the parcel to hold on its own, and why.
+    pub held_by_plc: Option<PlcHoldCause>,
     /// The X-ray image's sequence number, when the parcel passed the tunnel.
     pub image_seq: Option<u32>,
     pub entered_at: Millis,
@@ -405,6 +443,8 @@ pub struct LineStats {
     pub confirmed: u64,
     pub missorts: u64,
     pub lost: u64,
+    /// Parcels the PLC sent to hold on its own (its default), confirmed or not.
+    pub held_by_plc: u64,
     pub late: u64,
     pub no_reads: u64,
     pub reviews: u64,
@@ -435,6 +475,8 @@ struct Parcel {
     transfer: Option<OfficerId>,
     review_open: bool,
     sent: Option<Sent>,
+    /// The PLC said it will take this parcel to hold, whatever was sent.
+    plc_hold: Option<PlcHoldCause>,
 }
 
 impl Parcel {
@@ -596,6 +638,7 @@ impl Line {
                     self.refuse("lost", Some(tracking), "unknown tracking id".into(), out);
                 }
             }
+            Input::PlcHold { tracking, cause } => self.on_plc_hold(tracking, cause, now, out),
             Input::PlcStatus { safe_mode } => self.on_plc_status(safe_mode, now, out),
             Input::TargetAdd(target) => {
                 self.policy.targets.retain(|t| t.id != target.id);
@@ -662,6 +705,7 @@ impl Line {
                 transfer: None,
                 review_open: false,
                 sent: None,
+                plc_hold: None,
             },
         );
         self.by_trigger.insert(trigger, tracking);
@@ -773,8 +817,9 @@ impl Line {
         };
         self.by_trigger.remove(&p.trigger);
         let decided = p.sent.as_ref().map(|s| s.decision.lane);
-        // Undecided parcels are meant to take the PLC default, the hold lane.
-        if actual != decided.or(Some(Lane::Hold)) {
+        // Undecided parcels, and those the PLC said it holds, are meant to take the hold lane.
+        let expected = if p.plc_hold.is_some() { Some(Lane::Hold) } else { decided.or(Some(Lane::Hold)) };
+        if actual != expected {
             self.stats.missorts += 1;
             out.push(Output::Record(Record::Missort { tracking, decided, actual, lane_id }));
             let unsafe_release = actual == Some(Lane::Release);
@@ -793,6 +838,31 @@ impl Line {
             self.stats.confirmed += 1;
         }
         self.complete(tracking, p, actual, false, now, out);
+    }
+
+    fn on_plc_hold(&mut self, tracking: TrackingId, cause: PlcHoldCause, now: Millis, out: &mut Vec<Output>) {
+        let Some(p) = self.parcels.get_mut(&tracking) else {
+            self.refuse("plc_hold", Some(tracking), "unknown tracking id".into(), out);
+            return;
+        };
+        if p.plc_hold.replace(cause).is_none() {
+            self.stats.held_by_plc += 1;
+        }
+        match cause {
+            // No window, so no confirmation will ever come: the story ends here, unconfirmed.
+            PlcHoldCause::Restart => {
+                self.retire_lost(tracking, LostWhy::PlcRestart, now, out);
+            }
+            // The geometry's write budget should make this impossible: the host is too slow.
+            PlcHoldCause::Late => self.alarm(
+                "destination_late",
+                Severity::Critical,
+                Some(tracking),
+                "destination reached the PLC after the latch point; the PLC holds the parcel".into(),
+                out,
+            ),
+            PlcHoldCause::Rejected { .. } | PlcHoldCause::Forced { .. } => {}
+        }
     }
 
     fn on_plc_status(&mut self, safe_mode: bool, now: Millis, out: &mut Vec<Output>) {
@@ -999,6 +1069,7 @@ impl Line {
             decided,
             confirmed,
             lost,
+            held_by_plc: p.plc_hold,
             image_seq: p.image_seq,
             entered_at: p.entered_at,
             decided_at: p.sent.as_ref().map(|s| s.at),

@@ -17,6 +17,7 @@ use super::error::{LinkFault, ModbusException, Operation, PlcError};
 use super::map::RegisterMap;
 use super::protocol::{check_identity, host_control, Destination, DestinationWriter, EventReader, Heartbeat};
 use crate::core::{Alarm, Input, Millis, TrackingId};
+use crate::metrics::Latency;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -64,29 +65,6 @@ impl DriverConfig {
 pub enum DriverOutput {
     Input(Input),
     Alarm(Alarm),
-}
-
-/// Min, average and max of a duration, in microseconds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Latency {
-    pub count: u64,
-    pub min_us: u64,
-    pub max_us: u64,
-    pub total_us: u64,
-}
-
-impl Latency {
-    pub fn record(&mut self, d: Duration) {
-        let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
-        self.min_us = if self.count == 0 { us } else { self.min_us.min(us) };
-        self.max_us = self.max_us.max(us);
-        self.total_us = self.total_us.saturating_add(us);
-        self.count += 1;
-    }
-
-    pub fn avg_us(&self) -> u64 {
-        self.total_us.checked_div(self.count).unwrap_or(0)
-    }
 }
 
 /// The driver's counters, for metrics.
@@ -361,7 +339,7 @@ impl Driver {
         }
         self.stat(|s| s.events += poll.events.len() as u64);
         for event in &poll.events {
-            if let Some(input) = event.event.to_input() {
+            if let Some(input) = event.event.to_input(&self.map.codes) {
                 self.emit(DriverOutput::Input(input)).await;
             }
             if let Some(alarm) = event.alarm(&self.map) {

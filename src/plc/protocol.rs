@@ -14,8 +14,8 @@
 
 use super::codec::{DestSlot, Header, HostControl, RawEvent, RegisterWrite, SlotFault};
 use super::error::{DestinationError, PlcError, RingFault};
-use super::map::{DestSlotLayout, EventCodes, EventSlotLayout, RegisterMap, Ring};
-use crate::core::{Alarm, Input, Millis, Severity, TrackingId, TriggerCount};
+use super::map::{Codes, DestSlotLayout, EventCodes, EventSlotLayout, RegisterMap, Ring};
+use crate::core::{Alarm, Input, Millis, PlcHoldCause, Severity, TrackingId, TriggerCount};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 /// The map version and the watchdog the PLC publishes must be the ones the map says.
@@ -136,20 +136,31 @@ impl PlcEvent {
         }
     }
 
-    /// The core input this event is. Lane full, jam, rejections, forced holds and untracked
-    /// parcels are alarms ([`Event::alarm`]): the core learns their outcome from the divert
-    /// confirmation (hold), which is what it records.
-    pub fn to_input(&self) -> Option<Input> {
+    /// The core input this event is. Rejected destinations and forced holds tell the core the
+    /// parcel goes to hold whatever was decided (named from the map's `codes.reject`); they
+    /// also raise alarms ([`Event::alarm`]), as do lane full, jam and untracked parcels.
+    pub fn to_input(&self, codes: &Codes) -> Option<Input> {
         Some(match *self {
             PlcEvent::GateEntered { tracking, trigger, length_mm } => Input::Gate { tracking, trigger, length_mm },
             PlcEvent::XrayEntered { tracking, image_seq } => Input::XrayEntered { tracking, image_seq },
             PlcEvent::DivertConfirmed { tracking, lane_id } => Input::Divert { tracking, lane_id },
             PlcEvent::ParcelLost { tracking, .. } => Input::Lost { tracking },
             PlcEvent::SafeMode { on, .. } => Input::PlcStatus { safe_mode: on },
+            PlcEvent::DestinationRejected { tracking, reason, .. } => {
+                let late = codes.reject.get(AFTER_LATCH).is_some_and(|&c| u32::from(c) == reason);
+                let cause = if late { PlcHoldCause::Late } else { PlcHoldCause::Rejected { code: reason } };
+                Input::PlcHold { tracking, cause }
+            }
+            PlcEvent::ForcedHold { tracking, reason } => {
+                Input::PlcHold { tracking, cause: PlcHoldCause::Forced { code: reason } }
+            }
             _ => return None,
         })
     }
 }
+
+/// The `codes.reject` entry for a destination that came after the latch point.
+const AFTER_LATCH: &str = "AFTER_LATCH";
 
 /// One event taken from the ring: where, when, the slot as read, and what it means.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -229,11 +240,9 @@ pub struct Resync {
 }
 
 impl Resync {
-    /// Until the core has an input of its own for "held by the PLC default after a restart",
-    /// each orphan is reported lost by the PLC: true (its window is gone) and it retires the
-    /// parcel without a confirmation, which the record shows as lost, never as released.
+    /// Each orphan is held by the PLC default; the core retires it unconfirmed.
     pub fn orphan_inputs(&self) -> Vec<Input> {
-        self.orphaned.iter().map(|&tracking| Input::Lost { tracking }).collect()
+        self.orphaned.iter().map(|&tracking| Input::PlcHold { tracking, cause: PlcHoldCause::Restart }).collect()
     }
 }
 

@@ -7,7 +7,7 @@ use super::map::{RegisterMap, Ring};
 use super::protocol::*;
 use super::tests_support::map;
 use super::{fuzzing, PlcError, RingFault};
-use crate::core::{Input, Millis, TrackingId, TriggerCount};
+use crate::core::{Input, Millis, PlcHoldCause, TrackingId, TriggerCount};
 use proptest::prelude::*;
 use std::collections::HashSet;
 
@@ -507,7 +507,7 @@ fn first_contact_resumes_from_the_index_the_plc_holds() {
     assert_eq!(poll.resync.unwrap().cause, ResyncCause::FirstContact);
     assert_eq!(poll.events.len(), 2);
     assert_eq!(
-        poll.events[1].event.to_input(),
+        poll.events[1].event.to_input(&map.codes),
         Some(Input::Gate { tracking: TrackingId(101), trigger: TriggerCount(141), length_mm: None })
     );
     assert_eq!((poll.boot, poll.read_index), (3, 12));
@@ -599,7 +599,7 @@ fn a_plc_restart_reports_the_parcels_in_flight() {
     let words = [gate_slot(&map, 0, 1), gate_slot(&map, 1, 2), divert].concat();
     let span = r.plan(&h, 64).unwrap();
     let poll = r.handle(&h, Some((span, &words)));
-    assert_eq!(poll.events[2].event.to_input(), Some(Input::Divert { tracking: TrackingId(1), lane_id: 3 }));
+    assert_eq!(poll.events[2].event.to_input(&map.codes), Some(Input::Divert { tracking: TrackingId(1), lane_id: 3 }));
     assert_eq!(r.in_flight(), vec![TrackingId(2)]);
     // Restart: boot 5, ring empty again; our ack (4) is stale.
     let after = header(&map, 5, 0, 0, 0);
@@ -607,7 +607,7 @@ fn a_plc_restart_reports_the_parcels_in_flight() {
     let resync = poll.resync.unwrap();
     assert_eq!(resync.cause, ResyncCause::PlcRestart { previous: 4 });
     assert_eq!(resync.orphaned, vec![TrackingId(2)]);
-    assert_eq!(resync.orphan_inputs(), vec![Input::Lost { tracking: TrackingId(2) }]);
+    assert_eq!(resync.orphan_inputs(), vec![Input::PlcHold { tracking: TrackingId(2), cause: PlcHoldCause::Restart }]);
     assert_eq!((poll.boot, poll.read_index), (5, 0));
     assert!(r.in_flight().is_empty());
 }
@@ -629,10 +629,16 @@ fn events_map_to_core_inputs_and_alarms() {
         (raw(c.safe_mode_changed, 0, 1, 1), Some(Input::PlcStatus { safe_mode: true })),
         (raw(c.safe_mode_changed, 0, 1, 0), Some(Input::PlcStatus { safe_mode: false })),
         (raw(c.lane_full_changed, 0, 3, 1), None),
-        (raw(c.dest_rejected, 77, 1, 1), None),
+        (raw(c.dest_rejected, 77, 1, 1), Some(Input::PlcHold { tracking: t, cause: PlcHoldCause::Late })),
+        (
+            raw(c.dest_rejected, 77, 1, 5),
+            Some(Input::PlcHold { tracking: t, cause: PlcHoldCause::Rejected { code: 5 } }),
+        ),
+        (raw(c.forced_hold, 77, 1, 0), Some(Input::PlcHold { tracking: t, cause: PlcHoldCause::Forced { code: 1 } })),
+        (raw(c.untracked_parcel, 0, 4, 0), None),
     ];
     for (raw, input) in cases {
-        assert_eq!(PlcEvent::classify(c, &raw).to_input(), input, "{raw:?}");
+        assert_eq!(PlcEvent::classify(c, &raw).to_input(&map.codes), input, "{raw:?}");
     }
     for bad in [
         raw(99, 77, 0, 0),                      // unknown code

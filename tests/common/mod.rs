@@ -138,6 +138,16 @@ impl Bench {
             .collect()
     }
 
+    pub fn reports(&self) -> Vec<&ParcelReport> {
+        self.out
+            .iter()
+            .filter_map(|o| match o {
+                Output::ParcelDone(r) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn alarms(&self, code: &str) -> usize {
         self.out.iter().filter(|o| matches!(o, Output::Alarm(a) if a.code == code)).count()
     }
