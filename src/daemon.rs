@@ -65,6 +65,9 @@ pub struct DaemonConfig {
     /// durable, and sent the destinations of) everything the driver reported (see
     /// [`crate::plc::driver::Pace`]).
     pub paced: bool,
+    /// How often (real time) the core asks the audit writer whether a time-bound checkpoint is
+    /// due, so that an idle line's last entries get signed too.
+    pub checkpoint_poll: Duration,
 }
 
 impl Default for DaemonConfig {
@@ -74,6 +77,7 @@ impl Default for DaemonConfig {
             drain_limit: Duration::from_secs(60),
             queue: 4096,
             paced: false,
+            checkpoint_poll: Duration::from_secs(1),
         }
     }
 }
@@ -284,6 +288,8 @@ impl<C: LineClock, S: Screen> Core<C, S> {
             self.handle(input)?;
         }
         let mut draining: Option<clock::Stopwatch> = None;
+        let mut checkpoint_poll = clock::Stopwatch::start();
+        let checkpoint_poll_ms = self.config.checkpoint_poll.as_millis() as u64;
         let drain_limit_ms = self.config.drain_limit.as_millis() as u64;
         let drained = loop {
             if draining.is_none() && !matches!(drain.try_recv(), Err(oneshot::error::TryRecvError::Empty)) {
@@ -321,6 +327,11 @@ impl<C: LineClock, S: Screen> Core<C, S> {
                 Err(RecvTimeoutError::Disconnected) => break self.line.in_flight() == 0,
             }
             self.tick()?;
+            if checkpoint_poll.elapsed_ms() >= checkpoint_poll_ms {
+                self.submit()?;
+                self.audit.checkpoint_if_due(clock::wall_ms())?;
+                checkpoint_poll = clock::Stopwatch::start();
+            }
         };
         self.submit()?;
         self.settle()?;

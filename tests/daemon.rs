@@ -1,11 +1,13 @@
-//! The daemon when its core dies: it must not leave the PLC driver
-//! heartbeating a line on which nothing is decided or recorded.
+//! The daemon's own duties: when its core dies it must not leave the PLC driver heartbeating
+//! a line on which nothing is decided or recorded; when the line is idle its last entries
+//! still get signed.
 
 use sortline::audit::{AuditLog, GroupCommit, Signer, DB_FILE, KEY_FILE};
 use sortline::config::LineConfig;
 use sortline::core::{Line, ParcelReport, ReviewRequest};
 use sortline::daemon::{Daemon, DaemonConfig, DaemonError, LineClock, Parts, Screen};
 use sortline::demo::{demo_secret, geometry, initial_inputs};
+use sortline::plc::driver::DriverConfig;
 use sortline_sim as sim;
 use std::path::Path;
 use std::time::Duration;
@@ -28,6 +30,59 @@ impl Screen for Failing {
     fn parcel_done(&mut self, _: ParcelReport) {
         panic!("screen failed");
     }
+}
+
+struct Quiet;
+
+impl Screen for Quiet {
+    fn review_requested(&mut self, _: &ReviewRequest) {}
+    fn parcel_done(&mut self, _: ParcelReport) {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_line_gets_its_last_entries_signed() {
+    let cfg = LineConfig::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-config/line.toml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join(DB_FILE);
+    let world = sim::World::new(sim::Scenario::demo(12, 5), geometry(&cfg).unwrap());
+    let initial = initial_inputs(&world).unwrap();
+    let map = cfg.register_map().unwrap();
+    let plc_config = sim::modbus::SimPlcConfig { lockstep_quantum_ms: Some(100), ..Default::default() };
+    let (mut plc, _devices) = sim::modbus::SimPlc::start(world, &map, plc_config).await.unwrap();
+    let signer = Signer::load_or_init(&dir.path().join(KEY_FILE)).unwrap();
+    // Never by count: only the time bound signs, and only the timer can sign an idle tail.
+    let mut log = AuditLog::open(&db, Some(signer), u64::MAX).unwrap();
+    // Longer than the whole run (polled every millisecond in lockstep): the entries after the
+    // first checkpoint are signed only once the line has gone quiet.
+    log.set_checkpoint_interval_ms(Some(2_000));
+    let parts = Parts {
+        line: Line::new(cfg.line.settings(), cfg.line.policy(demo_secret(5), cfg.rules.clone())),
+        audit: GroupCommit::start(log, Duration::from_millis(1), 64),
+        clock: Clock(plc.clock()),
+        screen: Quiet,
+        map,
+        driver: DriverConfig { poll_period: Duration::from_millis(1), ..cfg.line.driver_config(Some(plc.addr())) },
+        initial,
+    };
+    let config = DaemonConfig { paced: true, checkpoint_poll: Duration::from_millis(20), ..DaemonConfig::default() };
+    let daemon = Daemon::start(parts, config).unwrap();
+    let (shutdown, shutdown_rx) = broadcast::channel::<()>(1);
+    let running = tokio::spawn(daemon.run(shutdown_rx));
+    assert!(plc.wait_finished(Duration::from_secs(60)).await, "the line ran out");
+    // Idle now: within a few intervals a checkpoint covers the last entry.
+    let signed_tail = || {
+        let v = sortline::audit::verify(&db, None).unwrap();
+        assert!(v.is_intact());
+        v.entries > 0 && v.last_checkpoint.is_some_and(|a| a.seq + 2 == v.first_seq + v.entries)
+    };
+    let mut waited = 0;
+    while !signed_tail() {
+        assert!(waited < 200, "the idle tail was never signed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    shutdown.send(()).unwrap();
+    running.await.unwrap().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
