@@ -225,6 +225,12 @@ pub fn input(event: sim::SimEvent) -> Result<Input, DemoError> {
         }
         E::Divert { tracking, lane_id } => Input::Divert { tracking: TrackingId(tracking), lane_id },
         E::Lost { tracking } => Input::Lost { tracking: TrackingId(tracking) },
+        E::ForcedHold { tracking, why } => {
+            // In process there is no register map on the wire: the shipped map names the code.
+            let codes = &sortline_plc_contract::shipped_map().codes.forced_hold;
+            let code = codes.get(why.code_name()).map_or(0, |&c| u32::from(c));
+            Input::PlcHold { tracking: TrackingId(tracking), cause: PlcHoldCause::Forced { code } }
+        }
         E::InspectionResult { waybill, officer: o, discrepancy } => Input::InspectionResult {
             waybill: Waybill::parse(&waybill).map_err(|e| DemoError::Sim {
                 what: "an inspection result with a bad waybill",

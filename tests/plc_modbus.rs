@@ -36,7 +36,7 @@ fn repo(rel: &str) -> PathBuf {
 fn device_input(event: sim::SimEvent) -> Input {
     use sim::SimEvent as E;
     match event {
-        E::Gate { .. } | E::XrayEntered { .. } | E::Divert { .. } | E::Lost { .. } => {
+        E::Gate { .. } | E::XrayEntered { .. } | E::Divert { .. } | E::Lost { .. } | E::ForcedHold { .. } => {
             panic!("a PLC event on the device channel: {event:?}")
         }
         other => demo::input(other).unwrap(),
@@ -329,6 +329,35 @@ async fn destinations_the_plc_takes_too_late_end_in_hold_recorded_as_such() {
     assert_eq!(run.line.stats().missorts, 0, "{summary}");
     assert!(run.done.iter().filter(|p| p.held_by_plc.is_none()).all(|p| p.confirmed == p.decided), "{summary}");
     assert!(run.alarm_codes().contains(&"destination_late"), "{summary}");
+    assert!(run.driver.await.unwrap().is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_lane_sends_its_parcels_to_hold_recorded_as_forced_by_the_plc() {
+    let cfg = LineConfig::load(&repo("firmware-config/line.toml")).unwrap();
+    let inspection = cfg.line.settings().lanes.inspection;
+    let lane_full = u32::from(cfg.register_map().unwrap().codes.forced_hold["LANE_FULL"]);
+    let mut run = Run::start(160, 16).await;
+    run.drive(|r| r.done.len() >= 20).await;
+    run.plc.set_lane_full(inspection, true);
+    run.drive(|r| r.done.len() >= 90).await;
+    run.plc.set_lane_full(inspection, false);
+    let report = run.finish().await;
+    let summary = format!("stats {:?}, alarms {:?}", run.stats(), run.alarm_codes());
+
+    assert_eq!((report.unsafe_releases, report.wrong_lane), (0, 0), "{summary}");
+    let forced = PlcHoldCause::Forced { code: lane_full };
+    let held: Vec<&ParcelReport> = run.done.iter().filter(|p| p.held_by_plc == Some(forced)).collect();
+    assert!(!held.is_empty(), "{summary}");
+    for p in &held {
+        assert_eq!((p.decided, p.confirmed), (Some(Lane::Inspection), Some(Lane::Hold)), "{p:?}");
+    }
+    assert!(run.done.iter().filter(|p| p.held_by_plc.is_none()).all(|p| p.confirmed == p.decided), "{summary}");
+    // Inspection flows again once the lane is cleared.
+    let last_held = held.iter().map(|p| p.done_at).max().unwrap();
+    assert!(run.done.iter().any(|p| p.confirmed == Some(Lane::Inspection) && p.done_at > last_held), "{summary}");
+    assert_eq!(run.line.stats().missorts, 0, "{summary}");
+    assert!(run.alarm_codes().contains(&"plc_lane_full"), "{summary}");
     assert!(run.driver.await.unwrap().is_ok());
 }
 

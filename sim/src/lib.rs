@@ -234,6 +234,25 @@ pub enum SimEvent {
     /// PLC: the parcel was not seen in its window at a window-check eye; the PLC stops
     /// tracking it (no Divert follows) and it physically ends in the end lane.
     Lost { tracking: u32 },
+    /// PLC: the parcel goes to the end lane whatever its destination said; a Divert for the
+    /// end lane follows.
+    ForcedHold { tracking: u32, why: ForcedHoldWhy },
+}
+
+/// Why the simulated PLC forced a parcel to hold (the map's `codes.forced_hold`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForcedHoldWhy {
+    /// Its lane was full when it reached the diverter.
+    LaneFull,
+}
+
+impl ForcedHoldWhy {
+    /// The name of its `codes.forced_hold` entry in the register map.
+    pub fn code_name(self) -> &'static str {
+        match self {
+            ForcedHoldWhy::LaneFull => "LANE_FULL",
+        }
+    }
 }
 
 /// An officer's verdict at the X-ray screen.

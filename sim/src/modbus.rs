@@ -15,7 +15,7 @@
 //!
 //! Fault knobs ([`SimPlc`]): drop every open connection, stall replies past the host's
 //! timeout, answer with a Modbus exception, restart the PLC, stop its heartbeat, pause the
-//! destination ring (late destinations).
+//! destination ring (late destinations), fill a lane.
 
 use std::future::Future;
 use std::io;
@@ -145,6 +145,10 @@ impl Shared {
                         st.regs.event(at, codes.divert_confirmed, tracking, u32::from(lane_id), 0)
                     }
                     SimEvent::Lost { tracking } => st.regs.event(at, codes.parcel_lost, tracking, lost, 0),
+                    SimEvent::ForcedHold { tracking, why } => {
+                        let why = PlcRegisters::code(&st.regs.map().codes.forced_hold, why.code_name());
+                        st.regs.event(at, codes.forced_hold, tracking, why, 0)
+                    }
                     other => {
                         // The receiver gone means the test is over; nothing to tell.
                         let _ = st.devices.send((at, other));
@@ -479,6 +483,16 @@ impl SimPlc {
     /// [`PlcRegisters::pause_destinations`]); those it then takes too late it rejects.
     pub fn pause_destinations(&self, line_ms: u64) {
         self.shared.state().regs.pause_destinations(line_ms);
+    }
+
+    /// Fault: the lane-full sensor of `lane_id` turns on or off: `LANE_FULL` bit and
+    /// `LANE_FULL_CHANGED` event, and while on, parcels bound for it are forced to hold.
+    pub fn set_lane_full(&self, lane_id: u16, on: bool) {
+        let real_ms = self.shared.real_ms();
+        let mut st = self.shared.state();
+        let now = self.shared.line_ms(&st, real_ms).unwrap_or(0);
+        st.world.set_lane_full(now, lane_id, on);
+        st.regs.set_lane_full(now, lane_id, on);
     }
 
     /// Fault: the PLC program hangs (heartbeat frozen) or resumes.

@@ -69,6 +69,8 @@ pub struct PlcRegisters {
     dest_ring_error: bool,
     /// Fault: no destination is taken before this line ms (a PLC task overrun).
     dest_paused_until_ms: u64,
+    /// LANE_FULL: bit n set while lane id n is full.
+    lanes_full: u16,
     // Heartbeats and safe mode.
     host_heartbeat: Option<u16>,
     host_heartbeat_at_ms: u64,
@@ -102,6 +104,7 @@ impl PlcRegisters {
             dest_stuck_scans: 0,
             dest_ring_error: false,
             dest_paused_until_ms: 0,
+            lanes_full: 0,
             host_heartbeat: None,
             host_heartbeat_at_ms: plc_ms,
             plc_heartbeat_at_ms: plc_ms,
@@ -144,6 +147,19 @@ impl PlcRegisters {
     /// Fault knob: the PLC program hangs (its heartbeat stops moving); the bank stays served.
     pub fn stop_heartbeat(&mut self, stopped: bool) {
         self.plc_heartbeat_stopped = stopped;
+    }
+
+    /// The lane-full sensor of `lane_id` (0..=15) changed: its LANE_FULL bit and an event.
+    pub fn set_lane_full(&mut self, line_ms: u64, lane_id: u16, on: bool) {
+        let Some(bit) = 1u16.checked_shl(u32::from(lane_id)) else {
+            return;
+        };
+        let before = self.lanes_full;
+        self.lanes_full = if on { before | bit } else { before & !bit };
+        if self.lanes_full != before {
+            let code = self.map.codes.event.lane_full_changed;
+            self.event(line_ms, code, 0, u32::from(lane_id), u32::from(on));
+        }
     }
 
     /// Fault: the destination ring is not read for the next `line_ms` of line time; what the
@@ -358,12 +374,13 @@ impl PlcRegisters {
             watchdog_tripped: self.watchdog_tripped,
             dest_ring_error: self.dest_ring_error,
             host_synced: self.synced,
+            lane_full_any: self.lanes_full != 0,
             ..PlcStatus::default()
         };
         let words = [
             (a.map_version, self.map.version),
             (a.status, status.encode(&self.map.status_bits)),
-            (a.lane_full, 0),
+            (a.lane_full, self.lanes_full),
             (a.fault_code, 0),
             (a.boot_count, self.boot_count),
             (a.watchdog_ms, self.map.timing.watchdog_ms as u16),

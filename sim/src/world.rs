@@ -17,7 +17,10 @@ use rand_chacha::ChaCha8Rng;
 use crate::gate::{debounce, Edge};
 use crate::platform::{self, ListFlags, SimChannel, SimManifest, SimStatus};
 use crate::s10;
-use crate::{Geometry, LaneCounts, LaneRole, Ms, ParcelOutcome, Report, ScannerTruth, Scenario, SimEvent, SimVerdict};
+use crate::{
+    ForcedHoldWhy, Geometry, LaneCounts, LaneRole, Ms, ParcelOutcome, Report, ScannerTruth, Scenario, SimEvent,
+    SimVerdict,
+};
 
 /// Parcels per run; everything is generated up front, so this bounds memory.
 const MAX_PARCELS: u32 = 2_000_000;
@@ -230,6 +233,8 @@ pub struct World {
     /// The PLC is in safe mode: destinations refused, every parcel on the belt to the end lane.
     safe_mode: bool,
     plc_restarts: u32,
+    /// Lane ids whose lane-full sensor is on: their diverter does not fire.
+    lanes_full: BTreeSet<u16>,
 }
 
 /// What the PLC did with a destination ([`World::set_destination`]).
@@ -370,6 +375,7 @@ impl World {
             bounces: 0,
             safe_mode: false,
             plc_restarts: 0,
+            lanes_full: BTreeSet::new(),
         };
         world.generate_parcels();
         let edges = world.induct();
@@ -666,6 +672,21 @@ impl World {
         self.safe_mode
     }
 
+    /// The lane-full sensor at the end of `lane_id` turns on or off at `now`. While it is on,
+    /// parcels bound for that lane are forced to hold at its diverter's window check.
+    pub fn set_lane_full(&mut self, now: Ms, lane_id: u16, on: bool) {
+        self.now_ms = self.now_ms.max(now);
+        if on {
+            self.lanes_full.insert(lane_id);
+        } else {
+            self.lanes_full.remove(&lane_id);
+        }
+    }
+
+    pub fn lanes_full(&self) -> impl Iterator<Item = u16> + '_ {
+        self.lanes_full.iter().copied()
+    }
+
     /// The PLC restarted at `now`: every window is gone. Parcels on the belt past the gate get
     /// no more PLC events (no X-ray entry, no confirmation) and run on into the end lane;
     /// their tracking ids are unknown to the new run. Tracking ids continue (retentive).
@@ -957,6 +978,14 @@ impl World {
                     out.push((now, SimEvent::Lost { tracking }));
                     let end_ms = self.end_ms(&self.units[u]);
                     self.schedule(end_ms, u, Action::EndArrive);
+                } else if !unit.forced_hold
+                    && unit.latched == Some(self.geometry.diverters[i].lane_id)
+                    && self.lanes_full.contains(&self.geometry.diverters[i].lane_id)
+                {
+                    // Its lane is full: the diverter must not fire, the parcel runs on to hold.
+                    unit.forced_hold = true;
+                    out.push((now, SimEvent::ForcedHold { tracking, why: ForcedHoldWhy::LaneFull }));
+                    self.schedule_check(u, i + 1);
                 } else if !unit.forced_hold && unit.latched == Some(self.geometry.diverters[i].lane_id) {
                     let lead_ms = unit.lead_ms;
                     let fire_ms = window_ms(&self.geometry, lead_ms, self.geometry.diverters[i].position_mm);
