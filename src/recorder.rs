@@ -117,6 +117,7 @@ pub fn describe(record: &Record, lanes: &LaneMap) -> String {
             Input::Lost { .. } => "PLC reported it lost from its tracking window".into(),
             Input::PlcHold { cause, .. } => format!("PLC holds it by default: {}", cause.describe()),
             Input::PlcStatus { safe_mode } => format!("PLC safe mode {}", if *safe_mode { "on" } else { "off" }),
+            Input::Belt { running } => format!("belt {}", if *running { "running again" } else { "stopped" }),
             Input::TargetAdd(t) => format!("manual target {} added by {}: {}", t.id, t.author, t.reason),
             Input::TargetRemove { id, officer } => format!("manual target {id} removed by {officer}"),
             Input::InspectionResult { officer, discrepancy, .. } => format!(
@@ -179,6 +180,7 @@ mod tests {
             Input::PlcHold { tracking: TrackingId(4), cause: PlcHoldCause::Late },
             Input::PlcHold { tracking: TrackingId(4), cause: PlcHoldCause::Forced { code: 2 } },
             Input::PlcStatus { safe_mode: true },
+            Input::Belt { running: false },
         ];
         for input in inputs {
             let e = entry(&Record::Input(input.clone()), Millis(5), 0);

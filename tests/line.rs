@@ -221,6 +221,30 @@ fn after_a_plc_restart_orphans_are_held_by_the_plc_default_unconfirmed() {
 }
 
 #[test]
+fn a_stopped_belt_holds_back_cutoffs_and_confirmations_not_scan_timeouts() {
+    let mut b = Bench::new(policy());
+    let t = TrackingId(1);
+    b.manifest(manifest(1)).gate(0, 1).scan(50, 1, &[&waybill(1).to_string()]).gate(60, 2);
+    b.at(100, Input::Belt { running: false });
+    assert_eq!(b.alarms("belt_stopped"), 1);
+    // A minute standing: far past every deadline, yet nothing tied to position fires.
+    b.tick(60_000);
+    assert!(b.destinations(1).is_empty() && b.records("parcel_lost").is_empty());
+    // The scanner's silence is not the belt's: parcel 2's scan timed out, a final hold, sent.
+    assert_eq!(b.destinations(2), vec![Lane::Hold]);
+    b.at(70_000, Input::Belt { running: true });
+    // The cut-off comes as much later as the belt stood.
+    b.tick(70_000 + CUTOFF_MS - 101);
+    assert!(b.destinations(1).is_empty());
+    b.tick(70_000 + CUTOFF_MS - 100);
+    assert_eq!(b.destinations(1), vec![Lane::Release]);
+    b.at(70_000 + END_MS - 1_000, Input::Divert { tracking: t, lane_id: LANES.release });
+    b.at(70_000 + END_MS - 1_000, Input::Divert { tracking: TrackingId(2), lane_id: LANES.hold });
+    assert!(b.records("missort").is_empty() && b.records("parcel_lost").is_empty());
+    assert_eq!(b.line.stats().confirmed, 2);
+}
+
+#[test]
 fn tracking_id_reuse_retires_the_old_parcel_as_lost() {
     let mut b = Bench::new(policy());
     b.gate(0, 1);

@@ -362,6 +362,41 @@ async fn a_full_lane_sends_its_parcels_to_hold_recorded_as_forced_by_the_plc() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jam_or_an_emergency_stop_stands_the_belt_and_its_parcels_wait_not_lost() {
+    let mut run = Run::start(120, 17).await;
+    // Longer than any confirmation grace: without the belt's word the core would call them lost.
+    const STANDING_MS: u64 = 60_000;
+    for (after, stop) in [(20, "jam"), (60, "estop")] {
+        run.drive(|r| r.done.len() >= after).await;
+        let on_belt = run.line.in_flight();
+        let t0 = run.plc.line_ms().unwrap();
+        match stop {
+            "jam" => run.plc.jam(3, true),
+            _ => run.plc.estop(true),
+        }
+        run.drive(|r| r.plc.line_ms().unwrap() >= t0 + STANDING_MS).await;
+        assert!(on_belt > 0 && run.line.in_flight() > 0, "parcels stood on the belt during the {stop}");
+        assert!(run.done.iter().all(|p| !p.lost), "{stop}: a standing parcel was taken for lost");
+        match stop {
+            "jam" => run.plc.jam(3, false),
+            _ => run.plc.estop(false),
+        }
+    }
+    let report = run.finish().await;
+    let summary = format!("stats {:?}, alarms {:?}", run.stats(), run.alarm_codes());
+
+    assert_eq!((report.unsafe_releases, report.wrong_lane, report.in_flight), (0, 0, 0), "{summary}");
+    for p in &run.done {
+        assert!(!p.lost && p.confirmed == p.decided, "{p:?}");
+    }
+    assert_eq!(run.line.stats().lost, 0, "{summary}");
+    for code in ["plc_jam", "plc_estop", "belt_stopped"] {
+        assert!(run.alarm_codes().contains(&code), "{code}: {summary}");
+    }
+    assert!(run.driver.await.unwrap().is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_host_trips_the_watchdog_and_every_later_parcel_goes_to_hold() {
     let mut run = Run::start_with(80, 14, false).await;
     run.drive(|r| r.done.len() >= 20).await;

@@ -156,6 +156,7 @@ enum Step {
     Lost(u32),
     PlcHold(u32, PlcHoldCause),
     Safe(bool),
+    Belt(bool),
     Wait(u64),
 }
 
@@ -174,6 +175,7 @@ fn step() -> impl Strategy<Value = Step> {
             (0u32..6).prop_map(|code| PlcHoldCause::Forced { code }),
         ]).prop_map(|(t, c)| Step::PlcHold(t, c)),
         1 => any::<bool>().prop_map(Step::Safe),
+        1 => any::<bool>().prop_map(Step::Belt),
         3 => (0u64..15_000).prop_map(Step::Wait),
     ]
 }
@@ -216,6 +218,7 @@ proptest! {
                 Step::Lost(t) => { b.at(now, Input::Lost { tracking: TrackingId(t) }); }
                 Step::PlcHold(t, cause) => { b.at(now, Input::PlcHold { tracking: TrackingId(t), cause }); }
                 Step::Safe(on) => { b.at(now, Input::PlcStatus { safe_mode: on }); safe = on; }
+                Step::Belt(running) => { b.at(now, Input::Belt { running }); }
                 Step::Wait(ms) => { now += ms; b.tick(now); }
             }
             for o in &b.out[seen..] {

@@ -15,7 +15,7 @@
 //!
 //! Fault knobs ([`SimPlc`]): drop every open connection, stall replies past the host's
 //! timeout, answer with a Modbus exception, restart the PLC, stop its heartbeat, pause the
-//! destination ring (late destinations), fill a lane.
+//! destination ring (late destinations), fill a lane, jam the belt or press the emergency stop.
 
 use std::future::Future;
 use std::io;
@@ -82,6 +82,29 @@ struct State {
     taken: u64,
     /// Lockstep line time: quanta of completed host poll cycles since the belt started.
     lockstep_line_ms: u64,
+    /// The World moves on belt time, which stands while the belt does: line time at which the
+    /// belt stopped, and the line time it stood before.
+    stopped_at: Option<Ms>,
+    stopped_total: Ms,
+}
+
+impl State {
+    /// The belt's (the World's) time at line time `line_ms`.
+    fn belt_ms(&self, line_ms: Ms) -> Ms {
+        line_ms.min(self.stopped_at.unwrap_or(Ms::MAX)).saturating_sub(self.stopped_total)
+    }
+
+    /// Starts or stops the belt clock to match the PLC's belt at line time `now`.
+    fn follow_belt(&mut self, now: Ms) {
+        match (self.regs.belt_running(), self.stopped_at) {
+            (false, None) => self.stopped_at = Some(now),
+            (true, Some(at)) => {
+                self.stopped_total += now.saturating_sub(at);
+                self.stopped_at = None;
+            }
+            _ => {}
+        }
+    }
 }
 
 struct Shared {
@@ -102,6 +125,15 @@ impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic in a test thread holding the lock must not hide the first failure.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the state with the belt's time now.
+    fn at_now<R>(&self, f: impl FnOnce(&mut State, Ms) -> R) -> R {
+        let real_ms = self.real_ms();
+        let mut st = self.state();
+        let now = self.line_ms(&st, real_ms).unwrap_or(0);
+        let belt = st.belt_ms(now);
+        f(&mut st, belt)
     }
 
     fn faults(&self) -> MutexGuard<'_, Faults> {
@@ -130,10 +162,13 @@ impl Shared {
         let real_ms = self.real_ms();
         let line_ms = self.line_ms(st, real_ms);
         if let Some(now) = line_ms {
-            st.world.advance(now, &mut st.events);
+            let belt = st.belt_ms(now);
+            st.world.advance(belt, &mut st.events);
             let codes = st.regs.map().codes.event.clone();
             let lost = PlcRegisters::code(&st.regs.map().codes.lost, "WINDOW_EMPTY");
-            for (at, event) in st.events.drain(..) {
+            let shift = st.stopped_total;
+            for (at, event) in std::mem::take(&mut st.events) {
+                let at = at + shift;
                 match event {
                     SimEvent::Gate { tracking, trigger, length_mm } => {
                         st.regs.event(at, codes.gate_entered, tracking, trigger, length_mm)
@@ -160,7 +195,7 @@ impl Shared {
         let scan = st.regs.scan(real_ms, now);
         st.taken += scan.taken.len() as u64;
         for slot in &scan.taken {
-            let reason = match st.world.set_destination(now, slot.tracking, slot.lane_id) {
+            let reason = match st.world.set_destination(st.belt_ms(now), slot.tracking, slot.lane_id) {
                 DestinationOutcome::Applied => continue,
                 DestinationOutcome::Late => "AFTER_LATCH",
                 DestinationOutcome::UnknownTracking => "UNKNOWN_TRACKING",
@@ -178,7 +213,7 @@ impl Shared {
             if !on && st.belt_started_ms.is_none() {
                 st.belt_started_ms = Some(real_ms);
             }
-            st.world.set_safe_mode(now, on);
+            st.world.set_safe_mode(st.belt_ms(now), on);
             self.safe_mode.send_replace(on);
         }
         if st.belt_started_ms.is_some() && st.world.next_event_time().is_none() {
@@ -314,10 +349,7 @@ impl SimClock {
 
     /// Host -> officer screen, at the line's time now.
     pub fn request_review(&self, tracking: u32) {
-        let real_ms = self.shared.real_ms();
-        let mut st = self.shared.state();
-        let now = self.shared.line_ms(&st, real_ms).unwrap_or(0);
-        st.world.request_review(now, tracking);
+        self.shared.at_now(|st, belt| st.world.request_review(belt, tracking));
     }
 }
 
@@ -347,6 +379,8 @@ impl SimPlc {
                 events: Vec::new(),
                 taken: 0,
                 lockstep_line_ms: 0,
+                stopped_at: None,
+                stopped_total: 0,
             }),
             faults: Mutex::new(Faults::default()),
             generation: AtomicU64::new(0),
@@ -408,10 +442,7 @@ impl SimPlc {
 
     /// Host -> officer screen, at the line's time now.
     pub fn request_review(&self, tracking: u32) {
-        let real_ms = self.shared.real_ms();
-        let mut st = self.shared.state();
-        let now = self.shared.line_ms(&st, real_ms).unwrap_or(0);
-        st.world.request_review(now, tracking);
+        self.shared.at_now(|st, belt| st.world.request_review(belt, tracking));
     }
 
     /// The referee's account so far.
@@ -470,12 +501,12 @@ impl SimPlc {
     /// Fault: the PLC restarts now: windows, rings and queues gone, boot count up.
     pub fn restart(&self) {
         let real_ms = self.shared.real_ms();
-        let mut st = self.shared.state();
-        let now = self.shared.line_ms(&st, real_ms).unwrap_or(0);
-        st.world.plc_restart(now);
-        st.regs.restart(real_ms);
-        // A PLC starts in safe mode (not synced); the scan reports only changes.
-        st.world.set_safe_mode(now, true);
+        self.shared.at_now(|st, belt| {
+            st.world.plc_restart(belt);
+            st.regs.restart(real_ms);
+            // A PLC starts in safe mode (not synced); the scan reports only changes.
+            st.world.set_safe_mode(belt, true);
+        });
         self.shared.safe_mode.send_replace(true);
     }
 
@@ -488,11 +519,30 @@ impl SimPlc {
     /// Fault: the lane-full sensor of `lane_id` turns on or off: `LANE_FULL` bit and
     /// `LANE_FULL_CHANGED` event, and while on, parcels bound for it are forced to hold.
     pub fn set_lane_full(&self, lane_id: u16, on: bool) {
+        self.shared.at_now(|st, belt| {
+            let now = st.regs.line_ms();
+            st.world.set_lane_full(belt, lane_id, on);
+            st.regs.set_lane_full(now, lane_id, on);
+        });
+    }
+
+    /// Fault: a jam at eye `eye` (the belt stops, `JAM` bit, `JAM_CHANGED`) or its clearing.
+    /// Parcels stand with the belt: the World's clock waits.
+    pub fn jam(&self, eye: u32, on: bool) {
+        self.belt_fault(|regs, now| regs.set_jam(now, eye, on));
+    }
+
+    /// Fault: the emergency stop is pressed (the belt stops, `ESTOP` bit) or reset.
+    pub fn estop(&self, on: bool) {
+        self.belt_fault(|regs, _| regs.set_estop(on));
+    }
+
+    fn belt_fault(&self, f: impl FnOnce(&mut PlcRegisters, Ms)) {
         let real_ms = self.shared.real_ms();
         let mut st = self.shared.state();
         let now = self.shared.line_ms(&st, real_ms).unwrap_or(0);
-        st.world.set_lane_full(now, lane_id, on);
-        st.regs.set_lane_full(now, lane_id, on);
+        f(&mut st.regs, now);
+        st.follow_belt(now);
     }
 
     /// Fault: the PLC program hangs (heartbeat frozen) or resumes.

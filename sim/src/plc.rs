@@ -71,6 +71,9 @@ pub struct PlcRegisters {
     dest_paused_until_ms: u64,
     /// LANE_FULL: bit n set while lane id n is full.
     lanes_full: u16,
+    /// Eyes reporting a jam, and the emergency stop: either stops the belt.
+    jams: std::collections::BTreeSet<u32>,
+    estop: bool,
     // Heartbeats and safe mode.
     host_heartbeat: Option<u16>,
     host_heartbeat_at_ms: u64,
@@ -105,6 +108,8 @@ impl PlcRegisters {
             dest_ring_error: false,
             dest_paused_until_ms: 0,
             lanes_full: 0,
+            jams: std::collections::BTreeSet::new(),
+            estop: false,
             host_heartbeat: None,
             host_heartbeat_at_ms: plc_ms,
             plc_heartbeat_at_ms: plc_ms,
@@ -160,6 +165,29 @@ impl PlcRegisters {
             let code = self.map.codes.event.lane_full_changed;
             self.event(line_ms, code, 0, u32::from(lane_id), u32::from(on));
         }
+    }
+
+    /// The belt runs unless a jam eye is blocked or the emergency stop is pressed.
+    pub fn belt_running(&self) -> bool {
+        self.jams.is_empty() && !self.estop
+    }
+
+    /// The line ms of the latest scan.
+    pub fn line_ms(&self) -> u64 {
+        self.line_ms
+    }
+
+    /// A jam eye blocked or cleared: `JAM_CHANGED` on a change.
+    pub fn set_jam(&mut self, line_ms: u64, eye: u32, on: bool) {
+        let changed = if on { self.jams.insert(eye) } else { self.jams.remove(&eye) };
+        if changed {
+            let code = self.map.codes.event.jam_changed;
+            self.event(line_ms, code, 0, eye, u32::from(on));
+        }
+    }
+
+    pub fn set_estop(&mut self, on: bool) {
+        self.estop = on;
     }
 
     /// Fault: the destination ring is not read for the next `line_ms` of line time; what the
@@ -367,7 +395,9 @@ impl PlcRegisters {
     fn publish(&mut self) {
         let a = self.map.addr;
         let status = PlcStatus {
-            running: true,
+            running: self.belt_running(),
+            jam: !self.jams.is_empty(),
+            estop: self.estop,
             safe_mode: self.safe_mode,
             event_ring_full: ring_unread(self.write_index, self.acked) >= self.map.event_ring.slots,
             induct_held: self.safe_mode || !self.queue.is_empty(),

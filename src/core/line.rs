@@ -147,6 +147,11 @@ pub enum Input {
     PlcStatus {
         safe_mode: bool,
     },
+    /// PLC: the belt stopped (jam, emergency stop) or runs again. Parcels do not move while it
+    /// is stopped, so the deadlines tied to their position (cut-off, end of line) wait too.
+    Belt {
+        running: bool,
+    },
     TargetAdd(ManualTarget),
     TargetRemove {
         id: Arc<str>,
@@ -165,7 +170,7 @@ pub enum Input {
 
 impl Input {
     /// Audit kinds of the inputs that are recorded (all but ticks).
-    pub const RECORDED_KINDS: [&'static str; 15] = [
+    pub const RECORDED_KINDS: [&'static str; 16] = [
         "gate",
         "scan",
         "manifest",
@@ -178,6 +183,7 @@ impl Input {
         "lost",
         "plc_hold",
         "plc_status",
+        "belt",
         "target_add",
         "target_remove",
         "inspection_result",
@@ -198,6 +204,7 @@ impl Input {
             Input::Lost { .. } => "lost",
             Input::PlcHold { .. } => "plc_hold",
             Input::PlcStatus { .. } => "plc_status",
+            Input::Belt { .. } => "belt",
             Input::TargetAdd(_) => "target_add",
             Input::TargetRemove { .. } => "target_remove",
             Input::InspectionResult { .. } => "inspection_result",
@@ -512,6 +519,9 @@ pub struct Line {
     by_trigger: HashMap<TriggerCount, TrackingId>,
     early_scans: BTreeMap<TriggerCount, (Millis, Vec<String>)>,
     timers: BTreeSet<(Millis, Timer)>,
+    /// While the belt stands: since when, and the position-bound timers with the time each
+    /// had left.
+    belt_stopped: Option<(Millis, Vec<(u64, Timer)>)>,
     safe_mode: bool,
     next_serial: u64,
     stats: LineStats,
@@ -527,6 +537,7 @@ impl Line {
             by_trigger: HashMap::new(),
             early_scans: BTreeMap::new(),
             timers: BTreeSet::new(),
+            belt_stopped: None,
             safe_mode: false,
             next_serial: 0,
             stats: LineStats::default(),
@@ -640,6 +651,7 @@ impl Line {
             }
             Input::PlcHold { tracking, cause } => self.on_plc_hold(tracking, cause, now, out),
             Input::PlcStatus { safe_mode } => self.on_plc_status(safe_mode, now, out),
+            Input::Belt { running } => self.on_belt(running, now, out),
             Input::TargetAdd(target) => {
                 self.policy.targets.retain(|t| t.id != target.id);
                 self.policy.targets.push(target);
@@ -689,6 +701,8 @@ impl Line {
             now.saturating_add(s.gate_to_end_ms + s.confirm_grace_ms),
             Timer::ConfirmTimeout(tracking, serial),
         ));
+        // A parcel seen at the gate of a standing belt waits with the others.
+        self.freeze_positional(now);
         self.parcels.insert(
             tracking,
             Parcel {
@@ -878,6 +892,52 @@ impl Line {
             for tracking in undecided {
                 self.evaluate(tracking, now, false, out);
             }
+        }
+    }
+
+    fn on_belt(&mut self, running: bool, now: Millis, out: &mut Vec<Output>) {
+        match (running, self.belt_stopped.take()) {
+            (false, None) => {
+                self.belt_stopped = Some((now, Vec::new()));
+                self.freeze_positional(now);
+                self.alarm(
+                    "belt_stopped",
+                    Severity::Warning,
+                    None,
+                    "belt stopped: cut-offs and confirmations wait for it".into(),
+                    out,
+                );
+            }
+            (true, Some((_, frozen))) => {
+                for (left, timer) in frozen {
+                    let at = now.saturating_add(left);
+                    if let Timer::Cutoff(tracking, serial) = timer {
+                        if let Some(p) = self.parcels.get_mut(&tracking).filter(|p| p.serial == serial) {
+                            p.cutoff_at = at;
+                        }
+                    }
+                    self.timers.insert((at, timer));
+                }
+            }
+            (_, stopped) => self.belt_stopped = stopped,
+        }
+    }
+
+    /// While the belt stands, moves the timers tied to a parcel's position out of the table,
+    /// keeping the time each had left.
+    fn freeze_positional(&mut self, now: Millis) {
+        let Some((_, frozen)) = &mut self.belt_stopped else {
+            return;
+        };
+        let positional: Vec<(Millis, Timer)> = self
+            .timers
+            .iter()
+            .filter(|(_, t)| matches!(t, Timer::Cutoff(..) | Timer::ConfirmTimeout(..)))
+            .copied()
+            .collect();
+        for (at, timer) in positional {
+            self.timers.remove(&(at, timer));
+            frozen.push((at.0.saturating_sub(now.0), timer));
         }
     }
 

@@ -15,7 +15,9 @@
 use super::codec::Header;
 use super::error::{LinkFault, ModbusException, Operation, PlcError};
 use super::map::RegisterMap;
-use super::protocol::{check_identity, host_control, Destination, DestinationWriter, EventReader, Heartbeat};
+use super::protocol::{
+    check_identity, host_control, BeltWatch, Destination, DestinationWriter, EventReader, Heartbeat,
+};
 use crate::core::{Alarm, Input, Millis, TrackingId};
 use crate::metrics::Latency;
 use std::collections::HashMap;
@@ -99,6 +101,7 @@ pub struct Driver {
     reader: EventReader,
     writer: DestinationWriter,
     heartbeat: Heartbeat,
+    belt: BeltWatch,
     out: mpsc::Sender<DriverOutput>,
     destinations: mpsc::Receiver<Destination>,
     destinations_open: bool,
@@ -131,6 +134,7 @@ impl Driver {
             reader: EventReader::new(map, config.max_in_flight),
             writer: DestinationWriter::new(map, config.max_queued_destinations),
             heartbeat: Heartbeat::new(map),
+            belt: BeltWatch::default(),
             map: map.clone(),
             config,
             out,
@@ -318,6 +322,13 @@ impl Driver {
         }
         let now = self.now();
         self.heartbeat.handle_plc(header.plc_heartbeat, now)?;
+        let (belt, estop) = self.belt.handle(&header.status);
+        if let Some(input) = belt {
+            self.emit(DriverOutput::Input(input)).await;
+        }
+        if let Some(alarm) = estop {
+            self.emit(DriverOutput::Alarm(alarm)).await;
+        }
 
         let span = self.reader.plan(&header, self.map.event_ring.slots);
         let mut slots = Vec::new();

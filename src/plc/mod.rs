@@ -30,8 +30,8 @@ pub use codec::{crc16, DestSlot, Header, HostControl, PlcStatus, RawEvent, Regis
 pub use error::{DestinationError, LinkFault, ModbusException, Operation, PlcError, RingFault};
 pub use map::{MapError, RegisterMap, MAP_VERSION};
 pub use protocol::{
-    check_identity, host_control, DestPoll, DestWrite, Destination, DestinationWriter, Event, EventPoll, EventReader,
-    Heartbeat, PlcEvent, Resync, ResyncCause, SlotSpan,
+    check_identity, host_control, BeltWatch, DestPoll, DestWrite, Destination, DestinationWriter, Event, EventPoll,
+    EventReader, Heartbeat, PlcEvent, Resync, ResyncCause, SlotSpan,
 };
 
 /// The shipped register map, compiled in for tests (the daemon loads the file).

@@ -12,7 +12,7 @@
 //! 5. write the [`HostControl`] block last: heartbeat, boot ack, event read index, destination
 //!    write index. The PLC never sees an index before the slots it covers.
 
-use super::codec::{DestSlot, Header, HostControl, RawEvent, RegisterWrite, SlotFault};
+use super::codec::{DestSlot, Header, HostControl, PlcStatus, RawEvent, RegisterWrite, SlotFault};
 use super::error::{DestinationError, PlcError, RingFault};
 use super::map::{Codes, DestSlotLayout, EventCodes, EventSlotLayout, RegisterMap, Ring};
 use crate::core::{Alarm, Input, Millis, PlcHoldCause, Severity, TrackingId, TriggerCount};
@@ -673,6 +673,37 @@ impl DestinationWriter {
         for e in &mut self.in_ring {
             e.written = false;
         }
+    }
+}
+
+/// The belt as the PLC's status word tells it, reported on change: the running bit is a core
+/// input (deadlines tied to a parcel's position wait while the belt stands), a pressed
+/// emergency stop a critical alarm. Jams come as `JAM_CHANGED` events.
+#[derive(Clone, Debug)]
+pub struct BeltWatch {
+    running: bool,
+    estop: bool,
+}
+
+impl Default for BeltWatch {
+    /// The core starts with the belt running.
+    fn default() -> Self {
+        BeltWatch { running: true, estop: false }
+    }
+}
+
+impl BeltWatch {
+    pub fn handle(&mut self, status: &PlcStatus) -> (Option<Input>, Option<Alarm>) {
+        let input = (status.running != self.running).then_some(Input::Belt { running: status.running });
+        let alarm = (status.estop && !self.estop).then(|| Alarm {
+            code: "plc_estop",
+            severity: Severity::Critical,
+            tracking: None,
+            message: "emergency stop pressed: belt stopped".into(),
+        });
+        self.running = status.running;
+        self.estop = status.estop;
+        (input, alarm)
     }
 }
 

@@ -832,3 +832,17 @@ fn the_in_flight_table_is_bounded() {
     assert_eq!(poll.faults, vec![RingFault::InFlightOverflow { tracking: TrackingId(1) }]);
     assert_eq!(r.in_flight(), vec![TrackingId(2), TrackingId(3)]);
 }
+
+#[test]
+fn the_belt_is_reported_on_change_and_an_emergency_stop_once() {
+    use super::codec::PlcStatus;
+    let mut w = BeltWatch::default();
+    let running = PlcStatus { running: true, ..PlcStatus::default() };
+    assert_eq!(w.handle(&running), (None, None));
+    let estop = PlcStatus { estop: true, ..PlcStatus::default() };
+    let (input, alarm) = w.handle(&estop);
+    assert_eq!(input, Some(Input::Belt { running: false }));
+    assert_eq!(alarm.map(|a| a.code), Some("plc_estop"));
+    assert_eq!(w.handle(&estop), (None, None), "a standing belt is reported once");
+    assert_eq!(w.handle(&running).0, Some(Input::Belt { running: true }));
+}
