@@ -132,7 +132,7 @@ fn main() {
         let at = u64::from(n) * period_ms;
         let tracking = TrackingId(n);
         line.handle(Input::Gate { tracking, trigger: TriggerCount(n), length_mm: Some(400) }, Millis(at), &mut out);
-        line.handle(Input::Scan { trigger: TriggerCount(n), codes }, Millis(at + 40), &mut out);
+        line.handle(Input::Scan { trigger: Some(TriggerCount(n)), codes }, Millis(at + 40), &mut out);
         line.handle(Input::Tick, Millis(at + s.gate_to_cutoff_ms), &mut out);
         let mut lane_id = s.lanes.hold;
         for o in &out {

@@ -1,7 +1,7 @@
 //! Configuration: `line.toml` and the interception rule files, parsed and
 //! validated before anything starts. Every error names the field at fault.
 
-use crate::core::{InterceptionRule, Lane, LaneMap, LineSettings, PerChannel, Policy, RuleSet, SiteSecret};
+use crate::core::{Carriers, InterceptionRule, Lane, LaneMap, LineSettings, PerChannel, Policy, RuleSet, SiteSecret};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,6 +35,18 @@ pub struct LineConfig {
     pub rules: Rules,
     pub audit: Audit,
     pub plc: Plc,
+    /// Optional: carriers' own waybill formats.
+    #[serde(default)]
+    pub waybills: Waybills,
+}
+
+/// Waybill formats beyond UPU S10 and GS1 SSCC, which are always known.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Waybills {
+    /// Checked (names present, patterns compile) as the file is read.
+    #[serde(default)]
+    pub carriers: Carriers,
 }
 
 /// How the host reaches and polls the PLC (Modbus TCP).
@@ -97,6 +109,11 @@ pub struct Diverter {
 pub struct Timing {
     pub scan_timeout_ms: u64,
     pub scan_match_window_ms: u64,
+    /// For scanners that send no trigger count: the gate's time window (0, 0: not matched).
+    #[serde(default)]
+    pub untriggered_scan_after_ms: u64,
+    #[serde(default)]
+    pub untriggered_scan_before_ms: u64,
     pub confirm_grace_ms: u64,
     /// Worst case from a decision to its destination being in the PLC.
     pub plc_write_budget_ms: u64,
@@ -259,6 +276,12 @@ impl LineConfig {
         if t.scan_match_window_ms == 0 {
             return Err(invalid("timing.scan_match_window_ms", "must be above 0"));
         }
+        if t.untriggered_scan_after_ms > t.scan_timeout_ms {
+            return Err(invalid("timing.untriggered_scan_after_ms", "must not exceed scan_timeout_ms"));
+        }
+        if t.untriggered_scan_before_ms > t.scan_match_window_ms {
+            return Err(invalid("timing.untriggered_scan_before_ms", "must not exceed scan_match_window_ms"));
+        }
         let s = &self.sampling;
         for (field, v) in [
             ("sampling.sample_rate.green", s.sample_rate.green),
@@ -344,6 +367,9 @@ impl LineConfig {
             confirm_grace_ms: self.timing.confirm_grace_ms,
             max_in_flight: self.limits.max_in_flight,
             max_pending_scans: self.limits.max_pending_scans,
+            carriers: self.waybills.carriers.clone(),
+            untriggered_after_ms: self.timing.untriggered_scan_after_ms,
+            untriggered_before_ms: self.timing.untriggered_scan_before_ms,
         }
     }
 
@@ -514,6 +540,25 @@ mod tests {
             d.retain(|x| x.get("lane").and_then(|l| l.as_str()) != Some("release"));
         });
         assert_eq!(field(missing_lane), "geometry.diverters");
+    }
+
+    #[test]
+    fn carrier_formats_are_checked_as_the_file_is_read() {
+        let carriers = |pattern: &str| {
+            with(|t| {
+                let mut f = toml::Table::new();
+                f.insert("name".into(), "SF Express".into());
+                f.insert("pattern".into(), pattern.into());
+                table(t, "waybills").insert("carriers".into(), toml::Value::Array(vec![f.into()]));
+            })
+        };
+        let ok = carriers("SF[0-9]{12}").unwrap();
+        assert_eq!(ok.settings().carriers.formats().len(), 1);
+        let r = carriers("SF[0-9");
+        assert!(
+            matches!(r, Err(ConfigError::Parse { ref message, .. }) if message.contains("SF Express") && message.contains("waybills")),
+            "{r:?}"
+        );
     }
 
     #[test]

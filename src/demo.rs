@@ -209,7 +209,7 @@ pub fn input(event: sim::SimEvent) -> Result<Input, DemoError> {
         E::Gate { tracking, trigger, length_mm } => {
             Input::Gate { tracking: TrackingId(tracking), trigger: TriggerCount(trigger), length_mm: Some(length_mm) }
         }
-        E::Scan { trigger, codes } => Input::Scan { trigger: TriggerCount(trigger), codes },
+        E::Scan { trigger, codes } => Input::Scan { trigger: Some(TriggerCount(trigger)), codes },
         E::XrayEntered { tracking, image_seq } => Input::XrayEntered { tracking: TrackingId(tracking), image_seq },
         E::Verdict { tracking, officer: o, verdict } => Input::Verdict {
             tracking: TrackingId(tracking),

@@ -175,7 +175,8 @@ mod tests {
     fn inputs_round_trip_through_entries() {
         let inputs = [
             Input::Gate { tracking: TrackingId(4), trigger: TriggerCount(9), length_mm: Some(350) },
-            Input::Scan { trigger: TriggerCount(9), codes: vec!["EA123456785CN".into()] },
+            Input::Scan { trigger: Some(TriggerCount(9)), codes: vec!["EA123456785CN".into()] },
+            Input::Scan { trigger: None, codes: vec![] },
             Input::Lost { tracking: TrackingId(4) },
             Input::PlcHold { tracking: TrackingId(4), cause: PlcHoldCause::Late },
             Input::PlcHold { tracking: TrackingId(4), cause: PlcHoldCause::Forced { code: 2 } },

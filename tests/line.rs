@@ -57,6 +57,65 @@ fn scan_before_gate_is_matched_by_trigger_and_stray_scans_are_recorded() {
 }
 
 #[test]
+fn a_scan_without_trigger_count_goes_to_the_one_parcel_in_the_gate_window() {
+    let mut b = Bench::new(policy());
+    b.manifest(manifest(1)).manifest(manifest(2));
+    b.gate(0, 1).untriggered(250, &[&waybill(1).to_string()]);
+    b.gate(1_000, 2).untriggered(1_100, &[&waybill(2).to_string()]);
+    b.tick(1_000 + CUTOFF_MS);
+    assert_eq!(b.destinations(1), vec![Lane::Release]);
+    assert_eq!(b.destinations(2), vec![Lane::Release]);
+    assert!(b.records("unmatched_scan").is_empty());
+}
+
+#[test]
+fn time_alone_never_picks_between_two_parcels() {
+    let mut b = Bench::new(policy());
+    b.manifest(manifest(1)).manifest(manifest(2));
+    // Two parcels in one window: the scan is nobody's, both end as no-reads.
+    b.gate(0, 1).gate(100, 2).untriggered(200, &[&waybill(1).to_string()]);
+    assert_eq!(b.records("unmatched_scan").len(), 1);
+    // Outside every window (and nothing may wait for a gate): unmatched too.
+    b.untriggered(900, &[&waybill(2).to_string()]);
+    assert_eq!(b.records("unmatched_scan").len(), 2);
+    b.tick(100 + CUTOFF_MS);
+    for t in [1, 2] {
+        assert_eq!(b.destinations(t), vec![Lane::Hold]);
+        assert!(b.decision(t).unwrap().1.contains(&Reason::NoRead), "parcel {t}");
+    }
+}
+
+#[test]
+fn a_late_duplicate_frame_of_a_decided_parcel_is_never_its_neighbours_identity() {
+    let mut b = Bench::new(policy());
+    b.manifest(manifest(1));
+    b.gate(0, 1).scan(20, 1, &["NOREAD"]); // held at once: a final hold
+    assert_eq!(b.destinations(1), vec![Lane::Hold]);
+    // Parcel 2 is gated; a duplicate frame carrying parcel 1's neighbour's label comes in the
+    // window of both: it is nobody's.
+    b.gate(200, 2).untriggered(250, &[&waybill(1).to_string()]);
+    assert_eq!(b.records("unmatched_scan").len(), 1);
+    b.tick(200 + CUTOFF_MS);
+    assert_eq!(b.destinations(2), vec![Lane::Hold]);
+}
+
+#[test]
+fn a_scan_before_its_gate_event_waits_only_when_allowed_and_alone() {
+    let settings = LineSettings { untriggered_before_ms: 100, ..settings() };
+    let mut b = Bench { line: Line::new(settings, policy()), out: Vec::new(), now: 0 };
+    b.manifest(manifest(1)).manifest(manifest(2));
+    b.untriggered(0, &[&waybill(1).to_string()]).gate(80, 1);
+    // Two scans waiting for one gate event: neither is its.
+    b.untriggered(1_000, &[&waybill(2).to_string()]).untriggered(1_010, &["EA000000000CN"]).gate(1_050, 2);
+    // One that waited too long is recorded, never claimed.
+    b.untriggered(2_000, &[&waybill(2).to_string()]).tick(2_101).gate(2_150, 3);
+    assert_eq!(b.records("unmatched_scan").len(), 3);
+    b.tick(2_150 + CUTOFF_MS);
+    assert_eq!(b.destinations(1), vec![Lane::Release]);
+    assert_eq!((b.destinations(2), b.destinations(3)), (vec![Lane::Hold], vec![Lane::Hold]));
+}
+
+#[test]
 fn pending_scans_are_bounded_and_evictions_recorded() {
     let mut b = Bench::new(policy());
     for trigger in 1..=10 {

@@ -15,7 +15,7 @@ use super::policy::{InterceptionRule, ManualTarget, RuleError, RuleSet};
 use super::reason::{Decision, Reason};
 use super::sampling::SiteSecret;
 use super::types::{Channel, Lane, Millis, OfficerId, PerChannel, TrackingId, TriggerCount, Verdict};
-use super::waybill::{identify, Identity, Waybill};
+use super::waybill::{Carriers, Identity, Waybill};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -59,6 +59,17 @@ pub struct LineSettings {
     pub confirm_grace_ms: u64,
     pub max_in_flight: usize,
     pub max_pending_scans: usize,
+    /// Carriers' own waybill formats, beside S10 and SSCC (absent in older records).
+    #[serde(default)]
+    pub carriers: Carriers,
+    /// A scan without a trigger count belongs to the one parcel whose gate event came at most
+    /// this long before it; with two such parcels it belongs to neither (unmatched: both end
+    /// as no-reads). 0: such scans are never matched.
+    #[serde(default)]
+    pub untriggered_after_ms: u64,
+    /// …or to the one parcel whose gate event comes at most this long after it (0: never).
+    #[serde(default)]
+    pub untriggered_before_ms: u64,
 }
 
 /// A line's settings and policy, less its secret. See [`Line::snapshot`].
@@ -98,8 +109,11 @@ pub enum Input {
         length_mm: Option<u32>,
     },
     /// Scanner: the codes read at one trigger (empty: no read).
+    /// Scanner: the codes read at one trigger. `trigger` is the scanner's trigger count when
+    /// it sends one (matched to the PLC's gate event), else `None` (matched by the gate's
+    /// time window, [`LineSettings::untriggered_after_ms`]).
     Scan {
-        trigger: TriggerCount,
+        trigger: Option<TriggerCount>,
         codes: Vec<String>,
     },
     /// Platform: a declaration list, new or amended.
@@ -317,7 +331,7 @@ pub enum Record {
     },
     /// A scan that no gate event claimed.
     UnmatchedScan {
-        trigger: TriggerCount,
+        trigger: Option<TriggerCount>,
         codes: Vec<String>,
     },
     /// A parcel's story is complete.
@@ -501,6 +515,7 @@ enum Timer {
     Cutoff(TrackingId, u64),
     ConfirmTimeout(TrackingId, u64),
     ScanExpiry(TriggerCount),
+    UntriggeredExpiry(u64),
 }
 
 /// A manifest as the line holds it, with the interception rules it matches
@@ -518,6 +533,9 @@ pub struct Line {
     parcels: HashMap<TrackingId, Parcel>,
     by_trigger: HashMap<TriggerCount, TrackingId>,
     early_scans: BTreeMap<TriggerCount, (Millis, Vec<String>)>,
+    /// Scans without a trigger count waiting for a gate event, by arrival number.
+    early_untriggered: BTreeMap<u64, Vec<String>>,
+    next_untriggered: u64,
     timers: BTreeSet<(Millis, Timer)>,
     /// While the belt stands: since when, and the position-bound timers with the time each
     /// had left.
@@ -536,6 +554,8 @@ impl Line {
             parcels: HashMap::new(),
             by_trigger: HashMap::new(),
             early_scans: BTreeMap::new(),
+            early_untriggered: BTreeMap::new(),
+            next_untriggered: 0,
             timers: BTreeSet::new(),
             belt_stopped: None,
             safe_mode: false,
@@ -723,14 +743,32 @@ impl Line {
             },
         );
         self.by_trigger.insert(trigger, tracking);
-        match self.early_scans.remove(&trigger) {
-            Some((_, codes)) => self.apply_scan(tracking, codes, now, out),
+        let early = self.early_scans.remove(&trigger).map(|(_, codes)| codes).or_else(|| self.claim_untriggered(out));
+        match early {
+            Some(codes) => self.apply_scan(tracking, codes, now, out),
             None if self.safe_mode => self.evaluate(tracking, now, false, out),
             None => {}
         }
     }
 
-    fn on_scan(&mut self, trigger: TriggerCount, codes: Vec<String>, now: Millis, out: &mut Vec<Output>) {
+    /// The scan without a trigger count that waited for this gate event, if exactly one did.
+    fn claim_untriggered(&mut self, out: &mut Vec<Output>) -> Option<Vec<String>> {
+        match self.early_untriggered.len() {
+            0 => None,
+            1 => self.early_untriggered.pop_first().map(|(_, codes)| codes),
+            _ => {
+                for (_, codes) in std::mem::take(&mut self.early_untriggered) {
+                    self.unmatched(None, codes, "several scans before one gate event", out);
+                }
+                None
+            }
+        }
+    }
+
+    fn on_scan(&mut self, trigger: Option<TriggerCount>, codes: Vec<String>, now: Millis, out: &mut Vec<Output>) {
+        let Some(trigger) = trigger else {
+            return self.on_untriggered_scan(codes, now, out);
+        };
         if let Some(&tracking) = self.by_trigger.get(&trigger) {
             self.apply_scan(tracking, codes, now, out);
             return;
@@ -738,7 +776,7 @@ impl Line {
         // Scanners can answer before the PLC's gate event is polled.
         if self.early_scans.len() >= self.settings.max_pending_scans {
             if let Some((old_trigger, (_, old_codes))) = self.early_scans.pop_first() {
-                self.unmatched(old_trigger, old_codes, out);
+                self.unmatched(Some(old_trigger), old_codes, "too many scans waiting", out);
             }
         }
         if let Some((_, previous)) = self.early_scans.get_mut(&trigger) {
@@ -746,6 +784,33 @@ impl Line {
         } else {
             self.early_scans.insert(trigger, (now, codes));
             self.timers.insert((now.saturating_add(self.settings.scan_match_window_ms), Timer::ScanExpiry(trigger)));
+        }
+    }
+
+    /// Matched by time alone, so only where no other parcel could own the scan: every parcel
+    /// gated within the window counts, decided or not (a late duplicate frame of a decided
+    /// parcel must not become its neighbour's identity).
+    fn on_untriggered_scan(&mut self, codes: Vec<String>, now: Millis, out: &mut Vec<Output>) {
+        let after = self.settings.untriggered_after_ms;
+        let mut candidates = self.parcels.iter().filter(|(_, p)| after > 0 && now.since(p.entered_at) <= after);
+        match (candidates.next().map(|(t, _)| *t), candidates.next()) {
+            (Some(tracking), None) => self.apply_scan(tracking, codes, now, out),
+            (Some(_), Some(_)) => self.unmatched(None, codes, "several parcels in the gate's time window", out),
+            (None, _) if self.settings.untriggered_before_ms == 0 => {
+                self.unmatched(None, codes, "no parcel in the gate's time window", out)
+            }
+            (None, _) => {
+                if self.early_untriggered.len() >= self.settings.max_pending_scans {
+                    if let Some((_, old)) = self.early_untriggered.pop_first() {
+                        self.unmatched(None, old, "too many scans waiting", out);
+                    }
+                }
+                self.next_untriggered += 1;
+                let id = self.next_untriggered;
+                self.early_untriggered.insert(id, codes);
+                let expiry = now.saturating_add(self.settings.untriggered_before_ms);
+                self.timers.insert((expiry, Timer::UntriggeredExpiry(id)));
+            }
         }
     }
 
@@ -759,7 +824,7 @@ impl Line {
         }
         // A second frame for the same trigger adds codes: two labels stay two labels.
         p.codes.extend(codes);
-        let identity = identify(&p.codes);
+        let identity = self.settings.carriers.identify(&p.codes);
         if identity == Identity::NoRead {
             self.stats.no_reads += u64::from(p.identity.is_none());
         }
@@ -971,7 +1036,12 @@ impl Line {
                 }
                 Timer::ScanExpiry(trigger) => {
                     if let Some((_, codes)) = self.early_scans.remove(&trigger) {
-                        self.unmatched(trigger, codes, out);
+                        self.unmatched(Some(trigger), codes, "no gate event came for it", out);
+                    }
+                }
+                Timer::UntriggeredExpiry(id) => {
+                    if let Some(codes) = self.early_untriggered.remove(&id) {
+                        self.unmatched(None, codes, "no gate event came in its time window", out);
                     }
                 }
             }
@@ -1137,16 +1207,11 @@ impl Line {
         }));
     }
 
-    fn unmatched(&mut self, trigger: TriggerCount, codes: Vec<String>, out: &mut Vec<Output>) {
+    fn unmatched(&mut self, trigger: Option<TriggerCount>, codes: Vec<String>, why: &str, out: &mut Vec<Output>) {
         self.stats.unmatched_scans += 1;
         out.push(Output::Record(Record::UnmatchedScan { trigger, codes }));
-        self.alarm(
-            "unmatched_scan",
-            Severity::Warning,
-            None,
-            format!("scan at trigger {} matched no parcel", trigger.0),
-            out,
-        );
+        let at = trigger.map_or_else(|| "without a trigger count".into(), |t| format!("at trigger {}", t.0));
+        self.alarm("unmatched_scan", Severity::Warning, None, format!("scan {at} matched no parcel: {why}"), out);
     }
 
     fn refuse(&mut self, input: &'static str, tracking: Option<TrackingId>, why: String, out: &mut Vec<Output>) {

@@ -20,4 +20,4 @@ pub use policy::{InterceptionRule, ManualTarget, RuleSet, TargetCriterion};
 pub use reason::{Decision, Reason};
 pub use sampling::{Purpose, SiteSecret};
 pub use types::{Channel, Lane, Millis, OfficerId, PerChannel, TrackingId, TriggerCount, Verdict};
-pub use waybill::{identify, Identity, Waybill};
+pub use waybill::{identify, CarrierFormat, Carriers, Identity, Waybill};

@@ -23,6 +23,8 @@ pub enum WaybillKind {
     S10,
     /// GS1 Serial Shipping Container Code (18 digits).
     Sscc,
+    /// A carrier's own format from configuration ([`Carriers`]): shape only, no check digit.
+    Carrier,
 }
 
 /// What a single scanned code is.
@@ -99,10 +101,13 @@ impl Serialize for Waybill {
     }
 }
 
+/// Reads back what was written: the characters and length of a waybill, not its format. A
+/// format is checked where a code enters (a scan by [`Carriers::classify`], a declaration by
+/// its intake), and carrier formats are configuration, which a record may outlive.
 impl<'de> Deserialize<'de> for Waybill {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Waybill::parse(&s).map_err(serde::de::Error::custom)
+        Waybill::raw(&s).map_err(serde::de::Error::custom)
     }
 }
 
@@ -129,6 +134,100 @@ fn s10_shape(b: &[u8]) -> bool {
         && b[..2].iter().all(u8::is_ascii_uppercase)
         && b[2..11].iter().all(u8::is_ascii_digit)
         && b[11..].iter().all(u8::is_ascii_uppercase)
+}
+
+/// A carrier's own waybill format, from configuration: the whole code must match `pattern`
+/// (a regular expression; anchored at both ends here).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CarrierFormat {
+    pub name: String,
+    pub pattern: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CarrierError {
+    #[error("carrier format {index}: a name is needed")]
+    NoName { index: usize },
+    #[error("carrier format {name:?}: pattern {pattern:?}: {detail}")]
+    Pattern { name: String, pattern: String, detail: String },
+}
+
+/// The configured carrier formats, compiled once. Serialised as the formats, so a recorded
+/// line snapshot carries them and reloading checks them again.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(try_from = "Vec<CarrierFormat>", into = "Vec<CarrierFormat>")]
+pub struct Carriers {
+    formats: Vec<CarrierFormat>,
+    compiled: Vec<regex::Regex>,
+}
+
+impl PartialEq for Carriers {
+    fn eq(&self, other: &Self) -> bool {
+        self.formats == other.formats
+    }
+}
+
+impl Eq for Carriers {}
+
+impl TryFrom<Vec<CarrierFormat>> for Carriers {
+    type Error = CarrierError;
+
+    fn try_from(formats: Vec<CarrierFormat>) -> Result<Self, CarrierError> {
+        let mut compiled = Vec::with_capacity(formats.len());
+        for (index, f) in formats.iter().enumerate() {
+            if f.name.trim().is_empty() {
+                return Err(CarrierError::NoName { index });
+            }
+            let re = regex::Regex::new(&format!("^(?:{})$", f.pattern)).map_err(|e| CarrierError::Pattern {
+                name: f.name.clone(),
+                pattern: f.pattern.clone(),
+                detail: e.to_string(),
+            })?;
+            compiled.push(re);
+        }
+        Ok(Carriers { formats, compiled })
+    }
+}
+
+impl From<Carriers> for Vec<CarrierFormat> {
+    fn from(c: Carriers) -> Self {
+        c.formats
+    }
+}
+
+impl Carriers {
+    pub fn formats(&self) -> &[CarrierFormat] {
+        &self.formats
+    }
+
+    /// [`classify`], then the carrier formats for a code that is neither S10 nor SSCC. A
+    /// check-digit failure of those two stays a failure: a carrier format never excuses it.
+    pub fn classify(&self, code: &str) -> CodeClass {
+        match classify(code) {
+            CodeClass::Other => {
+                let s = code.trim();
+                match self.compiled.iter().any(|re| re.is_match(s)) {
+                    true => Waybill::raw(s).map_or(CodeClass::Other, |w| CodeClass::Valid(w, WaybillKind::Carrier)),
+                    false => CodeClass::Other,
+                }
+            }
+            known => known,
+        }
+    }
+
+    /// [`Waybill::parse`], also accepting these carrier formats: for declarations' waybills.
+    pub fn parse(&self, s: &str) -> Result<Waybill, WaybillError> {
+        match self.classify(s) {
+            CodeClass::Valid(w, _) => Ok(w),
+            _ => Waybill::parse(s),
+        }
+    }
+
+    /// [`identify`] with these carrier formats.
+    pub fn identify<S: AsRef<str>>(&self, codes: &[S]) -> Identity {
+        identify_by(codes, |c| self.classify(c))
+    }
 }
 
 /// Classifies one scanned code. Surrounding whitespace is a scanner artefact
@@ -183,6 +282,10 @@ pub enum Identity {
 /// doubt, not noise — it may be a second label — so it makes the read
 /// ambiguous; doubt ends in hold.
 pub fn identify<S: AsRef<str>>(codes: &[S]) -> Identity {
+    identify_by(codes, classify)
+}
+
+fn identify_by<S: AsRef<str>>(codes: &[S], classify: impl Fn(&str) -> CodeClass) -> Identity {
     let mut found: Option<Waybill> = None;
     let mut distinct = 0u32;
     let mut bad = 0u32;
@@ -243,6 +346,39 @@ pub mod fuzzing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn carriers() -> Carriers {
+        let f = |name: &str, pattern: &str| CarrierFormat { name: name.into(), pattern: pattern.into() };
+        Carriers::try_from(vec![f("SF Express", "SF[0-9]{12}"), f("YTO", "YT[0-9]{13}")]).unwrap()
+    }
+
+    #[test]
+    fn carrier_formats_identify_their_own_codes_only() {
+        let c = carriers();
+        assert!(matches!(c.classify(" SF123456789012 "), CodeClass::Valid(_, WaybillKind::Carrier)));
+        assert!(matches!(c.classify("SF1234567890123"), CodeClass::Other), "anchored: no partial match");
+        assert!(matches!(c.classify("XSF123456789012"), CodeClass::Other));
+        // A format never excuses a bad S10 check digit.
+        assert!(matches!(c.classify("EA123456784CN"), CodeClass::BadCheckDigit));
+        assert!(matches!(classify("SF123456789012"), CodeClass::Other), "unknown without configuration");
+        assert_eq!(c.identify(&["SF123456789012"]), Identity::Waybill { waybill: c.parse("SF123456789012").unwrap() });
+        assert_eq!(c.identify(&["SF123456789012", "EA123456785CN"]), Identity::Ambiguous { count: 2 });
+        assert!(Waybill::parse("SF123456789012").is_err() && c.parse("SF123456789012").is_ok());
+    }
+
+    #[test]
+    fn carrier_formats_are_checked_and_round_trip() {
+        let bad = CarrierFormat { name: "X".into(), pattern: "SF[0-9".into() };
+        assert!(matches!(Carriers::try_from(vec![bad]), Err(CarrierError::Pattern { .. })));
+        let unnamed = CarrierFormat { name: " ".into(), pattern: "A".into() };
+        assert!(matches!(Carriers::try_from(vec![unnamed]), Err(CarrierError::NoName { index: 0 })));
+        let json = serde_json::to_string(&carriers()).unwrap();
+        assert_eq!(serde_json::from_str::<Carriers>(&json).unwrap(), carriers());
+        assert!(serde_json::from_str::<Carriers>(r#"[{"name":"X","pattern":"("}]"#).is_err());
+        // Records outlive configuration: a carrier waybill reads back without its format.
+        let w: Waybill = serde_json::from_str(r#""SF123456789012""#).unwrap();
+        assert_eq!(w.as_str(), "SF123456789012");
+    }
 
     #[test]
     fn s10_published_examples() {

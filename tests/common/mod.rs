@@ -19,6 +19,9 @@ pub fn settings() -> LineSettings {
         confirm_grace_ms: 5_000,
         max_in_flight: 8,
         max_pending_scans: 4,
+        carriers: Carriers::default(),
+        untriggered_after_ms: 300,
+        untriggered_before_ms: 0,
     }
 }
 
@@ -105,8 +108,13 @@ impl Bench {
     pub fn scan(&mut self, ms: u64, trigger: u32, codes: &[&str]) -> &mut Bench {
         self.at(
             ms,
-            Input::Scan { trigger: TriggerCount(trigger), codes: codes.iter().map(|c| c.to_string()).collect() },
+            Input::Scan { trigger: Some(TriggerCount(trigger)), codes: codes.iter().map(|c| c.to_string()).collect() },
         )
+    }
+
+    /// A scan from a scanner that sends no trigger count.
+    pub fn untriggered(&mut self, ms: u64, codes: &[&str]) -> &mut Bench {
+        self.at(ms, Input::Scan { trigger: None, codes: codes.iter().map(|c| c.to_string()).collect() })
     }
 
     pub fn destinations(&self, tracking: u32) -> Vec<Lane> {
