@@ -414,5 +414,11 @@ async fn a_silent_host_trips_the_watchdog_and_every_later_parcel_goes_to_hold() 
     assert_eq!(report.lanes.inspection, at_trip.lanes.inspection);
     assert_eq!(report.in_flight, 0);
     assert!(report.lanes.hold > at_trip.lanes.hold);
+    // The induct stopped with the trip: what had not reached the belt waits at the infeed.
+    assert!(report.not_inducted > 0, "{report:?}");
+    assert_eq!(
+        report.lanes.release + report.lanes.inspection + report.lanes.hold + report.not_inducted,
+        report.parcels
+    );
     assert!(run.driver.await.unwrap().is_ok());
 }

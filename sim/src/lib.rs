@@ -288,6 +288,8 @@ pub struct Report {
     pub lanes: LaneCounts,
     /// Parcels still on the line (not yet in a lane); 0 once `next_event_time` is None.
     pub in_flight: u32,
+    /// Parcels still waiting at the infeed because the PLC holds the induct.
+    pub not_inducted: u32,
     /// Left by the release lane AND (the PLC latched no release destination for it OR its
     /// truth says must_not_release).
     pub unsafe_releases: u32,

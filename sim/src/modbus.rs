@@ -209,6 +209,10 @@ impl Shared {
             };
             st.regs.reject(now, slot, reason);
         }
+        if st.belt_started_ms.is_some() {
+            let held = st.regs.induct_held();
+            st.world.set_induct_held(st.belt_ms(now), held);
+        }
         if let Some(on) = scan.safe_mode_changed {
             if !on && st.belt_started_ms.is_none() {
                 st.belt_started_ms = Some(real_ms);

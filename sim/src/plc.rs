@@ -167,6 +167,11 @@ impl PlcRegisters {
         }
     }
 
+    /// No new parcel is let onto the belt: safe mode, or events waiting for room in the ring.
+    pub fn induct_held(&self) -> bool {
+        self.safe_mode || !self.queue.is_empty()
+    }
+
     /// The belt runs unless a jam eye is blocked or the emergency stop is pressed.
     pub fn belt_running(&self) -> bool {
         self.jams.is_empty() && !self.estop
@@ -400,7 +405,7 @@ impl PlcRegisters {
             estop: self.estop,
             safe_mode: self.safe_mode,
             event_ring_full: ring_unread(self.write_index, self.acked) >= self.map.event_ring.slots,
-            induct_held: self.safe_mode || !self.queue.is_empty(),
+            induct_held: self.induct_held(),
             watchdog_tripped: self.watchdog_tripped,
             dest_ring_error: self.dest_ring_error,
             host_synced: self.synced,

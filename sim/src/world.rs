@@ -235,6 +235,8 @@ pub struct World {
     plc_restarts: u32,
     /// Lane ids whose lane-full sensor is on: their diverter does not fire.
     lanes_full: BTreeSet<u16>,
+    /// Induct held since this time: parcels not yet on the belt wait at the infeed.
+    induct_held_since: Option<Ms>,
 }
 
 /// What the PLC did with a destination ([`World::set_destination`]).
@@ -376,6 +378,7 @@ impl World {
             safe_mode: false,
             plc_restarts: 0,
             lanes_full: BTreeSet::new(),
+            induct_held_since: None,
         };
         world.generate_parcels();
         let edges = world.induct();
@@ -593,7 +596,7 @@ impl World {
         // Units not yet queued: each one's events come at or after its lead time, and lead
         // times increase, so the scan stops at the first unit that starts after `best`.
         for unit in &self.units[self.cursor..] {
-            if best.is_some_and(|b| unit.lead_ms > b) {
+            if best.is_some_and(|b| unit.lead_ms > b) || self.held_back(unit) {
                 break;
             }
             let first_ms = if unit.tracking.is_some() { unit.gate_ms.min(unit.scan_ms) } else { self.end_ms(unit) };
@@ -609,7 +612,7 @@ impl World {
         loop {
             let top_ms = self.queue.peek().map(|Reverse(s)| s.at_ms);
             if let Some(unit) = self.units.get(self.cursor) {
-                if unit.lead_ms <= to && top_ms.is_none_or(|t| unit.lead_ms <= t) {
+                if unit.lead_ms <= to && top_ms.is_none_or(|t| unit.lead_ms <= t) && !self.held_back(unit) {
                     self.enqueue_unit(self.cursor);
                     self.cursor += 1;
                     continue;
@@ -687,6 +690,37 @@ impl World {
         self.lanes_full.iter().copied()
     }
 
+    /// The PLC holds the induct (safe mode, event ring full) from `now`, or lets it go: parcels
+    /// not yet on the belt wait at the infeed and follow, in their order and spacing, as much
+    /// later as they waited. Parcels already on the belt run on.
+    pub fn set_induct_held(&mut self, now: Ms, held: bool) {
+        let now = now.max(self.now_ms);
+        match (held, self.induct_held_since) {
+            (true, None) => self.induct_held_since = Some(now),
+            (false, Some(since)) => {
+                let delay = now - since;
+                let travel = mm_to_ms(self.geometry.gate_mm, self.geometry.belt_speed_mm_s);
+                for unit in &mut self.units[self.cursor..] {
+                    if unit.lead_ms.saturating_sub(travel) > since {
+                        unit.lead_ms += delay;
+                        unit.gate_ms += delay;
+                        unit.scan_ms += delay;
+                        unit.latch_ms += delay;
+                        unit.manual_ms = unit.manual_ms.map(|m| m + delay);
+                    }
+                }
+                self.induct_held_since = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether `unit` waits at the infeed: it would enter the belt after the induct was held.
+    fn held_back(&self, unit: &Unit) -> bool {
+        let travel = mm_to_ms(self.geometry.gate_mm, self.geometry.belt_speed_mm_s);
+        self.induct_held_since.is_some_and(|since| unit.lead_ms.saturating_sub(travel) > since)
+    }
+
     /// The PLC restarted at `now`: every window is gone. Parcels on the belt past the gate get
     /// no more PLC events (no X-ray entry, no confirmation) and run on into the end lane;
     /// their tracking ids are unknown to the new run. Tracking ids continue (retentive).
@@ -748,6 +782,7 @@ impl World {
             parcels: self.parcels.len() as u32,
             lanes: LaneCounts::default(),
             in_flight: 0,
+            not_inducted: 0,
             unsafe_releases: 0,
             undeclared_released: 0,
             wrong_lane: 0,
@@ -781,6 +816,7 @@ impl World {
                 Some(LaneRole::Release) => report.lanes.release += 1,
                 Some(LaneRole::Inspection) => report.lanes.inspection += 1,
                 Some(LaneRole::Hold) => report.lanes.hold += 1,
+                None if self.held_back(unit) => report.not_inducted += 1,
                 None => report.in_flight += 1,
             }
             let destination = unit.last_sent.and_then(|lane| self.role_of(lane));
@@ -1506,6 +1542,24 @@ mod tests {
         let report = world.report();
         assert_eq!((report.ignored_destinations, report.no_destination), (1, 1));
         assert_eq!(report.lanes.hold, 1);
+    }
+
+    #[test]
+    fn a_held_induct_keeps_parcels_off_the_belt_and_lets_them_follow_later() {
+        let first_gate = |world: &World| world.units.iter().map(|u| u.gate_ms).min().unwrap();
+        let mut world = World::new(quiet(4, 1), Geometry::demo());
+        let gate_ms = first_gate(&world);
+        // Held from the start for ten seconds: nothing moves, then the same run, later.
+        world.set_induct_held(0, true);
+        let mut out = Vec::new();
+        world.advance(10_000, &mut out);
+        assert!(out.is_empty() && world.next_event_time().is_none(), "{out:?}");
+        assert_eq!(world.report().not_inducted, 4);
+        world.set_induct_held(10_000, false);
+        assert_eq!(first_gate(&world), gate_ms + 10_000);
+        run(&mut world, everyone_to(INSPECTION));
+        let report = world.report();
+        assert_eq!((report.lanes.inspection, report.not_inducted, report.in_flight), (4, 0, 0));
     }
 
     #[test]
