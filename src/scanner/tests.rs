@@ -230,6 +230,17 @@ fn profile_errors_name_the_field() {
     assert!(FrameProfile::load(&dir.path().join("none.toml")).unwrap_err().to_string().contains("none.toml"));
 }
 
+#[test]
+fn the_fuzz_seed_corpus_passes_the_harness() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/scanner_frames");
+    let mut seeds = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        fuzzing::check_frames(&std::fs::read(entry.unwrap().path()).unwrap());
+        seeds += 1;
+    }
+    assert!(seeds >= 3 * SHIPPED.len());
+}
+
 /// Noise that cannot form or end a frame: for start-framed profiles any byte but a marker's;
 /// for terminator-only profiles, whole lines that are never valid UTF-8 (continuation bytes).
 fn noise(p: &FrameProfile, raw: &[u8]) -> Vec<u8> {
