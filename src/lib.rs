@@ -13,6 +13,7 @@
 //! - [`plc`]: the register-map contract with the PLC and its handshake.
 //! - [`daemon`]: the wiring: the core on its own thread, the PLC driver as a tokio task,
 //!   records durable before destinations leave, shutdown from the caller's broadcast.
+//! - [`scanner`]: scanner frame profiles and the incremental frame parser.
 //! - [`clock`]: the only place that reads the machine's clocks.
 pub mod audit;
 pub mod clock;
@@ -25,3 +26,4 @@ pub mod plc;
 pub mod recorder;
 pub mod replay;
 pub mod report;
+pub mod scanner;
