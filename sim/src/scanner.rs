@@ -283,12 +283,13 @@ impl Port {
         sent
     }
 
-    async fn disconnect(&mut self, garbage: &[u8], stats: &mut SimScannerStats) -> usize {
+    /// Returns the bytes offered (the garbage on a pty, none on TCP) and how many went out.
+    async fn disconnect<'a>(&mut self, garbage: &'a [u8], stats: &mut SimScannerStats) -> (&'a [u8], usize) {
         match self {
-            Port::Pty(_) => self.write(garbage, stats).await,
+            Port::Pty(_) => (garbage, self.write(garbage, stats).await),
             Port::Listen { conn, .. } | Port::Connect { conn, .. } => {
                 *conn = None;
-                0
+                (&[], 0)
             }
         }
     }
@@ -495,7 +496,7 @@ async fn serve(
         for w in writes {
             let (bytes, sent) = match &w {
                 Write::Bytes(b) => (&b[..], port.write(b, &mut stats).await),
-                Write::Disconnect(garbage) => (&garbage[..], port.disconnect(garbage, &mut stats).await),
+                Write::Disconnect(garbage) => port.disconnect(garbage, &mut stats).await,
                 Write::Pause => {
                     tokio::time::sleep(SPLIT_PAUSE).await;
                     continue;
