@@ -11,6 +11,7 @@
 //! - [`report`]: the line's figures from the record.
 //! - [`demo`]: the line against the built-in simulator in virtual time.
 //! - [`plc`]: the register-map contract with the PLC and its handshake.
+//! - [`scanner`]: barcode scanners: the links that move their bytes (serial, TCP).
 //! - [`daemon`]: the wiring: the core on its own thread, the PLC driver as a tokio task,
 //!   records durable before destinations leave, shutdown from the caller's broadcast.
 //! - [`scanner`]: scanner frame profiles and the incremental frame parser.

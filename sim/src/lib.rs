@@ -17,6 +17,8 @@
 //!   the event ring writer, the destination ring reader, heartbeats, watchdog, boot counter.
 //! - [`modbus`]: the simulated PLC as a Modbus TCP server: the World in real time × a speed
 //!   factor behind [`PlcRegisters`], with fault knobs (drop, stall, exception, restart).
+//! - [`scanner`]: simulated barcode scanners: the World's scans framed per a profile and served
+//!   over a pseudo-terminal or TCP, with wire faults (noise, splits, duplicates, disconnects).
 //! - `gate`: the reading gate's photo-eye and its debounce filter.
 //! - `platform`: declaration lists built from a catalogue of goods.
 //! - `s10`: UPU S10 waybill numbers.
@@ -30,6 +32,7 @@ pub mod modbus;
 mod platform;
 mod plc;
 mod s10;
+pub mod scanner;
 mod world;
 
 pub use platform::{SimChannel, SimItem, SimManifest, SimStatus};

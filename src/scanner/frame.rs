@@ -21,14 +21,14 @@ pub enum Frame {
 }
 
 impl Frame {
-    /// The core's input for a read or a no-read that carries its trigger count; the core pairs
-    /// it with the PLC's gate event of the same count. `None` for a heartbeat or a frame
-    /// without a trigger count.
+    /// The core's input for a read or a no-read. With its trigger count the core pairs it with
+    /// the PLC's gate event of the same count; without one, by the gate's time window. `None`
+    /// for a heartbeat.
     pub fn into_input(self) -> Option<Input> {
         match self {
-            Frame::Read { trigger: Some(trigger), codes } => Some(Input::Scan { trigger, codes }),
-            Frame::NoRead { trigger: Some(trigger) } => Some(Input::Scan { trigger, codes: Vec::new() }),
-            _ => None,
+            Frame::Read { trigger, codes } => Some(Input::Scan { trigger, codes }),
+            Frame::NoRead { trigger } => Some(Input::Scan { trigger, codes: Vec::new() }),
+            Frame::Heartbeat => None,
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Barcode scanners: their output frames, read through configuration.
+//! Barcode scanners: their output frames, read through configuration, and the links that
+//! carry them.
 //!
 //! Fixed-mount readers (Cognex DataMan, SICK CLV/Lector, Datalogic DS/DX, ...) are set up to
 //! send one frame per trigger: optional start bytes, the trigger count, the codes read (or a
@@ -9,6 +10,8 @@
 //! - [`frame`]: the pure, incremental [`FrameParser`]: bytes in, [`Frame`]s or [`FrameError`]s
 //!   out, resynchronised after garbage, cut-off and oversize frames, each counted in
 //!   [`FrameStats`].
+//! - [`link`]: one task per scanner that owns its transport (serial port, TCP client or
+//!   server) and hands raw byte chunks, up/down and silence events to a consumer.
 //!
 //! What a frame means for a parcel is the core's business (`core::waybill::identify`); a frame
 //! becomes `Input::Scan` through [`Frame::into_input`].
@@ -16,6 +19,7 @@
 pub mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod link;
 pub mod profile;
 #[cfg(test)]
 mod tests;

@@ -191,14 +191,18 @@ fn cr_lf_and_lf_terminators() {
 }
 
 #[test]
-fn frames_become_core_scans_by_trigger() {
+fn frames_become_core_scans() {
     let codes = vec!["EA123456785CN".to_string()];
     let scan = Frame::Read { trigger: Some(TriggerCount(3)), codes: codes.clone() }.into_input();
-    assert_eq!(scan, Some(Input::Scan { trigger: TriggerCount(3), codes: codes.clone() }));
+    assert_eq!(scan, Some(Input::Scan { trigger: Some(TriggerCount(3)), codes: codes.clone() }));
     let none = Frame::NoRead { trigger: Some(TriggerCount(4)) }.into_input();
-    assert_eq!(none, Some(Input::Scan { trigger: TriggerCount(4), codes: vec![] }));
+    assert_eq!(none, Some(Input::Scan { trigger: Some(TriggerCount(4)), codes: vec![] }));
     assert_eq!(Frame::Heartbeat.into_input(), None);
-    assert_eq!(Frame::Read { trigger: None, codes }.into_input(), None);
+    // Without a trigger count the core matches it by the gate's time window.
+    assert_eq!(
+        Frame::Read { trigger: None, codes: codes.clone() }.into_input(),
+        Some(Input::Scan { trigger: None, codes })
+    );
 }
 
 #[test]
