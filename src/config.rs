@@ -2,6 +2,8 @@
 //! validated before anything starts. Every error names the field at fault.
 
 use crate::core::{Carriers, InterceptionRule, Lane, LaneMap, LineSettings, PerChannel, Policy, RuleSet, SiteSecret};
+use crate::scanner::link::{ScannerLinkConfig, ScannerLinkError};
+use crate::scanner::FrameProfile;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,6 +40,16 @@ pub struct LineConfig {
     /// Optional: carriers' own waybill formats.
     #[serde(default)]
     pub waybills: Waybills,
+    pub scanner: Scanner,
+}
+
+/// The reading gate's scanner: how its frames look and how it is reached.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scanner {
+    /// Frame profile file (`firmware-config/scanners/`), relative to this file.
+    pub profile: PathBuf,
+    pub link: ScannerLinkConfig,
 }
 
 /// Waybill formats beyond UPU S10 and GS1 SSCC, which are always known.
@@ -173,6 +185,8 @@ pub struct Loaded {
     pub rules_dir: PathBuf,
     /// `plc.map`, resolved against the config file's folder.
     pub plc_map: PathBuf,
+    /// `scanner.profile`, resolved likewise.
+    pub scanner_profile: PathBuf,
 }
 
 impl Loaded {
@@ -180,6 +194,12 @@ impl Loaded {
     pub fn register_map(&self) -> Result<crate::plc::RegisterMap, ConfigError> {
         crate::plc::RegisterMap::load(&self.plc_map)
             .map_err(|e| ConfigError::Parse { path: self.plc_map.clone(), message: e.to_string() })
+    }
+
+    /// The frame profile `scanner.profile` names, loaded and validated.
+    pub fn scanner_profile(&self) -> Result<FrameProfile, ConfigError> {
+        FrameProfile::load(&self.scanner_profile)
+            .map_err(|e| ConfigError::Parse { path: self.scanner_profile.clone(), message: e.to_string() })
     }
 }
 
@@ -199,7 +219,8 @@ impl LineConfig {
         let rules_dir = base.join(&line.rules.dir);
         let rules = Arc::new(load_rules(&rules_dir)?);
         let plc_map = base.join(&line.plc.map);
-        Ok(Loaded { line, rules, rules_dir, plc_map })
+        let scanner_profile = base.join(&line.scanner.profile);
+        Ok(Loaded { line, rules, rules_dir, plc_map, scanner_profile })
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -299,6 +320,11 @@ impl LineConfig {
         let lim = &self.limits;
         if lim.max_in_flight == 0 || lim.max_pending_scans == 0 || lim.max_parcel_length_mm == 0 {
             return Err(invalid("limits", "every limit must be above 0"));
+        }
+        match self.scanner.link.validate() {
+            Ok(()) => {}
+            Err(ScannerLinkError::Config { field, problem }) => return Err(invalid("scanner.link", format!("{field} {problem}"))),
+            Err(other) => return Err(invalid("scanner.link", other.to_string())),
         }
         self.validate_plc()
     }

@@ -20,6 +20,7 @@ pub mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod link;
+pub mod reader;
 pub mod profile;
 #[cfg(test)]
 mod tests;
