@@ -47,7 +47,7 @@ async fn a_dead_core_stops_the_driver_and_the_plc_falls_back_to_hold() {
         clock: Clock(plc.clock()),
         screen: Failing,
         map,
-        driver: cfg.line.driver_config(Some(plc.addr())),
+        driver: cfg.line.driver_config(Some(sortline::plc::driver::PlcLink::Tcp(plc.addr()))),
         initial,
     };
     let daemon = Daemon::start(parts, DaemonConfig { paced: true, ..DaemonConfig::default() }).unwrap();

@@ -9,7 +9,7 @@
 
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -167,6 +167,35 @@ const NO_PEER_RETRY: Duration = Duration::from_millis(5);
 /// A partial frame older than this is dropped: RTU frames are sent without gaps.
 const FRAME_GAP: Duration = Duration::from_millis(50);
 
+/// What one read of the master gave.
+enum Read {
+    Bytes(usize),
+    /// Nothing yet (a spurious wake-up).
+    Nothing,
+    /// The slave side is closed (EIO, end of file), or was since the last read.
+    NoPeer,
+}
+
+fn register(master: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: an OwnedFd is a valid open descriptor, and the AsyncFd owns it until dropped.
+    Ok(unsafe { AsyncFd::register(master) }?)
+}
+
+async fn read_master(fd: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> io::Result<Read> {
+    let mut guard = fd.readable().await?;
+    // A hangup is sticky in tokio's readiness (a "final" state), though a pty's slave can be
+    // opened again: it is noticed here and the fd registered anew by the caller.
+    let hung_up = guard.ready().is_read_closed();
+    match guard.try_io(|fd| nix::unistd::read(fd.get_ref(), buf).map_err(io::Error::from)) {
+        Ok(Ok(0)) => Ok(Read::NoPeer),
+        Ok(Ok(n)) => Ok(Read::Bytes(n)),
+        Ok(Err(e)) if no_peer(&e) => Ok(Read::NoPeer),
+        Ok(Err(e)) => Err(e),
+        Err(_would_block) if hung_up => Ok(Read::NoPeer),
+        Err(_would_block) => Ok(Read::Nothing),
+    }
+}
+
 /// Serves RTU requests for `unit` on the pty master until the task is aborted. `answer` runs
 /// one request (with the simulator's fault knobs); `dropped` says the next request is to be
 /// swallowed (the simulated link drop).
@@ -180,39 +209,33 @@ where
     F: Fn(Request<'static>) -> Fut,
     Fut: Future<Output = Result<Response, ExceptionCode>>,
 {
-    // SAFETY: an OwnedFd is a valid open descriptor, and `fd` owns it until it is dropped.
-    let fd = unsafe { AsyncFd::register(master) }?;
+    let mut fd = register(master)?;
     let mut framer = Framer::new(unit);
     let mut buf = [0u8; 512];
     loop {
-        let read = async {
-            let mut guard = fd.readable().await?;
-            match guard.try_io(|fd| nix::unistd::read(fd.get_ref().as_fd(), &mut buf).map_err(io::Error::from)) {
-                Ok(r) => r.map(Some),
-                Err(_would_block) => Ok(None),
-            }
-        };
-        let n = if framer.pending() > 0 {
-            match tokio::time::timeout(FRAME_GAP, read).await {
-                Ok(r) => r,
+        let read = if framer.pending() > 0 {
+            match tokio::time::timeout(FRAME_GAP, read_master(&fd, &mut buf)).await {
+                Ok(r) => r?,
                 Err(_silence) => {
                     framer.silence();
                     continue;
                 }
             }
         } else {
-            read.await
+            read_master(&fd, &mut buf).await?
         };
-        let n = match n {
-            Ok(Some(n)) => n,
-            Ok(None) => continue,
-            Err(e) if e.raw_os_error() == Some(Errno::EIO as i32) => {
-                // No host on the slave side (closed, or not yet opened): not an error.
+        let n = match read {
+            Read::Bytes(n) => n,
+            Read::Nothing => continue,
+            Read::NoPeer => {
+                // No host on the slave side (closed, or not yet opened) until it opens again:
+                // not an error, and not a reason to spin.
                 framer.silence();
+                let master = fd.into_inner();
                 tokio::time::sleep(NO_PEER_RETRY).await;
+                fd = register(master)?;
                 continue;
             }
-            Err(e) => return Err(e),
         };
         framer.push(&buf[..n]);
         while let Some(frame) = framer.next_frame() {
@@ -225,17 +248,28 @@ where
                 Frame::Request(req) => (req.function_code().value(), answer(req).await),
                 Frame::Unsupported { function } => (function, Err(ExceptionCode::IllegalFunction)),
             };
-            write_all(&fd, &encode(unit, function, &reply)).await?;
+            match write_all(&fd, &encode(unit, function, &reply)).await {
+                Err(e) if no_peer(&e) => framer.silence(),
+                r => r?,
+            }
         }
     }
+}
+
+/// The error a pty master gives while its slave side is closed.
+fn no_peer(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(Errno::EIO as i32)
 }
 
 async fn write_all(fd: &AsyncFd<OwnedFd>, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
         let mut guard = fd.writable().await?;
+        let hung_up = guard.ready().is_write_closed();
         match guard.try_io(|fd| nix::unistd::write(fd.get_ref(), bytes).map_err(io::Error::from)) {
             Ok(Ok(n)) => bytes = &bytes[n..],
             Ok(Err(e)) => return Err(e),
+            // Full, and the sticky hangup would wake us at once again: give the reply up.
+            Err(_would_block) if hung_up => return Err(Errno::EIO.into()),
             Err(_would_block) => {}
         }
     }
