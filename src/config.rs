@@ -613,6 +613,70 @@ mod tests {
         assert_eq!(field(missing_lane), "geometry.diverters");
     }
 
+    fn rtu<'a>(serial: &'a [(&'a str, toml::Value)]) -> impl FnOnce(&mut toml::Table) + 'a {
+        move |t| {
+            let plc = table(t, "plc");
+            plc.insert("transport".into(), "rtu".into());
+            let mut s = toml::Table::new();
+            s.insert("path".into(), "/dev/ttyUSB0".into());
+            for (k, v) in serial {
+                s.insert((*k).into(), v.clone());
+            }
+            plc.insert("serial".into(), s.into());
+        }
+    }
+
+    #[test]
+    fn rtu_transport_defaults_to_the_modbus_rtu_line() {
+        let cfg = with(rtu(&[])).unwrap();
+        let d = cfg.driver_config(None);
+        assert_eq!(d.link, PlcLink::Serial(SerialLink::new("/dev/ttyUSB0")));
+        let cfg = with(rtu(&[("baud", 9600.into()), ("parity", "none".into()), ("stop_bits", 2.into())])).unwrap();
+        let PlcLink::Serial(link) = cfg.plc_link() else { panic!("not serial") };
+        assert_eq!(
+            (link.baud, link.parity, link.data_bits, link.stop_bits),
+            (9600, crate::plc::driver::Parity::None, DataBits::Eight, StopBits::Two)
+        );
+        // The TCP address is not needed over RTU.
+        assert!(with(|t| {
+            rtu(&[])(t);
+            table(t, "plc").remove("address");
+        })
+        .is_ok());
+    }
+
+    #[test]
+    fn rtu_errors_name_the_field() {
+        for (key, value, name) in [
+            ("path", toml::Value::from(""), "plc.serial.path"),
+            ("baud", 0.into(), "plc.serial.baud"),
+            ("data_bits", 9.into(), "plc.serial.data_bits"),
+            ("stop_bits", 3.into(), "plc.serial.stop_bits"),
+        ] {
+            assert_eq!(field(with(rtu(&[(key, value)]))), name, "{key}");
+        }
+        for unit in [0, 248] {
+            let r = with(|t| {
+                rtu(&[])(t);
+                table(t, "plc").insert("unit_id".into(), unit.into());
+            });
+            assert_eq!(field(r), "plc.unit_id", "unit {unit}");
+        }
+        let no_serial = with(|t| {
+            table(t, "plc").insert("transport".into(), "rtu".into());
+            table(t, "plc").remove("serial");
+        });
+        assert_eq!(field(no_serial), "plc.serial");
+        for (key, value) in [("parity", toml::Value::from("mark")), ("baud_rate", 9600.into())] {
+            let r = with(rtu(&[(key, value)]));
+            assert!(matches!(r, Err(ConfigError::Parse { ref message, .. }) if message.contains(key)), "{r:?}");
+        }
+        let r = with(|t| {
+            table(t, "plc").insert("transport".into(), "udp".into());
+        });
+        assert!(matches!(r, Err(ConfigError::Parse { ref message, .. }) if message.contains("udp")), "{r:?}");
+    }
+
     #[test]
     fn unknown_keys_are_refused() {
         let r = with(|t| {
