@@ -28,6 +28,10 @@ pub enum Frame {
     Unsupported {
         function: u8,
     },
+    /// A write whose byte count does not match its register count: answer IllegalDataValue.
+    Malformed {
+        function: u8,
+    },
 }
 
 /// Accumulates bytes from the line and cuts them into request frames for `unit`.
@@ -114,10 +118,10 @@ fn decode(frame: &[u8]) -> Frame {
         0x06 => Frame::Request(Request::WriteSingleRegister(address, word(frame, 4))),
         0x10 => {
             let data = &frame[7..frame.len() - 2];
-            let words: Vec<u16> = data.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
-            if usize::from(word(frame, 4)) != words.len() || data.len() % 2 != 0 {
-                return Frame::Unsupported { function };
+            if data.len() != 2 * usize::from(word(frame, 4)) {
+                return Frame::Malformed { function };
             }
+            let words: Vec<u16> = data.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
             Frame::Request(Request::WriteMultipleRegisters(address, words.into()))
         }
         _ => Frame::Unsupported { function },
@@ -247,6 +251,7 @@ where
             let (function, reply) = match frame {
                 Frame::Request(req) => (req.function_code().value(), answer(req).await),
                 Frame::Unsupported { function } => (function, Err(ExceptionCode::IllegalFunction)),
+                Frame::Malformed { function } => (function, Err(ExceptionCode::IllegalDataValue)),
             };
             match write_all(&fd, &encode(unit, function, &reply)).await {
                 Err(e) if no_peer(&e) => framer.silence(),
@@ -377,6 +382,13 @@ mod tests {
         assert_eq!(got, Frame::Unsupported { function: 0x04 });
         let reply = encode(1, 0x04, &Err(ExceptionCode::IllegalFunction));
         assert_eq!(reply, frame(&[1, 0x84, 0x01]));
+    }
+
+    #[test]
+    fn a_write_whose_byte_count_disagrees_is_malformed() {
+        let mut f = Framer::new(1);
+        f.push(&frame(&[1, 0x10, 0, 1, 0, 2, 2, 0xAB, 0xCD]));
+        assert_eq!(f.next_frame(), Some(Frame::Malformed { function: 0x10 }));
     }
 
     #[test]
