@@ -2,6 +2,7 @@
 //! validated before anything starts. Every error names the field at fault.
 
 use crate::core::{Carriers, InterceptionRule, Lane, LaneMap, LineSettings, PerChannel, Policy, RuleSet, SiteSecret};
+use crate::plc::driver::{DataBits, PlcLink, SerialLink, StopBits};
 use crate::scanner::link::{ScannerLinkConfig, ScannerLinkError};
 use crate::scanner::FrameProfile;
 use serde::Deserialize;
@@ -61,13 +62,18 @@ pub struct Waybills {
     pub carriers: Carriers,
 }
 
-/// How the host reaches and polls the PLC (Modbus TCP).
+/// How the host reaches and polls the PLC (Modbus TCP or RTU).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Plc {
+    /// `tcp` (default) or `rtu` (a serial line, `[plc.serial]`).
+    #[serde(default)]
+    pub transport: Transport,
     /// `host:port` of the PLC's Modbus TCP server, an IP address (no name lookup at start).
+    /// Required for `tcp`, unused for `rtu`.
+    #[serde(default)]
     pub address: String,
-    /// Modbus unit id (slave id), 0 to 255.
+    /// Modbus unit id (slave id), 0 to 255; 1 to 247 over RTU.
     pub unit_id: u16,
     pub poll_period_ms: u64,
     /// Per Modbus request and per connection attempt.
@@ -76,6 +82,47 @@ pub struct Plc {
     pub reconnect_backoff_max_ms: u64,
     /// The register map file; relative paths are under the config file's folder.
     pub map: PathBuf,
+    /// The serial line, for `transport = "rtu"`.
+    pub serial: Option<Serial>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    #[default]
+    Tcp,
+    Rtu,
+}
+
+/// `[plc.serial]`: the RTU line. Defaults are Modbus RTU's: 19200 baud, 8 data bits, even
+/// parity, 1 stop bit.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Serial {
+    /// The serial device, e.g. `/dev/ttyUSB0`.
+    pub path: String,
+    #[serde(default = "Serial::default_baud")]
+    pub baud: u32,
+    #[serde(default)]
+    pub parity: crate::plc::driver::Parity,
+    #[serde(default = "Serial::default_data_bits")]
+    pub data_bits: u8,
+    #[serde(default = "Serial::default_stop_bits")]
+    pub stop_bits: u8,
+}
+
+impl Serial {
+    fn default_baud() -> u32 {
+        19_200
+    }
+
+    fn default_data_bits() -> u8 {
+        8
+    }
+
+    fn default_stop_bits() -> u8 {
+        1
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -323,7 +370,9 @@ impl LineConfig {
         }
         match self.scanner.link.validate() {
             Ok(()) => {}
-            Err(ScannerLinkError::Config { field, problem }) => return Err(invalid("scanner.link", format!("{field} {problem}"))),
+            Err(ScannerLinkError::Config { field, problem }) => {
+                return Err(invalid("scanner.link", format!("{field} {problem}")))
+            }
             Err(other) => return Err(invalid("scanner.link", other.to_string())),
         }
         self.validate_plc()
@@ -331,14 +380,28 @@ impl LineConfig {
 
     fn validate_plc(&self) -> Result<(), ConfigError> {
         let p = &self.plc;
-        if p.address.parse::<std::net::SocketAddr>().is_err() {
-            return Err(invalid(
-                "plc.address",
-                format!("{:?} must be an IP address and port, e.g. 10.0.0.5:502", p.address),
-            ));
-        }
-        if p.unit_id > 255 {
-            return Err(invalid("plc.unit_id", format!("must be 0 to 255, got {}", p.unit_id)));
+        match p.transport {
+            Transport::Tcp => {
+                if p.address.parse::<std::net::SocketAddr>().is_err() {
+                    return Err(invalid(
+                        "plc.address",
+                        format!("{:?} must be an IP address and port, e.g. 10.0.0.5:502", p.address),
+                    ));
+                }
+                if p.unit_id > 255 {
+                    return Err(invalid("plc.unit_id", format!("must be 0 to 255, got {}", p.unit_id)));
+                }
+            }
+            Transport::Rtu => {
+                // 0 is broadcast (no reply) and 248 to 255 are reserved on a serial line.
+                if !(1..=247).contains(&p.unit_id) {
+                    return Err(invalid("plc.unit_id", format!("must be 1 to 247 over RTU, got {}", p.unit_id)));
+                }
+                let Some(s) = &p.serial else {
+                    return Err(invalid("plc.serial", "transport = \"rtu\" needs a [plc.serial] section"));
+                };
+                Self::validate_serial(s)?;
+            }
         }
         // The PLC's watchdog trips on a host heartbeat older than about a second.
         if !(1..=1000).contains(&p.poll_period_ms) {
@@ -365,11 +428,47 @@ impl LineConfig {
         Ok(())
     }
 
-    /// The PLC driver's settings; `addr` overrides `plc.address` (the demo's simulated PLC).
-    pub fn driver_config(&self, addr: Option<std::net::SocketAddr>) -> crate::plc::driver::DriverConfig {
+    fn validate_serial(s: &Serial) -> Result<(), ConfigError> {
+        if s.path.is_empty() {
+            return Err(invalid("plc.serial.path", "must name the serial device, e.g. /dev/ttyUSB0"));
+        }
+        if !(300..=921_600).contains(&s.baud) {
+            return Err(invalid("plc.serial.baud", format!("must be 300 to 921600, got {}", s.baud)));
+        }
+        if !(7..=8).contains(&s.data_bits) {
+            return Err(invalid("plc.serial.data_bits", format!("must be 7 or 8, got {}", s.data_bits)));
+        }
+        if !(1..=2).contains(&s.stop_bits) {
+            return Err(invalid("plc.serial.stop_bits", format!("must be 1 or 2, got {}", s.stop_bits)));
+        }
+        Ok(())
+    }
+
+    /// The serial line of `[plc.serial]` (Modbus RTU's defaults where absent) on port `path`.
+    pub fn serial_link(&self, path: &str) -> SerialLink {
+        let mut link = SerialLink::new(path);
+        if let Some(s) = &self.plc.serial {
+            link.baud = s.baud;
+            link.parity = s.parity;
+            link.data_bits = if s.data_bits == 7 { DataBits::Seven } else { DataBits::Eight };
+            link.stop_bits = if s.stop_bits == 2 { StopBits::Two } else { StopBits::One };
+        }
+        link
+    }
+
+    /// How `[plc]` says to reach the PLC.
+    pub fn plc_link(&self) -> PlcLink {
         let p = &self.plc;
-        // Validated at parse; the fallback is unreachable for a validated config.
-        let configured = p.address.parse().unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 502)));
+        match (p.transport, &p.serial) {
+            (Transport::Rtu, Some(s)) => PlcLink::Serial(self.serial_link(&s.path)),
+            // Validated at parse; the fallback is unreachable for a validated config.
+            _ => PlcLink::Tcp(p.address.parse().unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 502)))),
+        }
+    }
+
+    /// The PLC driver's settings; `link` overrides `[plc]`'s (the demo's simulated PLC).
+    pub fn driver_config(&self, link: Option<PlcLink>) -> crate::plc::driver::DriverConfig {
+        let p = &self.plc;
         crate::plc::driver::DriverConfig {
             unit_id: u8::try_from(p.unit_id).unwrap_or(u8::MAX),
             poll_period: std::time::Duration::from_millis(p.poll_period_ms),
@@ -377,7 +476,7 @@ impl LineConfig {
             backoff_initial: std::time::Duration::from_millis(p.reconnect_backoff_min_ms),
             backoff_max: std::time::Duration::from_millis(p.reconnect_backoff_max_ms),
             max_in_flight: self.limits.max_in_flight,
-            ..crate::plc::driver::DriverConfig::new(addr.unwrap_or(configured))
+            ..crate::plc::driver::DriverConfig::with_link(link.unwrap_or_else(|| self.plc_link()))
         }
     }
 
@@ -486,7 +585,7 @@ mod tests {
         let map = loaded.register_map().unwrap();
         assert_eq!(map.version, crate::plc::MAP_VERSION);
         let d = loaded.line.driver_config(None);
-        assert_eq!(d.addr, "127.0.0.1:502".parse().unwrap());
+        assert_eq!(d.link, PlcLink::Tcp("127.0.0.1:502".parse().unwrap()));
         assert!(d.backoff_initial <= d.backoff_max && d.poll_period < d.request_timeout * 4);
         let s = loaded.line.settings();
         assert!(s.gate_to_cutoff_ms > s.scan_timeout_ms);
@@ -566,6 +665,70 @@ mod tests {
             d.retain(|x| x.get("lane").and_then(|l| l.as_str()) != Some("release"));
         });
         assert_eq!(field(missing_lane), "geometry.diverters");
+    }
+
+    fn rtu<'a>(serial: &'a [(&'a str, toml::Value)]) -> impl FnOnce(&mut toml::Table) + 'a {
+        move |t| {
+            let plc = table(t, "plc");
+            plc.insert("transport".into(), "rtu".into());
+            let mut s = toml::Table::new();
+            s.insert("path".into(), "/dev/ttyUSB0".into());
+            for (k, v) in serial {
+                s.insert((*k).into(), v.clone());
+            }
+            plc.insert("serial".into(), s.into());
+        }
+    }
+
+    #[test]
+    fn rtu_transport_defaults_to_the_modbus_rtu_line() {
+        let cfg = with(rtu(&[])).unwrap();
+        let d = cfg.driver_config(None);
+        assert_eq!(d.link, PlcLink::Serial(SerialLink::new("/dev/ttyUSB0")));
+        let cfg = with(rtu(&[("baud", 9600.into()), ("parity", "none".into()), ("stop_bits", 2.into())])).unwrap();
+        let PlcLink::Serial(link) = cfg.plc_link() else { panic!("not serial") };
+        assert_eq!(
+            (link.baud, link.parity, link.data_bits, link.stop_bits),
+            (9600, crate::plc::driver::Parity::None, DataBits::Eight, StopBits::Two)
+        );
+        // The TCP address is not needed over RTU.
+        assert!(with(|t| {
+            rtu(&[])(t);
+            table(t, "plc").remove("address");
+        })
+        .is_ok());
+    }
+
+    #[test]
+    fn rtu_errors_name_the_field() {
+        for (key, value, name) in [
+            ("path", toml::Value::from(""), "plc.serial.path"),
+            ("baud", 0.into(), "plc.serial.baud"),
+            ("data_bits", 9.into(), "plc.serial.data_bits"),
+            ("stop_bits", 3.into(), "plc.serial.stop_bits"),
+        ] {
+            assert_eq!(field(with(rtu(&[(key, value)]))), name, "{key}");
+        }
+        for unit in [0, 248] {
+            let r = with(|t| {
+                rtu(&[])(t);
+                table(t, "plc").insert("unit_id".into(), unit.into());
+            });
+            assert_eq!(field(r), "plc.unit_id", "unit {unit}");
+        }
+        let no_serial = with(|t| {
+            table(t, "plc").insert("transport".into(), "rtu".into());
+            table(t, "plc").remove("serial");
+        });
+        assert_eq!(field(no_serial), "plc.serial");
+        for (key, value) in [("parity", toml::Value::from("mark")), ("baud_rate", 9600.into())] {
+            let r = with(rtu(&[(key, value)]));
+            assert!(matches!(r, Err(ConfigError::Parse { ref message, .. }) if message.contains(key)), "{r:?}");
+        }
+        let r = with(|t| {
+            table(t, "plc").insert("transport".into(), "udp".into());
+        });
+        assert!(matches!(r, Err(ConfigError::Parse { ref message, .. }) if message.contains("udp")), "{r:?}");
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! - [`run`] (`--plc in-process`): core and world stepped together in virtual time;
 //!   deterministic, the fastest.
 //! - [`run_modbus`] (`--plc modbus`): the core in the daemon's shape ([`crate::daemon`]), the
-//!   real PLC driver, the simulated PLC over Modbus TCP on 127.0.0.1 (port chosen at run time).
+//!   real PLC driver, the simulated PLC over Modbus TCP on 127.0.0.1 (port chosen at run time);
+//!   `--plc rtu`: the same over Modbus RTU, the driver opening a pseudo-terminal's slave side as
+//!   its serial port ([`ModbusOptions::transport`]).
 //!   Line time is in lockstep with the host's polls: the simulated PLC advances
 //!   [`ModbusOptions::quantum_ms`] of line time per host poll cycle, and the driver starts a poll
 //!   only once the core has handled what the previous one reported ([`crate::plc::driver::Pace`]).
@@ -18,10 +20,10 @@
 
 use crate::audit::{self, AuditLog, GroupCommit, NewEntry, Signer};
 use crate::clock;
-use crate::config::Loaded;
+use crate::config::{Loaded, Transport};
 use crate::core::*;
 use crate::daemon;
-use crate::plc::driver::{DriverConfig, DriverStats};
+use crate::plc::driver::{DriverConfig, DriverStats, PlcLink};
 use crate::recorder;
 use serde::Serialize;
 use siphasher::sip::SipHasher13;
@@ -580,9 +582,11 @@ pub fn print_table(s: &Summary, w: &mut dyn Write) -> std::io::Result<()> {
     )
 }
 
-/// How the demo runs over Modbus TCP.
+/// How the demo runs over Modbus.
 #[derive(Clone, Debug)]
 pub struct ModbusOptions {
+    /// TCP on loopback, or RTU over a pseudo-terminal.
+    pub transport: Transport,
     /// Line ms the simulated PLC advances per host poll cycle (lockstep, see `sim::modbus`).
     pub quantum_ms: u64,
     /// The driver's poll period for the demo (real time); `[plc]`'s other keys are kept.
@@ -595,8 +599,37 @@ impl Default for ModbusOptions {
     fn default() -> Self {
         // 100 line ms per ~1 ms poll: an hour of line time in well under a minute, while a
         // destination decided at the review cut-off still has ~23 polls before the latch point.
-        ModbusOptions { quantum_ms: 100, poll_period: Duration::from_millis(1), run_limit: Duration::from_secs(300) }
+        ModbusOptions {
+            transport: Transport::Tcp,
+            quantum_ms: 100,
+            poll_period: Duration::from_millis(1),
+            run_limit: Duration::from_secs(300),
+        }
     }
+}
+
+/// Starts the simulated PLC on `transport` and says how the driver reaches it: over RTU, with
+/// `[plc]`'s unit id and `[plc.serial]`'s line settings on the pty's slave side.
+pub async fn start_plc(
+    cfg: &Loaded,
+    transport: Transport,
+    world: sim::World,
+    map: &crate::plc::RegisterMap,
+    config: sim::modbus::SimPlcConfig,
+) -> std::io::Result<(sim::modbus::SimPlc, sim::modbus::DeviceEvents, PlcLink)> {
+    let started = match transport {
+        Transport::Tcp => sim::modbus::SimPlc::start(world, map, config).await?,
+        Transport::Rtu => {
+            let unit = u8::try_from(cfg.line.plc.unit_id).unwrap_or(1);
+            sim::modbus::SimPlc::start_rtu(world, map, config, unit).await?
+        }
+    };
+    let link = match started.0.endpoint() {
+        sim::modbus::Endpoint::Tcp(addr) => PlcLink::Tcp(*addr),
+        sim::modbus::Endpoint::Rtu(path) => PlcLink::Serial(cfg.line.serial_link(&path.to_string_lossy())),
+    };
+    tracing::info!(%link, "simulated PLC listening");
+    Ok((started.0, started.1, link))
 }
 
 /// The simulated line's clock, for the core.
@@ -626,7 +659,8 @@ impl daemon::Screen for DemoScreen {
 }
 
 /// Runs the demo with the core in the daemon's shape against the simulated PLC over real
-/// Modbus TCP on 127.0.0.1 (port chosen at run time), in lockstep line time.
+/// Modbus TCP on 127.0.0.1 (port chosen at run time) or Modbus RTU over a pseudo-terminal, in
+/// lockstep line time.
 pub fn run_modbus(
     cfg: &Loaded,
     opts: &DemoOptions,
@@ -646,7 +680,11 @@ pub fn run_modbus(
     let initial = initial_inputs(&world)?;
     let line = Line::new(cfg.line.settings(), cfg.line.policy(demo_secret(opts.seed), cfg.rules.clone()));
     let mut log = open_audit(&db, signer, &cfg.line.audit)?;
-    log.append(&[start_entry(cfg, opts, &line, clock::wall_ms(), Some("modbus"))])?;
+    let plc_name = match modbus.transport {
+        Transport::Tcp => "modbus",
+        Transport::Rtu => "modbus-rtu",
+    };
+    log.append(&[start_entry(cfg, opts, &line, clock::wall_ms(), Some(plc_name))])?;
     // A short batch delay: a destination waits for its records' commit.
     let audit = GroupCommit::start(log, Duration::from_millis(1), 256);
 
@@ -656,9 +694,8 @@ pub fn run_modbus(
             lockstep_quantum_ms: Some(modbus.quantum_ms),
             ..sim::modbus::SimPlcConfig::default()
         };
-        let (mut plc, mut devices) = sim::modbus::SimPlc::start(world, &map, plc_config).await?;
-        tracing::info!(addr = %plc.addr(), "simulated PLC listening");
-        let driver = DriverConfig { poll_period: modbus.poll_period, ..cfg.line.driver_config(Some(plc.addr())) };
+        let (mut plc, mut devices, link) = start_plc(cfg, modbus.transport, world, &map, plc_config).await?;
+        let driver = DriverConfig { poll_period: modbus.poll_period, ..cfg.line.driver_config(Some(link)) };
         let (done_tx, mut done_rx) = mpsc::channel::<ParcelReport>(1024);
         let parts = daemon::Parts {
             line,

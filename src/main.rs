@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use sortline::config::{ConfigError, LineConfig, Loaded};
+use sortline::config::{ConfigError, LineConfig, Loaded, Transport};
 use sortline::{audit, demo, recorder, replay, report};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -45,8 +45,9 @@ enum Command {
         /// Print only the closing table, not a line per parcel.
         #[arg(long)]
         quiet: bool,
-        /// The PLC: `in-process` (virtual time) or `modbus` (the simulated PLC over Modbus TCP
-        /// on loopback, in lockstep line time).
+        /// The PLC: `in-process` (virtual time), `modbus` (the simulated PLC over Modbus TCP
+        /// on loopback, in lockstep line time) or `rtu` (the same over Modbus RTU on a
+        /// pseudo-terminal, the driver opening it as a serial port).
         #[arg(long, value_enum, default_value_t = PlcMode::Modbus)]
         plc: PlcMode,
     },
@@ -82,6 +83,7 @@ enum Command {
 enum PlcMode {
     InProcess,
     Modbus,
+    Rtu,
 }
 
 #[derive(Subcommand)]
@@ -211,6 +213,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let s = match plc {
                 PlcMode::InProcess => demo::run(&cfg, &opts, live)?,
                 PlcMode::Modbus => demo::run_modbus(&cfg, &opts, &demo::ModbusOptions::default(), live)?,
+                PlcMode::Rtu => {
+                    let rtu = demo::ModbusOptions { transport: Transport::Rtu, ..demo::ModbusOptions::default() };
+                    demo::run_modbus(&cfg, &opts, &rtu, live)?
+                }
             };
             demo::print_table(&s, &mut std::io::stdout().lock())?;
             if let Some(path) = summary {

@@ -7,7 +7,7 @@ use sortline::config::LineConfig;
 use sortline::core::{Line, ParcelReport, ReviewRequest};
 use sortline::daemon::{Daemon, DaemonConfig, DaemonError, LineClock, Parts, Screen};
 use sortline::demo::{demo_secret, geometry, initial_inputs};
-use sortline::plc::driver::DriverConfig;
+use sortline::plc::driver::{DriverConfig, PlcLink};
 use sortline_sim as sim;
 use std::path::Path;
 use std::time::Duration;
@@ -61,7 +61,10 @@ async fn an_idle_line_gets_its_last_entries_signed() {
         clock: Clock(plc.clock()),
         screen: Quiet,
         map,
-        driver: DriverConfig { poll_period: Duration::from_millis(1), ..cfg.line.driver_config(Some(plc.addr())) },
+        driver: DriverConfig {
+            poll_period: Duration::from_millis(1),
+            ..cfg.line.driver_config(Some(PlcLink::Tcp(plc.addr())))
+        },
         initial,
     };
     let config = DaemonConfig { paced: true, checkpoint_poll: Duration::from_millis(20), ..DaemonConfig::default() };
@@ -102,7 +105,7 @@ async fn a_dead_core_stops_the_driver_and_the_plc_falls_back_to_hold() {
         clock: Clock(plc.clock()),
         screen: Failing,
         map,
-        driver: cfg.line.driver_config(Some(plc.addr())),
+        driver: cfg.line.driver_config(Some(PlcLink::Tcp(plc.addr()))),
         initial,
     };
     let daemon = Daemon::start(parts, DaemonConfig { paced: true, ..DaemonConfig::default() }).unwrap();

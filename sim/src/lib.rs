@@ -15,8 +15,10 @@
 //! - `world`: the event engine ([`World`]): conveyor, PLC, scanner, X-ray, officers, referee.
 //! - `plc`: the PLC's side of the register map ([`PlcRegisters`]), pure: the register bank,
 //!   the event ring writer, the destination ring reader, heartbeats, watchdog, boot counter.
-//! - [`modbus`]: the simulated PLC as a Modbus TCP server: the World in real time × a speed
+//! - [`modbus`]: the simulated PLC as a Modbus TCP server (or RTU slave): the World in real time × a speed
 //!   factor behind [`PlcRegisters`], with fault knobs (drop, stall, exception, restart).
+//! - [`rtu`]: Modbus RTU framing for the simulated PLC on a pseudo-terminal
+//!   ([`modbus::SimPlc::start_rtu`]).
 //! - [`scanner`]: simulated barcode scanners: the World's scans framed per a profile and served
 //!   over a pseudo-terminal or TCP, with wire faults (noise, splits, duplicates, disconnects).
 //! - `gate`: the reading gate's photo-eye and its debounce filter.
@@ -31,6 +33,7 @@ mod gate;
 pub mod modbus;
 mod platform;
 mod plc;
+pub mod rtu;
 mod s10;
 pub mod scanner;
 mod world;

@@ -1,4 +1,4 @@
-//! The simulated PLC over Modbus TCP: a [`World`] run in real time × a speed factor behind a
+//! The simulated PLC over Modbus TCP (or RTU, [`SimPlc::start_rtu`]): a [`World`] run in real time × a speed factor behind a
 //! [`PlcRegisters`] bank, served with tokio-modbus on a loopback port chosen at run time.
 //!
 //! The PLC's events (gate, X-ray entry, divert confirmed, lost) go through the register map's
@@ -20,6 +20,7 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -36,6 +37,7 @@ use tokio_modbus::server::tcp::Server;
 use tokio_modbus::{ExceptionCode, Request, Response};
 
 use crate::plc::PlcRegisters;
+use crate::rtu;
 use crate::world::{DestinationOutcome, World};
 use crate::{Ms, Report, SimEvent};
 
@@ -122,6 +124,32 @@ struct Shared {
 }
 
 impl Shared {
+    fn new(world: World, map: &RegisterMap, config: &SimPlcConfig) -> (Arc<Shared>, DeviceEvents) {
+        let (devices, device_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                world,
+                regs: PlcRegisters::new(map, 0),
+                belt_started_ms: None,
+                devices,
+                events: Vec::new(),
+                taken: 0,
+                lockstep_line_ms: 0,
+                stopped_at: None,
+                stopped_total: 0,
+            }),
+            faults: Mutex::new(Faults::default()),
+            generation: AtomicU64::new(0),
+            epoch: Instant::now(),
+            speed: config.speed.max(1),
+            lockstep_quantum_ms: config.lockstep_quantum_ms.filter(|q| *q > 0),
+            header_address: map.header_span().0,
+            finished: watch::channel(false).0,
+            safe_mode: watch::channel(true).0,
+        });
+        (shared, device_rx)
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic in a test thread holding the lock must not hide the first failure.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -358,8 +386,17 @@ impl SimClock {
 }
 
 /// The running simulated PLC. Dropping it stops the server and the line.
+/// Where the host reaches a simulated PLC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// Modbus TCP on loopback.
+    Tcp(SocketAddr),
+    /// Modbus RTU on this serial port (a pty slave).
+    Rtu(PathBuf),
+}
+
 pub struct SimPlc {
-    addr: SocketAddr,
+    endpoint: Endpoint,
     shared: Arc<Shared>,
     finished: watch::Receiver<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -371,30 +408,7 @@ impl SimPlc {
     pub async fn start(world: World, map: &RegisterMap, config: SimPlcConfig) -> io::Result<(SimPlc, DeviceEvents)> {
         let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let addr = listener.local_addr()?;
-        let (devices, device_rx) = mpsc::unbounded_channel();
-        let (finished, finished_rx) = watch::channel(false);
-        let epoch = Instant::now();
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                world,
-                regs: PlcRegisters::new(map, 0),
-                belt_started_ms: None,
-                devices,
-                events: Vec::new(),
-                taken: 0,
-                lockstep_line_ms: 0,
-                stopped_at: None,
-                stopped_total: 0,
-            }),
-            faults: Mutex::new(Faults::default()),
-            generation: AtomicU64::new(0),
-            epoch,
-            speed: config.speed.max(1),
-            lockstep_quantum_ms: config.lockstep_quantum_ms.filter(|q| *q > 0),
-            header_address: map.header_span().0,
-            finished,
-            safe_mode: watch::channel(true).0,
-        });
+        let (shared, devices) = Shared::new(world, map, &config);
         let server = {
             let shared = shared.clone();
             tokio::spawn(async move {
@@ -414,10 +428,44 @@ impl SimPlc {
                 }
             })
         };
+        Ok((SimPlc::running(Endpoint::Tcp(addr), shared, server, config.scan), devices))
+    }
+
+    /// Like [`SimPlc::start`], over Modbus RTU: serves unit `unit_id` on the master side of a
+    /// new pseudo-terminal whose slave side ([`SimPlc::serial_path`]) the host opens as a
+    /// serial port. Same registers, lockstep and fault knobs; see [`SimPlc::drop_connections`]
+    /// for what a drop means on a serial line.
+    pub async fn start_rtu(
+        world: World,
+        map: &RegisterMap,
+        config: SimPlcConfig,
+        unit_id: u8,
+    ) -> io::Result<(SimPlc, DeviceEvents)> {
+        let (master, path) = rtu::open_pty()?;
+        let (shared, devices) = Shared::new(world, map, &config);
+        let server = {
+            let shared = shared.clone();
+            let mut generation = shared.generation.load(Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service = PlcService { shared: shared.clone() };
+                let answer = |req| tokio_modbus::server::Service::call(&service, req);
+                let dropped = || {
+                    let now = shared.generation.load(Ordering::SeqCst);
+                    std::mem::replace(&mut generation, now) != now
+                };
+                if let Err(e) = rtu::serve(master, unit_id, answer, dropped).await {
+                    tracing::error!(error = %e, "simulated PLC: RTU server stopped");
+                }
+            })
+        };
+        Ok((SimPlc::running(Endpoint::Rtu(path), shared, server, config.scan), devices))
+    }
+
+    fn running(endpoint: Endpoint, shared: Arc<Shared>, server: JoinHandle<()>, scan: Duration) -> SimPlc {
         let scanner = {
             let shared = shared.clone();
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval(config.scan);
+                let mut tick = tokio::time::interval(scan);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
@@ -425,11 +473,35 @@ impl SimPlc {
                 }
             })
         };
-        Ok((SimPlc { addr, shared, finished: finished_rx, tasks: vec![server, scanner] }, device_rx))
+        let finished = shared.finished.subscribe();
+        SimPlc { endpoint, shared, finished, tasks: vec![server, scanner] }
     }
 
+    /// Where the host reaches this PLC.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// The TCP address of a PLC from [`SimPlc::start`].
+    ///
+    /// # Panics
+    /// For a PLC from [`SimPlc::start_rtu`].
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        match &self.endpoint {
+            Endpoint::Tcp(addr) => *addr,
+            Endpoint::Rtu(path) => panic!("the simulated PLC is on serial {}, not TCP", path.display()),
+        }
+    }
+
+    /// The serial port (pty slave) of a PLC from [`SimPlc::start_rtu`], e.g. `/dev/pts/7`.
+    ///
+    /// # Panics
+    /// For a PLC from [`SimPlc::start`].
+    pub fn serial_path(&self) -> &Path {
+        match &self.endpoint {
+            Endpoint::Rtu(path) => path,
+            Endpoint::Tcp(addr) => panic!("the simulated PLC is on TCP {addr}, not serial"),
+        }
     }
 
     /// The line's clock now; `None` until the belt starts (the first sync).
@@ -483,7 +555,9 @@ impl SimPlc {
         *self.finished.borrow()
     }
 
-    /// Fault: every open connection fails at its next read or write.
+    /// Fault: every open connection fails at its next read or write. Over RTU, where there is
+    /// no connection to break, the next request is swallowed (its partial frame too) and never
+    /// answered: the host times out and reopens the port, as after a line glitch.
     pub fn drop_connections(&self) {
         self.shared.generation.fetch_add(1, Ordering::SeqCst);
     }

@@ -1,10 +1,12 @@
-//! The Modbus TCP driver: moves registers between the PLC and the pure handshake in
-//! [`super::protocol`], and nothing else.
+//! The Modbus driver, over TCP or RTU (a serial line): moves registers between the PLC and the
+//! pure handshake in [`super::protocol`], and nothing else.
 //!
 //! - Every Modbus call runs under `tokio::time::timeout`: tokio-modbus has no timeout of its
 //!   own, and after one a late reply could be taken for the next request's. So after a timeout
-//!   or any transport error the context is dropped and a new connection made, with a bounded,
-//!   deterministic backoff (doubling from `backoff_initial` to `backoff_max`).
+//!   or any transport error the context is dropped (the socket or the serial port closed) and a
+//!   new one opened, with a bounded, deterministic backoff (doubling from `backoff_initial` to
+//!   `backoff_max`). A serial port's input is flushed when it is opened: a late reply that
+//!   arrived during the backoff is discarded, not read as the next request's.
 //! - A Modbus exception (the device said no) is not a broken link: alarm `plc_exception` (or
 //!   `plc_busy`), the poll is abandoned and tried again next period on the same connection.
 //! - Every new connection's first header is checked ([`check_identity`]): a PLC with another
@@ -27,13 +29,110 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_modbus::client::{tcp, Context, Reader, Writer};
+use tokio_modbus::client::{rtu, tcp, Context, Reader, Writer};
 use tokio_modbus::Slave;
+use tokio_serial::SerialPort;
+
+/// How the host reaches the PLC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PlcLink {
+    /// Modbus TCP.
+    Tcp(SocketAddr),
+    /// Modbus RTU on a serial port.
+    Serial(SerialLink),
+}
+
+impl std::fmt::Display for PlcLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PlcLink::Tcp(addr) => write!(f, "{addr}"),
+            PlcLink::Serial(s) => write!(f, "{}", s.path),
+        }
+    }
+}
+
+/// A serial port and its line settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SerialLink {
+    pub path: String,
+    pub baud: u32,
+    pub parity: Parity,
+    pub data_bits: DataBits,
+    pub stop_bits: StopBits,
+}
+
+impl SerialLink {
+    /// The Modbus RTU default line: 19200 baud, 8 data bits, even parity, 1 stop bit.
+    pub fn new(path: impl Into<String>) -> SerialLink {
+        SerialLink {
+            path: path.into(),
+            baud: 19_200,
+            parity: Parity::Even,
+            data_bits: DataBits::Eight,
+            stop_bits: StopBits::One,
+        }
+    }
+
+    fn builder(&self) -> tokio_serial::SerialPortBuilder {
+        tokio_serial::new(&self.path, self.baud)
+            .parity(match self.parity {
+                Parity::None => tokio_serial::Parity::None,
+                Parity::Even => tokio_serial::Parity::Even,
+                Parity::Odd => tokio_serial::Parity::Odd,
+            })
+            .data_bits(match self.data_bits {
+                DataBits::Seven => tokio_serial::DataBits::Seven,
+                DataBits::Eight => tokio_serial::DataBits::Eight,
+            })
+            .stop_bits(match self.stop_bits {
+                StopBits::One => tokio_serial::StopBits::One,
+                StopBits::Two => tokio_serial::StopBits::Two,
+            })
+    }
+}
+
+/// Parity bit of each character; Modbus RTU's default is even.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Parity {
+    None,
+    #[default]
+    Even,
+    Odd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataBits {
+    Seven,
+    Eight,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopBits {
+    One,
+    Two,
+}
+
+impl PlcLink {
+    /// Connects (TCP) or opens the port (RTU) and attaches a Modbus client for `unit`.
+    async fn open(&self, unit: Slave) -> std::io::Result<Context> {
+        match self {
+            PlcLink::Tcp(addr) => tcp::connect_slave(*addr, unit).await,
+            PlcLink::Serial(link) => {
+                let port = tokio_serial::SerialStream::open(&link.builder())?;
+                // Bytes queued before this open (a late reply to a request of the last port)
+                // belong to no request of ours.
+                port.clear(tokio_serial::ClearBuffer::Input)?;
+                Ok(rtu::attach_slave(port, unit))
+            }
+        }
+    }
+}
 
 /// How to reach and poll the PLC.
 #[derive(Clone, Debug)]
 pub struct DriverConfig {
-    pub addr: SocketAddr,
+    pub link: PlcLink,
     pub unit_id: u8,
     pub poll_period: Duration,
     /// Per Modbus request, and per connection attempt.
@@ -47,10 +146,19 @@ pub struct DriverConfig {
 }
 
 impl DriverConfig {
-    /// Defaults fitting the shipped map's timing (host heartbeat every 200 ms).
+    /// Modbus TCP, with defaults fitting the shipped map's timing (host heartbeat every 200 ms).
     pub fn new(addr: SocketAddr) -> DriverConfig {
+        DriverConfig::with_link(PlcLink::Tcp(addr))
+    }
+
+    /// Modbus RTU on a serial port, with the same defaults as [`DriverConfig::new`].
+    pub fn serial(link: SerialLink) -> DriverConfig {
+        DriverConfig::with_link(PlcLink::Serial(link))
+    }
+
+    pub fn with_link(link: PlcLink) -> DriverConfig {
         DriverConfig {
-            addr,
+            link,
             unit_id: 1,
             poll_period: Duration::from_millis(50),
             request_timeout: Duration::from_millis(250),
@@ -188,7 +296,7 @@ impl Driver {
         tokio::pin!(shutdown);
         let mut backoff = self.config.backoff_initial;
         loop {
-            let connect = tcp::connect_slave(self.config.addr, Slave(self.config.unit_id));
+            let connect = self.config.link.open(Slave(self.config.unit_id));
             let ctx = tokio::select! {
                 () = &mut shutdown => return Ok(()),
                 r = tokio::time::timeout(self.config.request_timeout, connect) => r,
@@ -196,13 +304,14 @@ impl Driver {
             let ended = match ctx {
                 Ok(Ok(ctx)) => {
                     self.stat(|s| s.connects += 1);
-                    tracing::info!(addr = %self.config.addr, "connected to the PLC");
+                    tracing::info!(link = %self.config.link, "connected to the PLC");
                     self.heartbeat.reconnected();
                     self.writer.link_lost();
                     self.connection(ctx, &mut shutdown, &mut backoff).await
                 }
                 Ok(Err(e)) => {
-                    self.raise(&PlcError::Link { op: Operation::Connect, fault: LinkFault::Io(e.to_string()) }).await;
+                    let fault = LinkFault::Io(format!("{}: {e}", self.config.link));
+                    self.raise(&PlcError::Link { op: Operation::Connect, fault }).await;
                     Ended::Broken
                 }
                 Err(_) => {
@@ -219,7 +328,8 @@ impl Driver {
                 }
                 Ended::Broken => {
                     self.stat(|s| s.link_errors += 1);
-                    // The context is gone (dropped with its socket): a late reply cannot reach us.
+                    // The context is gone (dropped with its socket or port): a late reply cannot
+                    // reach us.
                     tokio::select! {
                         () = &mut shutdown => return Ok(()),
                         () = tokio::time::sleep(backoff) => {}

@@ -1,4 +1,4 @@
-//! The PLC contract: register map, ring handshake (pure), and the Modbus TCP driver.
+//! The PLC contract: register map, ring handshake (pure), and the Modbus (TCP or RTU) driver.
 //!
 //! The PLC owns motion; the host owns decisions. They share Modbus holding registers laid out
 //! in `firmware-config/plc/register-map.toml` (described in `docs/register-map.md`, implemented
@@ -9,7 +9,7 @@
 //! - [`protocol`]: the handshakes as pure state machines: [`EventReader`] (PLC→host events,
 //!   each exactly once, resynchronised after a PLC restart), [`DestinationWriter`] (host→PLC
 //!   destinations, back-pressure, re-sent after a reconnect but never twice), [`Heartbeat`].
-//! - [`driver`]: the tokio-modbus TCP client that runs the handshake against a real PLC: every
+//! - [`driver`]: the tokio-modbus client (TCP, or RTU over tokio-serial) that runs the handshake against a real PLC: every
 //!   call under a timeout, reconnect with backoff, core inputs out, destinations in.
 //! - [`error`]: the device said no ([`PlcError::Exception`]) versus the link broke
 //!   ([`PlcError::Link`]), ring faults and their alarms.

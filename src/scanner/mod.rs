@@ -20,8 +20,8 @@ pub mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod link;
-pub mod reader;
 pub mod profile;
+pub mod reader;
 #[cfg(test)]
 mod tests;
 

@@ -80,7 +80,11 @@ impl ScannerReader {
     }
 
     /// Runs until `shutdown` completes, handing each output to `deliver` in stream order.
-    pub async fn run(mut self, mut deliver: impl FnMut(ScannerOutput), shutdown: impl Future<Output = ()> + Send + 'static) {
+    pub async fn run(
+        mut self,
+        mut deliver: impl FnMut(ScannerOutput),
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) {
         let link = tokio::spawn(self.link.run(shutdown));
         let mut frames = Vec::new();
         // Ends when the link does: it drops its sender.

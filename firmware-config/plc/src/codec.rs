@@ -7,8 +7,13 @@ use crate::map::{DestSlotLayout, EventSlotLayout, RegisterMap, StatusBits};
 /// CRC-16/MODBUS (reflected polynomial 0xA001, initial value 0xFFFF) over the words' big-endian
 /// bytes, the same CRC as a Modbus RTU frame so that every PLC library already has it.
 pub fn crc16(words: &[u16]) -> u16 {
+    crc16_bytes(words.iter().flat_map(|w| w.to_be_bytes()))
+}
+
+/// CRC-16/MODBUS over bytes: a Modbus RTU frame's check, sent low byte first.
+pub fn crc16_bytes(bytes: impl IntoIterator<Item = u8>) -> u16 {
     let mut crc: u16 = 0xFFFF;
-    for b in words.iter().flat_map(|w| w.to_be_bytes()) {
+    for b in bytes {
         crc ^= u16::from(b);
         for _ in 0..8 {
             crc = if crc & 1 != 0 { (crc >> 1) ^ 0xA001 } else { crc >> 1 };
@@ -318,6 +323,7 @@ mod tests {
             crc = if crc & 1 != 0 { (crc >> 1) ^ 0xA001 } else { crc >> 1 };
         }
         assert_eq!(crc, 0x4B37);
+        assert_eq!(crc16_bytes(*b"123456789"), 0x4B37);
         assert_eq!(crc16(&[]), 0xFFFF);
     }
 

@@ -15,7 +15,7 @@
 pub mod codec;
 pub mod map;
 
-pub use codec::{crc16, DestSlot, Header, HostControl, PlcStatus, RawEvent, RegisterWrite, SlotFault};
+pub use codec::{crc16, crc16_bytes, DestSlot, Header, HostControl, PlcStatus, RawEvent, RegisterWrite, SlotFault};
 pub use map::{MapError, RegisterMap, MAP_VERSION};
 
 /// The shipped register map's text, compiled in (tests, simulator defaults, fuzzing); the

@@ -1,0 +1,227 @@
+//! The end-to-end PLC harness shared by `plc_modbus` (TCP) and `plc_rtu` (RTU over a pty): the
+//! real host driver (`sortline::plc::driver`) against the simulated PLC (`sortline_sim::modbus`),
+//! with a core `Line` deciding. The simulator is the referee. No sleeps as synchronisation: the
+//! harness waits on channels, with the line's next deadline as the only timer.
+//!
+//! Most runs are in lockstep (the simulated PLC advances `QUANTUM_MS` of line time per host
+//! poll, and the driver polls only once the harness has handled what it reported), so a loaded
+//! machine slows the line instead of making destinations late. The watchdog test needs the
+//! line to run on while the host is silent, so it runs in real time × `SPEED`.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use sortline::config::{LineConfig, Transport};
+use sortline::core::*;
+use sortline::demo;
+use sortline::plc::driver::{Driver, DriverConfig, DriverOutput, DriverStats, Pace};
+use sortline::plc::{Destination, RegisterMap};
+use sortline_sim as sim;
+use sortline_sim::modbus::{DeviceEvents, SimPlc, SimPlcConfig};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Line milliseconds per real millisecond, for the real-time run.
+const SPEED: u64 = 25;
+/// Line milliseconds per host poll, in lockstep.
+const QUANTUM_MS: u64 = 100;
+/// Real time a whole run may take before the test gives up.
+pub const RUN_LIMIT: Duration = Duration::from_secs(60);
+
+pub fn repo(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// A device event (scanner, officer, bench) as the core's input. PLC events never come here:
+/// they arrive through the register map.
+fn device_input(event: sim::SimEvent) -> Input {
+    use sim::SimEvent as E;
+    match event {
+        E::Gate { .. } | E::XrayEntered { .. } | E::Divert { .. } | E::Lost { .. } | E::ForcedHold { .. } => {
+            panic!("a PLC event on the device channel: {event:?}")
+        }
+        other => demo::input(other).unwrap(),
+    }
+}
+
+/// A scenario that finishes quickly: denser induction, benches that answer in seconds.
+fn scenario(parcels: u32, seed: u64) -> sim::Scenario {
+    sim::Scenario { arrival_period_ms: 900..=1_400, inspection_ms: 1_000..=2_000, ..sim::Scenario::demo(parcels, seed) }
+}
+
+/// The core, the simulated PLC and the driver, wired as the daemon will be.
+pub struct Run {
+    pub line: Line,
+    pub plc: SimPlc,
+    devices: DeviceEvents,
+    out: mpsc::Receiver<DriverOutput>,
+    dest: mpsc::Sender<Destination>,
+    stats: Arc<std::sync::Mutex<DriverStats>>,
+    stop: Option<oneshot::Sender<()>>,
+    pub driver: tokio::task::JoinHandle<Result<(), sortline::plc::PlcError>>,
+    now: u64,
+    pub done: Vec<ParcelReport>,
+    pub alarms: Vec<Alarm>,
+    pub destinations: u64,
+    /// Lockstep: driver outputs handled, for the driver's [`Pace`].
+    handled: watch::Sender<u64>,
+    lockstep: bool,
+}
+
+impl Run {
+    /// A run in lockstep.
+    pub async fn start(transport: Transport, parcels: u32, seed: u64) -> Run {
+        Run::start_with(transport, parcels, seed, true).await
+    }
+
+    pub async fn start_with(transport: Transport, parcels: u32, seed: u64, lockstep: bool) -> Run {
+        let cfg = LineConfig::load(&repo("firmware-config/line.toml")).expect("line.toml");
+        let map = RegisterMap::load(&repo("firmware-config/plc/register-map.toml")).expect("register map");
+        let world = sim::World::new(scenario(parcels, seed), demo::geometry(&cfg).unwrap());
+        let manifests: Vec<Manifest> = world.manifests().iter().map(|m| demo::manifest(m).unwrap()).collect();
+        let sim_config = SimPlcConfig {
+            speed: SPEED,
+            scan: Duration::from_millis(5),
+            lockstep_quantum_ms: lockstep.then_some(QUANTUM_MS),
+        };
+        let (plc, devices, link) = demo::start_plc(&cfg, transport, world, &map, sim_config).await.unwrap();
+        let (out_tx, out) = mpsc::channel(4096);
+        let (dest, dest_rx) = mpsc::channel(1024);
+        let config = DriverConfig {
+            poll_period: Duration::from_millis(if lockstep { 1 } else { 10 }),
+            request_timeout: Duration::from_millis(200),
+            // On a serial line a reply later than the timeout is discarded only if it arrives
+            // while the port is closed (the driver flushes the input when it reopens), so RTU
+            // waits longer than the tests' stalls overrun the timeout.
+            backoff_initial: Duration::from_millis(if transport == Transport::Rtu { 200 } else { 20 }),
+            backoff_max: Duration::from_millis(if transport == Transport::Rtu { 400 } else { 200 }),
+            ..DriverConfig::with_link(link)
+        };
+        let (handled, handled_rx) = watch::channel(0);
+        let mut driver = Driver::new(&map, config, out_tx, dest_rx);
+        if lockstep {
+            driver = driver.paced(Pace { handled: handled_rx });
+        }
+        let stats = driver.stats();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let driver = tokio::spawn(driver.run(async move {
+            let _ = stopped.await;
+        }));
+        let secret = SiteSecret::from_bytes([7; 16]);
+        let mut line = Line::new(cfg.line.settings(), cfg.line.policy(secret, cfg.rules.clone()));
+        let mut initial = Vec::new();
+        for m in manifests {
+            line.handle(Input::Manifest(Arc::new(m)), Millis(0), &mut initial);
+        }
+        let mut run = Run {
+            line,
+            plc,
+            devices,
+            out,
+            dest,
+            stats,
+            stop: Some(stop),
+            driver,
+            now: 0,
+            done: Vec::new(),
+            alarms: Vec::new(),
+            destinations: 0,
+            handled,
+            lockstep,
+        };
+        run.route(initial).await;
+        run
+    }
+
+    async fn handle(&mut self, input: Input) {
+        // The core runs on the line's clock (the simulator's, sped up), never backwards.
+        self.now = self.now.max(self.plc.line_ms().unwrap_or(0));
+        let mut out = Vec::new();
+        self.line.handle(input, Millis(self.now), &mut out);
+        self.route(out).await;
+    }
+
+    async fn route(&mut self, out: Vec<Output>) {
+        for o in out {
+            match o {
+                Output::SetDestination { tracking, lane_id, .. } => {
+                    self.destinations += 1;
+                    self.dest.send(Destination { tracking, lane_id }).await.expect("driver running");
+                }
+                Output::ReviewRequested(r) => self.plc.request_review(r.tracking.0),
+                Output::ParcelDone(report) => self.done.push(report),
+                Output::Alarm(a) => self.alarms.push(a),
+                Output::Record(_) | Output::ReviewClosed { .. } => {}
+            }
+        }
+    }
+
+    /// Feeds the core until `until` says stop, or the run limit passes (panics).
+    pub async fn drive(&mut self, mut until: impl FnMut(&Run) -> bool) {
+        let limit = tokio::time::sleep(RUN_LIMIT);
+        tokio::pin!(limit);
+        while !until(self) {
+            let now = self.plc.line_ms().unwrap_or(0).max(self.now);
+            // The line's next deadline in real time (line ms / speed), at least every 50 ms; in
+            // lockstep, line time moves per poll, so look every millisecond.
+            let wait_ms = match self.lockstep {
+                true => 1,
+                false => self.line.next_timeout().map_or(50, |t| t.0.saturating_sub(now) / SPEED).min(50),
+            };
+            tokio::select! {
+                o = self.out.recv() => {
+                    match o.expect("driver running") {
+                        DriverOutput::Input(input) => self.handle(input).await,
+                        DriverOutput::Alarm(a) => self.alarms.push(a),
+                    }
+                    // Deadlines due now are part of catching up, before the driver polls again.
+                    let now = self.plc.line_ms().unwrap_or(0).max(self.now);
+                    if self.line.next_timeout().is_some_and(|t| t.0 <= now) {
+                        self.handle(Input::Tick).await;
+                    }
+                    self.handled.send_modify(|n| *n += 1);
+                }
+                Some((_, event)) = self.devices.recv() => self.handle(device_input(event)).await,
+                () = tokio::time::sleep(Duration::from_millis(wait_ms)) => self.handle(Input::Tick).await,
+                () = &mut limit => panic!(
+                    "run limit: {} parcels done, sim finished {}, stats {:?}, alarms {:?}",
+                    self.done.len(), self.plc.finished(), self.stats(), self.alarm_codes()
+                ),
+            }
+        }
+    }
+
+    /// Runs until every parcel has left the line and the core has closed every story (by a
+    /// confirmation, a loss, or its own confirm deadline).
+    pub async fn finish(&mut self) -> sim::Report {
+        self.drive(|r| r.plc.finished() && r.line.in_flight() == 0).await;
+        self.stop_driver();
+        self.plc.report()
+    }
+
+    pub fn stop_driver(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    pub fn stats(&self) -> DriverStats {
+        self.stats.lock().unwrap().clone()
+    }
+
+    pub fn alarm_codes(&self) -> Vec<&'static str> {
+        let mut codes: Vec<&'static str> = self.alarms.iter().map(|a| a.code).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        codes
+    }
+}
+
+/// Parcels not in their decided lane went to hold, each explained by a late destination.
+pub fn assert_safe(run: &Run, report: &sim::Report, summary: &str) {
+    assert_eq!(report.unsafe_releases, 0, "{summary}");
+    assert!(report.wrong_lane <= report.late_destinations, "{summary}");
+    for p in &run.done {
+        assert!(p.confirmed == p.decided || p.confirmed == Some(Lane::Hold) || p.lost, "{p:?}");
+    }
+}

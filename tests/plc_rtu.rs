@@ -1,0 +1,66 @@
+//! End to end over Modbus RTU: the real host driver opens the simulated PLC's pseudo-terminal
+//! (`SimPlc::start_rtu`) as a serial port with tokio-serial, in lockstep line time, with a core
+//! `Line` deciding; the harness is `plc_harness` (shared with the TCP test). The simulator is
+//! the referee.
+
+mod plc_harness;
+
+use plc_harness::{assert_safe, Run};
+use sortline::config::Transport;
+use std::collections::HashSet;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parcels_flow_over_modbus_rtu_each_in_its_decided_lane() {
+    let mut run = Run::start(Transport::Rtu, 240, 21).await;
+    let report = run.finish().await;
+    let stats = run.stats();
+    let summary = format!("stats {stats:?}, alarms {:?}", run.alarm_codes());
+
+    assert_eq!(report.unsafe_releases, 0, "{summary}");
+    assert_eq!(report.wrong_lane, 0, "{summary}");
+    assert_eq!(report.in_flight, 0, "{summary}");
+    assert_eq!(report.late_destinations, 0, "{summary}");
+    assert!(run.done.len() >= 200, "{} parcels done; {summary}", run.done.len());
+    let tracked = report.outcomes.iter().filter_map(|o| o.tracking).collect::<HashSet<_>>();
+    assert_eq!(run.done.len(), tracked.len(), "every tracked parcel's story reached the core");
+    for p in &run.done {
+        assert!(!p.lost, "{p:?}");
+        assert_eq!(p.confirmed, p.decided, "{p:?}");
+    }
+    // Every destination the core sent was taken by the PLC, once.
+    assert_eq!(stats.destinations_taken, run.destinations, "{summary}");
+    assert_eq!(run.plc.destinations_taken(), run.destinations, "{summary}");
+    assert_eq!(stats.destinations_refused, 0, "{summary}");
+    assert_eq!(stats.connects, 1, "{summary}");
+    assert!(stats.poll_cycle.count() > 100 && stats.destination_latency.count() > 0, "{summary}");
+    assert!(run.driver.await.unwrap().is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_past_the_timeout_reopens_the_port_and_loses_nothing() {
+    let mut run = Run::start(Transport::Rtu, 220, 22).await;
+    run.drive(|r| r.done.len() >= 40).await;
+    // One reply 50 ms past the driver's 200 ms timeout: the port is closed when it comes, and
+    // flushed when reopened, so it is never taken for a later request's reply.
+    run.plc.stall_next(1, Duration::from_millis(250));
+    run.drive(|r| r.done.len() >= 90).await;
+    // A swallowed request (the RTU meaning of a dropped connection): timeout, reopen.
+    run.plc.drop_connections();
+    run.drive(|r| r.done.len() >= 140).await;
+    run.plc.exception_next(3, 0x04);
+    let report = run.finish().await;
+    let stats = run.stats();
+    let summary = format!("stats {stats:?}, alarms {:?}", run.alarm_codes());
+
+    assert!(run.done.len() >= 200, "{} parcels done; {summary}", run.done.len());
+    assert_safe(&run, &report, &summary);
+    assert_eq!(stats.connects, 3, "a reopen after the stall and after the drop: {summary}");
+    assert!(stats.exceptions >= 1, "{summary}");
+    let codes = run.alarm_codes();
+    assert!(codes.contains(&"plc_link_down") && codes.contains(&"plc_exception"), "{summary}");
+    // Every destination taken by the PLC exactly once, and reported taken exactly once.
+    assert_eq!(run.plc.destinations_taken(), run.destinations, "{summary}");
+    assert_eq!(stats.destinations_taken, run.destinations, "{summary}");
+    assert!(run.driver.await.unwrap().is_ok());
+}
