@@ -5,36 +5,15 @@
 
 mod plc_harness;
 
-use plc_harness::{assert_safe, Run};
+use plc_harness::{assert_every_parcel_in_its_decided_lane, assert_safe, Run};
 use sortline::config::Transport;
-use std::collections::HashSet;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parcels_flow_over_modbus_rtu_each_in_its_decided_lane() {
     let mut run = Run::start(Transport::Rtu, 240, 21).await;
     let report = run.finish().await;
-    let stats = run.stats();
-    let summary = format!("stats {stats:?}, alarms {:?}", run.alarm_codes());
-
-    assert_eq!(report.unsafe_releases, 0, "{summary}");
-    assert_eq!(report.wrong_lane, 0, "{summary}");
-    assert_eq!(report.in_flight, 0, "{summary}");
-    assert_eq!(report.late_destinations, 0, "{summary}");
-    assert!(run.done.len() >= 200, "{} parcels done; {summary}", run.done.len());
-    let tracked = report.outcomes.iter().filter_map(|o| o.tracking).collect::<HashSet<_>>();
-    assert_eq!(run.done.len(), tracked.len(), "every tracked parcel's story reached the core");
-    for p in &run.done {
-        assert!(!p.lost, "{p:?}");
-        assert_eq!(p.confirmed, p.decided, "{p:?}");
-    }
-    // Every destination the core sent was taken by the PLC, once.
-    assert_eq!(stats.destinations_taken, run.destinations, "{summary}");
-    assert_eq!(run.plc.destinations_taken(), run.destinations, "{summary}");
-    assert_eq!(stats.destinations_refused, 0, "{summary}");
-    assert_eq!(stats.connects, 1, "{summary}");
-    assert!(stats.poll_cycle.count() > 100 && stats.destination_latency.count() > 0, "{summary}");
-    assert!(run.driver.await.unwrap().is_ok());
+    assert_every_parcel_in_its_decided_lane(run, &report, 200).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,6 +33,7 @@ mod gate;
 pub mod modbus;
 mod platform;
 mod plc;
+mod pty;
 pub mod rtu;
 mod s10;
 pub mod scanner;

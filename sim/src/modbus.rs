@@ -441,7 +441,7 @@ impl SimPlc {
         config: SimPlcConfig,
         unit_id: u8,
     ) -> io::Result<(SimPlc, DeviceEvents)> {
-        let (master, path) = rtu::open_pty()?;
+        let (master, path) = crate::pty::open_pty()?;
         let (shared, devices) = Shared::new(world, map, &config);
         let server = {
             let shared = shared.clone();

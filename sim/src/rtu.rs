@@ -10,14 +10,12 @@
 use std::future::Future;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
 use sortline_plc_contract::crc16_bytes;
 use tokio::io::unix::AsyncFd;
+
 use tokio_modbus::{ExceptionCode, Request, Response};
 
 /// One request addressed to this unit, or a function code it does not serve.
@@ -150,20 +148,6 @@ pub fn encode(unit: u8, function: u8, reply: &Result<Response, ExceptionCode>) -
     let crc = crc16_bytes(out.iter().copied());
     out.extend(crc.to_le_bytes());
     out
-}
-
-/// A pty pair: the master, non-blocking, for the simulator; the slave's path for the host.
-pub(crate) fn open_pty() -> io::Result<(OwnedFd, PathBuf)> {
-    let pty = nix::pty::openpty(None, None)?;
-    let mut t = tcgetattr(&pty.slave)?;
-    // Binary bytes must pass untouched: no echo, no line editing, no CR/LF or XON/XOFF.
-    cfmakeraw(&mut t);
-    tcsetattr(&pty.slave, SetArg::TCSANOW, &t)?;
-    let path = nix::unistd::ttyname(&pty.slave)?;
-    let flags = OFlag::from_bits_truncate(fcntl(&pty.master, FcntlArg::F_GETFL)?);
-    fcntl(&pty.master, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
-    // Our slave fd closes here; the host's open is the only one, so its close is seen (EIO).
-    Ok((pty.master, path))
 }
 
 /// While no one has the slave open, reads on the master fail with EIO: wait this long and retry.

@@ -23,8 +23,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::io::unix::AsyncFd;
@@ -33,6 +31,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::pty::open_pty;
 use crate::SimEvent;
 
 /// How a scanner frames one reading, as its profile says.
@@ -293,20 +292,6 @@ impl Port {
             }
         }
     }
-}
-
-/// A pty pair: the master, non-blocking, for the device; the slave's path for the host.
-fn open_pty() -> io::Result<(OwnedFd, PathBuf)> {
-    let pty = nix::pty::openpty(None, None)?;
-    let mut t = tcgetattr(&pty.slave)?;
-    // Bytes must pass untouched: no echo, no line editing, no CR/LF translation.
-    cfmakeraw(&mut t);
-    tcsetattr(&pty.slave, SetArg::TCSANOW, &t)?;
-    let path = nix::unistd::ttyname(&pty.slave)?;
-    let flags = OFlag::from_bits_truncate(fcntl(&pty.master, FcntlArg::F_GETFL)?);
-    fcntl(&pty.master, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
-    // Our slave fd closes here, so the master sees EIO exactly while no host has it open.
-    Ok((pty.master, path))
 }
 
 /// Whether a host has the slave open. The master reads EIO while none has; what the host

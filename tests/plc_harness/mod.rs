@@ -217,6 +217,30 @@ impl Run {
     }
 }
 
+/// A clean run: at least `min_done` parcels, every one confirmed in the lane the core decided,
+/// every destination the core sent taken by the PLC exactly once, over one connection.
+pub async fn assert_every_parcel_in_its_decided_lane(run: Run, report: &sim::Report, min_done: usize) {
+    let stats = run.stats();
+    let summary = format!("stats {stats:?}, alarms {:?}", run.alarm_codes());
+    assert_eq!(report.unsafe_releases, 0, "{summary}");
+    assert_eq!(report.wrong_lane, 0, "{summary}");
+    assert_eq!(report.in_flight, 0, "{summary}");
+    assert_eq!(report.late_destinations, 0, "{summary}");
+    assert!(run.done.len() >= min_done, "{} parcels done; {summary}", run.done.len());
+    let tracked = report.outcomes.iter().filter_map(|o| o.tracking).collect::<std::collections::HashSet<_>>();
+    assert_eq!(run.done.len(), tracked.len(), "every tracked parcel's story reached the core");
+    for p in &run.done {
+        assert!(!p.lost, "{p:?}");
+        assert_eq!(p.confirmed, p.decided, "{p:?}");
+    }
+    assert_eq!(stats.destinations_taken, run.destinations, "{summary}");
+    assert_eq!(run.plc.destinations_taken(), run.destinations, "{summary}");
+    assert_eq!(stats.destinations_refused, 0, "{summary}");
+    assert_eq!(stats.connects, 1, "{summary}");
+    assert!(stats.poll_cycle.count() > 100 && stats.destination_latency.count() > 0, "{summary}");
+    assert!(run.driver.await.unwrap().is_ok());
+}
+
 /// Parcels not in their decided lane went to hold, each explained by a late destination.
 pub fn assert_safe(run: &Run, report: &sim::Report, summary: &str) {
     assert_eq!(report.unsafe_releases, 0, "{summary}");
