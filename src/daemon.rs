@@ -17,6 +17,7 @@ use crate::plc::driver::{Driver, DriverConfig, DriverOutput, DriverStats, Pace};
 use crate::plc::{Destination, PlcError, RegisterMap};
 use crate::recorder;
 use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -68,6 +69,10 @@ pub struct DaemonConfig {
     /// How often (real time) the core asks the audit writer whether a time-bound checkpoint is
     /// due, so that an idle line's last entries get signed too.
     pub checkpoint_poll: Duration,
+    /// Where the core publishes the line time (ms) of its next deadline after every turn
+    /// (`u64::MAX`: none), for a simulated line that must not run past what the core has yet
+    /// to handle.
+    pub next_due: Arc<AtomicU64>,
 }
 
 impl Default for DaemonConfig {
@@ -78,6 +83,7 @@ impl Default for DaemonConfig {
             queue: 4096,
             paced: false,
             checkpoint_poll: Duration::from_secs(1),
+            next_due: Arc::new(AtomicU64::new(u64::MAX)),
         }
     }
 }
@@ -327,6 +333,7 @@ impl<C: LineClock, S: Screen> Core<C, S> {
                 Err(RecvTimeoutError::Disconnected) => break self.line.in_flight() == 0,
             }
             self.tick()?;
+            self.config.next_due.store(self.line.next_timeout().map_or(u64::MAX, |t| t.0), Ordering::SeqCst);
             if checkpoint_poll.elapsed_ms() >= checkpoint_poll_ms {
                 self.submit()?;
                 self.audit.checkpoint_if_due(clock::wall_ms())?;

@@ -25,6 +25,9 @@ use crate::core::*;
 use crate::daemon;
 use crate::plc::driver::{DriverConfig, DriverStats, PlcLink};
 use crate::recorder;
+use crate::scanner::link::ScannerLinkConfig;
+use crate::scanner::reader::{ScannerOutput, ScannerReader, ScannerStats};
+use crate::scanner::TriggerField;
 use serde::Serialize;
 use siphasher::sip::SipHasher13;
 use sortline_sim as sim;
@@ -32,6 +35,7 @@ use std::collections::HashMap;
 use std::hash::Hasher;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
@@ -48,6 +52,8 @@ pub enum DemoError {
     Daemon(#[from] daemon::DaemonError),
     #[error("configuration does not fit the simulator: {0}")]
     Geometry(String),
+    #[error("scanner: {0}")]
+    Scanner(#[from] crate::scanner::link::ScannerLinkError),
 }
 
 pub struct DemoOptions {
@@ -70,6 +76,8 @@ pub struct ScannerSummary {
     pub no_reads: u32,
     pub misreads: u32,
     pub ambiguous: u32,
+    /// The host's scanner reader (frames, link, read rates); absent when scans skip the wire.
+    pub reader: Option<ScannerStats>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -394,7 +402,8 @@ pub fn run(cfg: &Loaded, opts: &DemoOptions, live: &mut dyn Write) -> Result<Sum
     let report = h.world.report();
     let stats = h.line.stats().clone();
     drop(h);
-    summary(opts, &db, &report, stats, None, now, stopwatch.elapsed_ms())
+    let host = HostFigures { stats, plc: None, reader: None, virtual_ms: now, wall_ms: stopwatch.elapsed_ms() };
+    summary(opts, &db, &report, host)
 }
 
 /// The chain's opening entry: what replay needs to rebuild the core (`mode` "demo" means the
@@ -442,17 +451,21 @@ pub fn initial_inputs(world: &sim::World) -> Result<Vec<Input>, DemoError> {
     Ok(inputs)
 }
 
+/// What the host says of a run, beside the referee's report: the core's counters and, over
+/// real wires, the PLC link's and the scanner reader's.
+pub struct HostFigures {
+    pub stats: LineStats,
+    pub plc: Option<DriverStats>,
+    pub reader: Option<ScannerStats>,
+    /// Line time at the end, and real time taken.
+    pub virtual_ms: u64,
+    pub wall_ms: u64,
+}
+
 /// The summary: lanes and failures from the referee's `report`, `unaccounted` from reading
-/// the chain in `db` back, the core's own claims beside them.
-pub fn summary(
-    opts: &DemoOptions,
-    db: &Path,
-    report: &sim::Report,
-    stats: LineStats,
-    plc: Option<DriverStats>,
-    virtual_ms: u64,
-    wall_ms: u64,
-) -> Result<Summary, DemoError> {
+/// the chain in `db` back, the host's own claims beside them.
+pub fn summary(opts: &DemoOptions, db: &Path, report: &sim::Report, host: HostFigures) -> Result<Summary, DemoError> {
+    let HostFigures { stats, plc, reader, virtual_ms, wall_ms } = host;
     let verified = audit::verify(db, None)?;
     let unaccounted = unaccounted(db, report)?;
     Ok(Summary {
@@ -466,6 +479,7 @@ pub fn summary(
         wrong_lane: report.wrong_lane,
         unaccounted,
         scanner: ScannerSummary {
+            reader,
             no_reads: report.scanner.no_reads,
             misreads: report.scanner.misreads,
             ambiguous: report.scanner.ambiguous,
@@ -582,11 +596,27 @@ pub fn print_table(s: &Summary, w: &mut dyn Write) -> std::io::Result<()> {
     )
 }
 
+/// How the simulated scanner reaches the daemon.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScannerWire {
+    /// A serial port: the daemon opens a pseudo-terminal's slave side with tokio-serial.
+    Pty,
+    /// TCP on loopback: the scanner listens, the daemon connects.
+    Tcp,
+    /// No wire: the simulator's scans go straight into the core.
+    Direct,
+}
+
+/// Line ms the simulated line may run past the core's next deadline before it waits for the
+/// core: well inside the write budget between the review cut-off and the latch point.
+const LOCKSTEP_SLACK_MS: u64 = 300;
+
 /// How the demo runs over Modbus.
 #[derive(Clone, Debug)]
 pub struct ModbusOptions {
     /// TCP on loopback, or RTU over a pseudo-terminal.
     pub transport: Transport,
+    pub scanner: ScannerWire,
     /// Line ms the simulated PLC advances per host poll cycle (lockstep, see `sim::modbus`).
     pub quantum_ms: u64,
     /// The driver's poll period for the demo (real time); `[plc]`'s other keys are kept.
@@ -601,6 +631,7 @@ impl Default for ModbusOptions {
         // destination decided at the review cut-off still has ~23 polls before the latch point.
         ModbusOptions {
             transport: Transport::Tcp,
+            scanner: ScannerWire::Pty,
             quantum_ms: 100,
             poll_period: Duration::from_millis(1),
             run_limit: Duration::from_secs(300),
@@ -630,6 +661,57 @@ pub async fn start_plc(
     };
     tracing::info!(%link, "simulated PLC listening");
     Ok((started.0, started.1, link))
+}
+
+/// The simulated scanner on its wire, and the daemon's reader of it.
+struct ScannerRig {
+    device: Arc<sim::scanner::SimScanner>,
+    reader: ScannerReader,
+}
+
+/// The scanner `[scanner]` describes, simulated on `wire` and framed by its profile, and the
+/// reader the daemon would use, with `[scanner.link]`'s timing and the wire's address; `None`
+/// for a direct wire. With `faults`, the wire is noisy too (noise, split and repeated frames).
+async fn scanner_rig(
+    cfg: &Loaded,
+    wire: ScannerWire,
+    seed: u64,
+    faults: bool,
+) -> Result<Option<ScannerRig>, DemoError> {
+    use crate::scanner::link::{Parity, Transport as Wire};
+    use sim::scanner::{ScannerFaults, SimFraming, SimScanner, SimScannerConfig};
+    let profile = cfg.scanner_profile().map_err(|e| DemoError::Geometry(e.to_string()))?;
+    let framing = SimFraming {
+        start: profile.start.clone().unwrap_or_default().into_bytes(),
+        stop: profile.stop.clone().into_bytes(),
+        delimiter: profile.delimiter.clone().into_bytes(),
+        no_read: profile.no_read.clone(),
+        trigger_first: profile.trigger_field == TriggerField::First,
+        heartbeat: profile.heartbeat.clone(),
+    };
+    let faults = match faults {
+        true => ScannerFaults { seed, noise: 0.02, noise_max_bytes: 12, split: 0.05, duplicate: 0.01, disconnect: 0.0 },
+        false => ScannerFaults { seed, ..ScannerFaults::default() },
+    };
+    let config = SimScannerConfig { framing, faults, heartbeat_every: None };
+    let (device, transport) = match wire {
+        ScannerWire::Direct => return Ok(None),
+        ScannerWire::Pty => {
+            let device = SimScanner::pty(config)?;
+            let path = device.slave_path().map(Path::to_path_buf).unwrap_or_default();
+            (device, Wire::Serial { path, baud: 115_200, parity: Parity::None, data_bits: 8, stop_bits: 1 })
+        }
+        ScannerWire::Tcp => {
+            let device = SimScanner::tcp_listen(config).await?;
+            let addr = device.addr().map(|a| a.to_string()).unwrap_or_default();
+            (device, Wire::TcpConnect { addr })
+        }
+    };
+    tracing::info!(?transport, "simulated scanner ready");
+    // A lockstep line can be quiet for long stretches of real time: no silence alarm here.
+    let link = ScannerLinkConfig { transport, silence_timeout_ms: None, ..cfg.line.scanner.link.clone() };
+    let reader = ScannerReader::open(profile, link).await?;
+    Ok(Some(ScannerRig { device: Arc::new(device), reader }))
 }
 
 /// The simulated line's clock, for the core.
@@ -689,9 +771,27 @@ pub fn run_modbus(
     let audit = GroupCommit::start(log, Duration::from_millis(1), 256);
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let (report, finished) = rt.block_on(async {
+    let (report, finished, reader_stats) = rt.block_on(async {
+        let rig = scanner_rig(cfg, modbus.scanner, opts.seed, opts.faults).await?;
+        // Lockstep: the line moves on only once the core has taken in every device event and
+        // every scanner byte so far, and is not far past its next deadline.
+        let next_due = Arc::new(AtomicU64::new(u64::MAX));
+        let devices_handled = Arc::new(AtomicU64::new(0));
+        let gate = {
+            let (due, handled) = (next_due.clone(), devices_handled.clone());
+            let wire = rig.as_ref().map(|r| (r.device.clone(), r.reader.consumed()));
+            sim::modbus::LockstepGate(Arc::new(move |to, sent| {
+                let scans_in = wire.as_ref().is_none_or(|(device, consumed)| {
+                    device.settled_bytes().is_some_and(|written| consumed.load(Ordering::SeqCst) >= written)
+                });
+                scans_in
+                    && handled.load(Ordering::SeqCst) >= sent
+                    && to <= due.load(Ordering::SeqCst).saturating_add(LOCKSTEP_SLACK_MS)
+            }))
+        };
         let plc_config = sim::modbus::SimPlcConfig {
             lockstep_quantum_ms: Some(modbus.quantum_ms),
+            lockstep_gate: Some(gate),
             ..sim::modbus::SimPlcConfig::default()
         };
         let (mut plc, mut devices, link) = start_plc(cfg, modbus.transport, world, &map, plc_config).await?;
@@ -706,19 +806,46 @@ pub fn run_modbus(
             driver,
             initial,
         };
-        let daemon =
-            daemon::Daemon::start(parts, daemon::DaemonConfig { paced: true, ..daemon::DaemonConfig::default() })?;
+        let daemon_config = daemon::DaemonConfig {
+            paced: true,
+            // The line waits at a deadline until the core has woken for it.
+            tick_max: Duration::from_millis(1),
+            next_due,
+            ..daemon::DaemonConfig::default()
+        };
+        let daemon = daemon::Daemon::start(parts, daemon_config)?;
+        // Officers and bench (and the scanner, on a direct wire): their own task, so that a
+        // full core queue never stops this loop from draining the live view (which the core
+        // may be waiting on).
+        let device = rig.as_ref().map(|r| r.device.clone());
         let inputs = daemon.inputs();
-        // Scanner, officers and bench: their own task, so that a full core queue never stops
-        // this loop from draining the live view (which the core may be waiting on).
         let devices = tokio::spawn(async move {
             while let Some((_, event)) = devices.recv().await {
-                let msg = daemon::CoreMsg::Input(input(event)?);
-                if tokio::task::block_in_place(|| inputs.send(msg)).is_err() {
-                    break;
+                if !device.as_ref().is_some_and(|d| d.send(&event)) {
+                    let msg = daemon::CoreMsg::Input(input(event)?);
+                    if tokio::task::block_in_place(|| inputs.send(msg)).is_err() {
+                        break;
+                    }
                 }
+                devices_handled.fetch_add(1, Ordering::SeqCst);
             }
             Ok::<(), DemoError>(())
+        });
+        let (stop_reader, reader_stop) = tokio::sync::oneshot::channel::<()>();
+        let reader_stats = rig.as_ref().map(|r| r.reader.stats());
+        let reader = rig.map(|rig| {
+            let inputs = daemon.inputs();
+            let deliver = move |out| {
+                let msg = match out {
+                    ScannerOutput::Input(i) => daemon::CoreMsg::Input(i),
+                    ScannerOutput::Alarm(a) => daemon::CoreMsg::Alarm(a),
+                };
+                // The core gone means the demo is stopping.
+                let _ = tokio::task::block_in_place(|| inputs.send(msg));
+            };
+            tokio::spawn(rig.reader.run(deliver, async move {
+                let _ = reader_stop.await;
+            }))
         });
         let (shutdown, shutdown_rx) = broadcast::channel::<()>(1);
         let run = tokio::spawn(daemon.run(shutdown_rx));
@@ -757,11 +884,22 @@ pub fn run_modbus(
         if let Ok(Err(e)) = devices.await {
             return Err(e);
         }
-        Ok::<_, DemoError>((plc.report(), finished))
+        let _ = stop_reader.send(());
+        if let Some(reader) = reader {
+            let _ = reader.await;
+        }
+        Ok::<_, DemoError>((plc.report(), finished, reader_stats.map(|stats| stats())))
     })?;
     let daemon::Finished { line, audit, now_ms, driver_stats, drained } = finished;
     tracing::info!(?driver_stats, drained, "daemon stopped");
     audit.submit(vec![stop_entry(line.stats(), clock::wall_ms(), now_ms)])?.wait()?;
     audit.shutdown()?;
-    summary(opts, &db, &report, line.stats().clone(), Some(driver_stats), now_ms, stopwatch.elapsed_ms())
+    let host = HostFigures {
+        stats: line.stats().clone(),
+        plc: Some(driver_stats),
+        reader: reader_stats,
+        virtual_ms: now_ms,
+        wall_ms: stopwatch.elapsed_ms(),
+    };
+    summary(opts, &db, &report, host)
 }

@@ -50,6 +50,10 @@ enum Command {
         /// pseudo-terminal, the driver opening it as a serial port).
         #[arg(long, value_enum, default_value_t = PlcMode::Modbus)]
         plc: PlcMode,
+        /// The scanner's wire, with `--plc modbus|rtu`: `pty` (a serial port: the daemon opens
+        /// a pseudo-terminal with tokio-serial), `tcp` (loopback) or `direct` (no wire).
+        #[arg(long, value_enum, default_value_t = demo::ScannerWire::Pty)]
+        scanner: demo::ScannerWire,
     },
     /// Check a line configuration and its rule files; exit 64 on any error.
     CheckConfig {
@@ -194,7 +198,7 @@ fn load(config: &Path) -> Result<Loaded> {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Demo { parcels, seed, summary, data, config, faults, quiet, plc } => {
+        Command::Demo { parcels, seed, summary, data, config, faults, quiet, plc, scanner } => {
             let cfg = load(&config)?;
             let data_dir = match data {
                 Some(d) => d,
@@ -210,13 +214,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let opts = demo::DemoOptions { parcels, seed, data_dir, faults };
             let mut sink = std::io::sink();
             let live: &mut dyn Write = if quiet { &mut sink } else { &mut stdout };
+            let modbus = |transport| demo::ModbusOptions { transport, scanner, ..demo::ModbusOptions::default() };
             let s = match plc {
                 PlcMode::InProcess => demo::run(&cfg, &opts, live)?,
-                PlcMode::Modbus => demo::run_modbus(&cfg, &opts, &demo::ModbusOptions::default(), live)?,
-                PlcMode::Rtu => {
-                    let rtu = demo::ModbusOptions { transport: Transport::Rtu, ..demo::ModbusOptions::default() };
-                    demo::run_modbus(&cfg, &opts, &rtu, live)?
-                }
+                PlcMode::Modbus => demo::run_modbus(&cfg, &opts, &modbus(Transport::Tcp), live)?,
+                PlcMode::Rtu => demo::run_modbus(&cfg, &opts, &modbus(Transport::Rtu), live)?,
             };
             demo::print_table(&s, &mut std::io::stdout().lock())?;
             if let Some(path) = summary {

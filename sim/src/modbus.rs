@@ -52,11 +52,25 @@ pub struct SimPlcConfig {
     /// starts one) instead of real time × `speed`. Deterministic in line time per poll and as
     /// fast as the host polls; the PLC's own heartbeat and watchdog stay on real time.
     pub lockstep_quantum_ms: Option<u64>,
+    /// Lockstep: asked with the line time a poll would advance to and the number of device
+    /// events sent so far; while it says no, the line waits (the host has not yet taken the
+    /// devices' events in, or not yet handled its deadlines).
+    pub lockstep_gate: Option<LockstepGate>,
+}
+
+/// See [`SimPlcConfig::lockstep_gate`].
+#[derive(Clone)]
+pub struct LockstepGate(pub Arc<dyn Fn(Ms, u64) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for LockstepGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LockstepGate")
+    }
 }
 
 impl Default for SimPlcConfig {
     fn default() -> Self {
-        SimPlcConfig { speed: 20, scan: Duration::from_millis(5), lockstep_quantum_ms: None }
+        SimPlcConfig { speed: 20, scan: Duration::from_millis(5), lockstep_quantum_ms: None, lockstep_gate: None }
     }
 }
 
@@ -79,6 +93,8 @@ struct State {
     /// Real ms (since start) at which the belt started: the first sync.
     belt_started_ms: Option<u64>,
     devices: mpsc::UnboundedSender<(Ms, SimEvent)>,
+    /// Device events sent so far, for [`SimPlcConfig::lockstep_gate`].
+    devices_sent: u64,
     events: Vec<(Ms, SimEvent)>,
     /// Destination slots the PLC took (every boot): each ring index once.
     taken: u64,
@@ -117,6 +133,7 @@ struct Shared {
     epoch: Instant,
     speed: u64,
     lockstep_quantum_ms: Option<u64>,
+    lockstep_gate: Option<LockstepGate>,
     /// The header's first address: a read there starts a host poll cycle.
     header_address: u16,
     finished: watch::Sender<bool>,
@@ -132,6 +149,7 @@ impl Shared {
                 regs: PlcRegisters::new(map, 0),
                 belt_started_ms: None,
                 devices,
+                devices_sent: 0,
                 events: Vec::new(),
                 taken: 0,
                 lockstep_line_ms: 0,
@@ -143,6 +161,7 @@ impl Shared {
             epoch: Instant::now(),
             speed: config.speed.max(1),
             lockstep_quantum_ms: config.lockstep_quantum_ms.filter(|q| *q > 0),
+            lockstep_gate: config.lockstep_gate.clone(),
             header_address: map.header_span().0,
             finished: watch::channel(false).0,
             safe_mode: watch::channel(true).0,
@@ -215,6 +234,7 @@ impl Shared {
                     other => {
                         // The receiver gone means the test is over; nothing to tell.
                         let _ = st.devices.send((at, other));
+                        st.devices_sent += 1;
                     }
                 }
             }
@@ -257,8 +277,12 @@ impl Shared {
         let mut st = self.state();
         if let (Some(quantum_ms), Request::ReadHoldingRegisters(a, _)) = (self.lockstep_quantum_ms, &req) {
             if *a == self.header_address && st.belt_started_ms.is_some() {
-                // A new host poll cycle: the line moves one quantum, and this poll sees its events.
-                st.lockstep_line_ms += quantum_ms;
+                // A new host poll cycle: the line moves one quantum, unless the gate holds it,
+                // and this poll sees its events.
+                let to = st.lockstep_line_ms + quantum_ms;
+                if self.lockstep_gate.as_ref().is_none_or(|g| (g.0)(to, st.devices_sent)) {
+                    st.lockstep_line_ms = to;
+                }
                 self.step_locked(&mut st);
             }
         }

@@ -416,6 +416,14 @@ impl SimScanner {
         w.drain(..).collect()
     }
 
+    /// The bytes handed to the transport in all, once every event sent so far has gone out;
+    /// `None` while some are still on their way.
+    pub fn settled_bytes(&self) -> Option<u64> {
+        let sent = self.shared.sent.load(Ordering::SeqCst);
+        let stats = self.shared.stats.borrow();
+        (stats.handled >= sent).then_some(stats.bytes_written)
+    }
+
     /// Waits until every event sent so far has gone out (or `timeout` passes: false).
     pub async fn wait_idle(&self, timeout: Duration) -> bool {
         let sent = self.shared.sent.load(Ordering::SeqCst);

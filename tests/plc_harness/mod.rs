@@ -15,8 +15,9 @@ use sortline::demo;
 use sortline::plc::driver::{Driver, DriverConfig, DriverOutput, DriverStats, Pace};
 use sortline::plc::{Destination, RegisterMap};
 use sortline_sim as sim;
-use sortline_sim::modbus::{DeviceEvents, SimPlc, SimPlcConfig};
+use sortline_sim::modbus::{DeviceEvents, LockstepGate, SimPlc, SimPlcConfig};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -66,6 +67,9 @@ pub struct Run {
     /// Lockstep: driver outputs handled, for the driver's [`Pace`].
     handled: watch::Sender<u64>,
     lockstep: bool,
+    /// Lockstep: the core's next deadline and the device events taken in, for the gate.
+    due: Arc<AtomicU64>,
+    devices_handled: Arc<AtomicU64>,
 }
 
 impl Run {
@@ -79,10 +83,22 @@ impl Run {
         let map = RegisterMap::load(&repo("firmware-config/plc/register-map.toml")).expect("register map");
         let world = sim::World::new(scenario(parcels, seed), demo::geometry(&cfg).unwrap());
         let manifests: Vec<Manifest> = world.manifests().iter().map(|m| demo::manifest(m).unwrap()).collect();
+        // In lockstep the line waits for the harness: every device event taken in, and not
+        // far past the core's next deadline.
+        let due = Arc::new(AtomicU64::new(u64::MAX));
+        let devices_handled = Arc::new(AtomicU64::new(0));
+        let gate = {
+            let (due, handled) = (due.clone(), devices_handled.clone());
+            LockstepGate(Arc::new(move |to, sent| {
+                handled.load(Ordering::SeqCst) >= sent
+                    && to <= due.load(Ordering::SeqCst).saturating_add(3 * QUANTUM_MS)
+            }))
+        };
         let sim_config = SimPlcConfig {
             speed: SPEED,
             scan: Duration::from_millis(5),
             lockstep_quantum_ms: lockstep.then_some(QUANTUM_MS),
+            lockstep_gate: lockstep.then_some(gate),
         };
         let (plc, devices, link) = demo::start_plc(&cfg, transport, world, &map, sim_config).await.unwrap();
         let (out_tx, out) = mpsc::channel(4096);
@@ -128,6 +144,8 @@ impl Run {
             destinations: 0,
             handled,
             lockstep,
+            due,
+            devices_handled,
         };
         run.route(initial).await;
         run
@@ -138,6 +156,7 @@ impl Run {
         self.now = self.now.max(self.plc.line_ms().unwrap_or(0));
         let mut out = Vec::new();
         self.line.handle(input, Millis(self.now), &mut out);
+        self.due.store(self.line.next_timeout().map_or(u64::MAX, |t| t.0), Ordering::SeqCst);
         self.route(out).await;
     }
 
@@ -181,7 +200,10 @@ impl Run {
                     }
                     self.handled.send_modify(|n| *n += 1);
                 }
-                Some((_, event)) = self.devices.recv() => self.handle(device_input(event)).await,
+                Some((_, event)) = self.devices.recv() => {
+                    self.handle(device_input(event)).await;
+                    self.devices_handled.fetch_add(1, Ordering::SeqCst);
+                }
                 () = tokio::time::sleep(Duration::from_millis(wait_ms)) => self.handle(Input::Tick).await,
                 () = &mut limit => panic!(
                     "run limit: {} parcels done, sim finished {}, stats {:?}, alarms {:?}",
