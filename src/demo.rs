@@ -345,7 +345,7 @@ pub fn show(live: &mut dyn Write, p: &ParcelReport) -> Result<(), DemoError> {
     }
 }
 
-pub fn open_audit(db: &Path, signer: Signer, cfg: &crate::config::Audit) -> Result<AuditLog, DemoError> {
+pub fn open_audit(db: &Path, signer: Signer, cfg: &crate::config::Audit) -> Result<AuditLog, audit::AuditError> {
     let mut log = AuditLog::open(db, Some(signer), cfg.checkpoint_every)?;
     log.set_checkpoint_interval_ms(Some(cfg.checkpoint_interval_s.saturating_mul(1000)));
     Ok(log)
@@ -409,14 +409,25 @@ pub fn run(cfg: &Loaded, opts: &DemoOptions, live: &mut dyn Write) -> Result<Sum
 /// The chain's opening entry: what replay needs to rebuild the core (`mode` "demo" means the
 /// secret comes from the seed). `plc` names the PLC path when it is not in-process.
 pub fn start_entry(cfg: &Loaded, opts: &DemoOptions, line: &Line, wall_ms: i64, plc: Option<&str>) -> NewEntry {
-    let mut start = serde_json::json!({
-        "mode": "demo", "seed": opts.seed, "parcels": opts.parcels, "faults": opts.faults,
-        "site": cfg.line.site.site_id, "line_id": cfg.line.site.line_id, "version": env!("CARGO_PKG_VERSION"),
-        "line": line.snapshot(),
-    });
-    if let (Some(plc), Some(o)) = (plc, start.as_object_mut()) {
-        o.insert("plc".into(), plc.into());
+    let mut entry = run_start_entry(cfg, line, "demo", wall_ms);
+    if let Some(o) = entry.payload.as_object_mut() {
+        o.insert("seed".into(), opts.seed.into());
+        o.insert("parcels".into(), opts.parcels.into());
+        o.insert("faults".into(), opts.faults.into());
+        if let Some(plc) = plc {
+            o.insert("plc".into(), plc.into());
+        }
     }
+    entry
+}
+
+/// The chain's opening entry of a run: what ran (`mode`), where, and the line's snapshot, from
+/// which `audit replay` rebuilds the core.
+pub fn run_start_entry(cfg: &Loaded, line: &Line, mode: &str, wall_ms: i64) -> NewEntry {
+    let start = serde_json::json!({
+        "mode": mode, "site": cfg.line.site.site_id, "line_id": cfg.line.site.line_id,
+        "version": env!("CARGO_PKG_VERSION"), "line": line.snapshot(),
+    });
     NewEntry { kind: "start".into(), wall_ms, mono_ms: 0, tracking: None, waybill: None, payload: start }
 }
 

@@ -28,3 +28,4 @@ pub mod recorder;
 pub mod replay;
 pub mod report;
 pub mod scanner;
+pub mod service;

@@ -55,6 +55,15 @@ enum Command {
         #[arg(long, value_enum, default_value_t = demo::ScannerWire::Pty)]
         scanner: demo::ScannerWire,
     },
+    /// Run the line: the PLC and the scanner the configuration names, the machine's clock, the
+    /// record in the data directory. SIGTERM or SIGINT drains the belt and stops.
+    Run {
+        #[arg(long, default_value = "firmware-config/line.toml")]
+        config: PathBuf,
+        /// Data directory; default: `[data].dir` of the configuration.
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
     /// Check a line configuration and its rule files; exit 64 on any error.
     CheckConfig {
         #[arg(long, default_value = "firmware-config/line.toml")]
@@ -227,6 +236,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             let failed = s.unsafe_releases > 0 || s.unaccounted > 0 || !s.audit.verified;
             Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        }
+        Command::Run { config, data } => {
+            let cfg = load(&config)?;
+            let data = data.unwrap_or_else(|| cfg.line.data.dir.clone());
+            let stopped = sortline::service::run(&cfg, &data)?;
+            tracing::info!(parcels = stopped.parcels, drained = stopped.drained, "sortline stopped");
+            Ok(if stopped.drained { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::CheckConfig { config } => {
             let cfg = load(&config)?;

@@ -1,0 +1,150 @@
+//! `sortline run`: the daemon on a real line. The core runs on the machine's monotonic clock,
+//! the PLC and the scanner are the ones `line.toml` names, the record is the data directory's;
+//! SIGTERM or SIGINT drains the parcels on the belt (bounded) and stops with a closing entry.
+//!
+//! What is not wired here yet is said where it matters: declaration lists come from the
+//! manifest store (none yet: every parcel is held for want of one), reviews need the officer
+//! console (until then a parcel selected for review is held at its cut-off as late), and
+//! nothing is published over MQTT.
+
+use crate::audit::{self, AuditError, GroupCommit, Signer};
+use crate::clock;
+use crate::config::{ConfigError, Loaded};
+use crate::core::{Line, ParcelReport, ReviewRequest};
+use crate::daemon::{self, CoreMsg, Daemon, DaemonConfig, DaemonError, LineClock, Parts, Screen};
+use crate::demo;
+use crate::scanner::link::ScannerLinkError;
+use crate::scanner::reader::{ScannerOutput, ScannerReader};
+use std::path::Path;
+use std::time::Duration;
+use tokio::sync::{broadcast, oneshot};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("audit record: {0}")]
+    Audit(#[from] AuditError),
+    #[error("daemon: {0}")]
+    Daemon(#[from] DaemonError),
+    #[error("scanner: {0}")]
+    Scanner(#[from] ScannerLinkError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub struct Stopped {
+    /// Every parcel's story closed before the drain limit.
+    pub drained: bool,
+    pub parcels: u64,
+}
+
+/// The machine's monotonic clock, in ms since the daemon started.
+struct MonotonicClock(clock::Stopwatch);
+
+impl LineClock for MonotonicClock {
+    fn now_ms(&self) -> u64 {
+        self.0.elapsed_ms()
+    }
+}
+
+/// Until the officer console exists, review requests and finished parcels go to the log.
+struct LogScreen;
+
+impl Screen for LogScreen {
+    fn review_requested(&mut self, request: &ReviewRequest) {
+        tracing::warn!(
+            tracking = %request.tracking,
+            "review requested but no officer screen is connected: the parcel will be held at its cut-off"
+        );
+    }
+
+    fn parcel_done(&mut self, report: ParcelReport) {
+        tracing::info!(
+            tracking = %report.tracking,
+            waybill = report.waybill.map(|w| w.to_string()),
+            decided = ?report.decided,
+            confirmed = ?report.confirmed,
+            "parcel done"
+        );
+    }
+}
+
+/// Runs the line until SIGTERM or SIGINT; `data_dir` holds the record, the signing key and the
+/// site secret (when `[sampling].secret` names a file).
+pub fn run(cfg: &Loaded, data_dir: &Path) -> Result<Stopped, ServiceError> {
+    std::fs::create_dir_all(data_dir)?;
+    let secret = cfg.line.sampling.secret.resolve(data_dir)?;
+    let map = cfg.register_map()?;
+    let profile = cfg.scanner_profile()?;
+    let line = Line::new(cfg.line.settings(), cfg.line.policy(secret, cfg.rules.clone()));
+    let signer = Signer::load_or_init(&data_dir.join(audit::KEY_FILE))?;
+    let mut log = demo::open_audit(&data_dir.join(audit::DB_FILE), signer, &cfg.line.audit)?;
+    log.append(&[demo::run_start_entry(cfg, &line, "run", clock::wall_ms())])?;
+    let audit = GroupCommit::start(log, Duration::from_millis(2), 256);
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let finished = rt.block_on(async {
+        let reader = ScannerReader::open(profile, cfg.line.scanner.link.clone()).await?;
+        let parts = Parts {
+            line,
+            audit,
+            clock: MonotonicClock(clock::Stopwatch::start()),
+            screen: LogScreen,
+            map,
+            driver: cfg.line.driver_config(None),
+            initial: Vec::new(),
+        };
+        let daemon = Daemon::start(parts, DaemonConfig::default())?;
+        let inputs = daemon.inputs();
+        let (stop_reader, reader_stopped) = oneshot::channel::<()>();
+        let scanner = tokio::spawn(reader.run(
+            move |out| {
+                let msg = match out {
+                    ScannerOutput::Input(i) => CoreMsg::Input(i),
+                    ScannerOutput::Alarm(a) => CoreMsg::Alarm(a),
+                };
+                // The core gone means the daemon is stopping.
+                let _ = tokio::task::block_in_place(|| inputs.send(msg));
+            },
+            async move {
+                let _ = reader_stopped.await;
+            },
+        ));
+        let (shutdown, shutdown_rx) = broadcast::channel::<()>(1);
+        tokio::spawn(async move {
+            stop_signal().await;
+            tracing::info!("stop requested: draining the parcels on the belt");
+            let _ = shutdown.send(());
+        });
+        tracing::info!(site = %cfg.line.site.site_id, line = %cfg.line.site.line_id, "sortline running");
+        let finished = daemon.run(shutdown_rx).await;
+        let _ = stop_reader.send(());
+        let _ = scanner.await;
+        Ok::<_, ServiceError>(finished?)
+    })?;
+    let daemon::Finished { line, audit, now_ms, driver_stats, drained } = finished;
+    tracing::info!(?driver_stats, drained, "daemon stopped");
+    audit.submit(vec![demo::stop_entry(line.stats(), clock::wall_ms(), now_ms)])?.wait()?;
+    audit.shutdown()?;
+    Ok(Stopped { drained, parcels: line.stats().parcels })
+}
+
+/// SIGTERM (a service manager) or SIGINT (a terminal).
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        // Without a SIGTERM handler, SIGINT still stops it cleanly.
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
