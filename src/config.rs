@@ -42,6 +42,38 @@ pub struct LineConfig {
     #[serde(default)]
     pub waybills: Waybills,
     pub scanner: Scanner,
+    /// Optional: the manifest store's import batches and retention.
+    #[serde(default)]
+    pub manifests: Manifests,
+}
+
+/// `[manifests]`: the declaration store (`manifests.db` in the data directory).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifests {
+    /// Declarations a version older than this many days (by when they were received) are
+    /// removed by `sortline manifest purge`, whole history at once.
+    #[serde(default = "Manifests::default_retention_days")]
+    pub retention_days: u32,
+    /// Declarations per import transaction: a batch is stored whole or not at all.
+    #[serde(default = "Manifests::default_batch_size")]
+    pub batch_size: usize,
+}
+
+impl Manifests {
+    fn default_retention_days() -> u32 {
+        180
+    }
+
+    fn default_batch_size() -> usize {
+        5000
+    }
+}
+
+impl Default for Manifests {
+    fn default() -> Self {
+        Manifests { retention_days: Self::default_retention_days(), batch_size: Self::default_batch_size() }
+    }
 }
 
 /// The reading gate's scanner: how its frames look and how it is reached.
@@ -360,6 +392,15 @@ impl LineConfig {
             if !(0.0..=1.0).contains(&v) {
                 return Err(invalid(field, format!("must be between 0 and 1, got {v}")));
             }
+        }
+        if !(1..=100_000).contains(&self.manifests.batch_size) {
+            return Err(invalid(
+                "manifests.batch_size",
+                format!("must be 1 to 100000, got {}", self.manifests.batch_size),
+            ));
+        }
+        if self.manifests.retention_days == 0 {
+            return Err(invalid("manifests.retention_days", "must be above 0"));
         }
         if self.audit.checkpoint_every == 0 || self.audit.checkpoint_interval_s == 0 {
             return Err(invalid("audit", "checkpoint_every and checkpoint_interval_s must be above 0"));

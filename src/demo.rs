@@ -23,6 +23,7 @@ use crate::clock;
 use crate::config::{Loaded, Transport};
 use crate::core::*;
 use crate::daemon;
+use crate::manifest::{self, Declaration, DeclaredItem, ManifestStore};
 use crate::plc::driver::{DriverConfig, DriverStats, PlcLink};
 use crate::recorder;
 use crate::scanner::link::ScannerLinkConfig;
@@ -54,6 +55,8 @@ pub enum DemoError {
     Geometry(String),
     #[error("scanner: {0}")]
     Scanner(#[from] crate::scanner::link::ScannerLinkError),
+    #[error("{0}")]
+    Manifests(#[from] manifest::StoreError),
 }
 
 pub struct DemoOptions {
@@ -374,7 +377,7 @@ pub fn run(cfg: &Loaded, opts: &DemoOptions, live: &mut dyn Write) -> Result<Sum
     };
     let start = start_entry(cfg, opts, &h.line, h.epoch_wall_ms, None);
     h.pending.push(start);
-    for i in initial_inputs(&h.world)? {
+    for i in initial_inputs(&h.world, &opts.data_dir)? {
         h.handle(i, Millis(0))?;
     }
     writeln!(h.live, "{:>8}  {:<18} {:<5}  {:<10} {:<9} reasons", "tracking", "waybill", "chan", "lane", "")?;
@@ -443,22 +446,81 @@ pub fn stop_entry(stats: &LineStats, wall_ms: i64, now_ms: u64) -> NewEntry {
     }
 }
 
-/// The platform's lists (they arrive before the parcels do) and a risk officer's standing
-/// target, so the demo shows one at work.
-pub fn initial_inputs(world: &sim::World) -> Result<Vec<Input>, DemoError> {
-    let mut inputs: Vec<Input> = world
-        .manifests()
-        .iter()
-        .map(|m| manifest(m).map(|m| Input::Manifest(Arc::new(m))))
-        .collect::<Result<_, _>>()?;
-    inputs.push(Input::TargetAdd(ManualTarget {
-        id: "MT-DEMO-PERFUME".into(),
-        criterion: TargetCriterion::HsPrefix("3303".into()),
-        author: OfficerId::new("risk-01").map_err(|e| DemoError::Sim { what: "id", detail: e.to_string() })?,
-        reason: "intelligence: undeclared alcohol in perfume bottles".into(),
-        created_at: Millis(0),
-        expires_at: None,
-    }));
+/// A simulated platform manifest as the platform's full declaration: the simulator does not
+/// model the three documents or the issue time, so they are derived from the list number.
+pub fn declaration(m: &sim::SimManifest) -> Result<Declaration, DemoError> {
+    let core = manifest(m)?;
+    Ok(Declaration {
+        waybill: core.waybill,
+        list_no: core.list_no.clone(),
+        version: core.version,
+        platform_time: "2026-01-01T00:00:00Z".into(),
+        direction: manifest::Direction::Export,
+        ecommerce_ref: format!("ORD-{}", core.list_no),
+        logistics_ref: format!("LOG-{}", core.list_no),
+        payment_ref: format!("PAY-{}", core.list_no),
+        channel: core.channel,
+        status: core.status,
+        licence_required: core.licence_required,
+        platform_targeted: core.platform_targeted,
+        consignor: core.consignor,
+        consignee: core.consignee,
+        country: core.country,
+        gross_weight_g: core.gross_weight_g,
+        items: core
+            .items
+            .into_iter()
+            .zip(&m.items)
+            .map(|(i, sim_item)| DeclaredItem {
+                name: i.name,
+                hs_code: i.hs_code,
+                quantity: i.quantity,
+                unit: sim_item.unit.clone(),
+                value_minor: i.value_minor,
+                currency: i.currency,
+            })
+            .collect(),
+    })
+}
+
+/// The risk officer's standing target the demo keeps in the store, so it shows one at work.
+const DEMO_TARGET: &str = "MT-DEMO-PERFUME";
+
+/// What the core starts with, as the daemon would: the platform's lists (they arrive before the
+/// parcels do) are written to `data_dir`'s manifest store, with the demo's standing target,
+/// then every current manifest and standing target is read back from the store. They go in as
+/// inputs (not preloaded) so that the audit chain holds them and replay reproduces the run.
+pub fn initial_inputs(world: &sim::World, data_dir: &Path) -> Result<Vec<Input>, DemoError> {
+    let mut store = ManifestStore::open(&data_dir.join(manifest::DB_FILE))?;
+    let declarations = world.manifests().iter().map(declaration).collect::<Result<Vec<_>, _>>()?;
+    for d in &declarations {
+        d.validate(&Carriers::default()).map_err(|e| DemoError::Sim {
+            what: "a manifest the store refuses",
+            detail: format!("{}: {e}", d.waybill),
+        })?;
+    }
+    for (d, outcome) in declarations.iter().zip(store.store_batch(&declarations, clock::wall_ms())?) {
+        if let manifest::Stored::Refused { held, why } = outcome {
+            tracing::warn!(waybill = %d.waybill, version = d.version, held, why, "simulated manifest refused by the store");
+        }
+    }
+    if store.target(DEMO_TARGET)?.is_none() {
+        let author = officer("risk-01")?;
+        store.add_target(&manifest::new_target(
+            DEMO_TARGET.into(),
+            TargetCriterion::HsPrefix("3303".into()),
+            &author,
+            "intelligence: undeclared alcohol in perfume bottles",
+            clock::wall_ms(),
+            None,
+        ))?;
+    }
+    let mut inputs = Vec::with_capacity(store.len() + 1);
+    store.for_each_current(|d| inputs.push(Input::Manifest(Arc::new(d.core_view()))))?;
+    let wall = clock::wall_ms();
+    for t in store.standing_targets(wall)? {
+        inputs.push(Input::TargetAdd(t.to_core(wall, Millis(0))?));
+    }
     Ok(inputs)
 }
 
@@ -770,7 +832,7 @@ pub fn run_modbus(
         scenario = scenario.with_faults();
     }
     let world = sim::World::new(scenario, geometry(cfg)?);
-    let initial = initial_inputs(&world)?;
+    let initial = initial_inputs(&world, &opts.data_dir)?;
     let line = Line::new(cfg.line.settings(), cfg.line.policy(demo_secret(opts.seed), cfg.rules.clone()));
     let mut log = open_audit(&db, signer, &cfg.line.audit)?;
     let plc_name = match modbus.transport {

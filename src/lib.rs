@@ -16,12 +16,14 @@
 //!   records durable before destinations leave, shutdown from the caller's broadcast.
 //! - [`scanner`]: scanner frame profiles and the incremental frame parser.
 //! - [`clock`]: the only place that reads the machine's clocks.
+//! - [`manifest`]: declaration lists: model, validation, `manifests.db`, file import, manual targets.
 pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod core;
 pub mod daemon;
 pub mod demo;
+pub mod manifest;
 pub mod metrics;
 pub mod plc;
 pub mod recorder;

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use sortline::config::{ConfigError, LineConfig, Loaded, Transport};
-use sortline::{audit, demo, recorder, replay, report};
+use sortline::{audit, demo, manifest, recorder, replay, report};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,6 +12,8 @@ use std::process::ExitCode;
 const EXIT_CONFIG: u8 = 64;
 /// Exit code when the audit chain does not verify.
 const EXIT_BROKEN_CHAIN: u8 = 3;
+/// Exit code of `manifest import` when any line was rejected (the good ones are imported).
+const EXIT_REJECTED: u8 = 2;
 
 #[derive(Parser)]
 #[command(name = "sortline", version, about = "Controller for customs inspection sorting lines")]
@@ -89,6 +91,102 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Declaration lists (清单) in the data directory's manifests.db.
+    Manifest {
+        #[command(subcommand)]
+        command: ManifestCommand,
+    },
+    /// Local manual targets (人工布控): stored in manifests.db, every change recorded in the audit chain.
+    Target {
+        #[command(subcommand)]
+        command: TargetCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ManifestCommand {
+    /// Import a JSON Lines or CSV file (docs/manifest.md). Every rejected line is printed with
+    /// its line number and field; good lines are imported. Exit 2 when any line was rejected.
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        data: PathBuf,
+        /// `jsonl` or `csv`; default: from the file's extension.
+        #[arg(long, value_enum)]
+        format: Option<FileFormat>,
+        /// Declarations per transaction; default: `[manifests] batch_size`.
+        #[arg(long)]
+        batch_size: Option<usize>,
+        /// For the carriers' waybill formats and the batch size.
+        #[arg(long, default_value = "firmware-config/line.toml")]
+        config: PathBuf,
+    },
+    /// A waybill's current declaration (JSON) and the versions on record.
+    Show {
+        waybill: String,
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Retention: remove declarations not amended for `[manifests] retention_days`.
+    Purge {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, default_value = "firmware-config/line.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FileFormat {
+    Jsonl,
+    Csv,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TargetBy {
+    Waybill,
+    Consignor,
+    Consignee,
+    HsPrefix,
+    ListNo,
+}
+
+#[derive(Subcommand)]
+enum TargetCommand {
+    /// Add a target; prints its id.
+    Add {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long, value_enum)]
+        by: TargetBy,
+        value: String,
+        /// The risk officer's id.
+        #[arg(long)]
+        author: String,
+        #[arg(long)]
+        reason: String,
+        /// RFC 3339 time from which it no longer matches.
+        #[arg(long)]
+        expires: Option<String>,
+        /// For the carriers' waybill formats (`--by waybill`).
+        #[arg(long, default_value = "firmware-config/line.toml")]
+        config: PathBuf,
+    },
+    /// Targets in force (with `--all`, removed and expired ones too).
+    List {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Remove a target; it stays on record as removed.
+    Remove {
+        id: String,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        author: String,
     },
 }
 
@@ -270,6 +368,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Manifest { command } => manifest_command(command),
+        Command::Target { command } => target_command(command),
         Command::Keys { command: KeysCommand::Init { data } } => {
             std::fs::create_dir_all(&data)?;
             let signer = audit::Signer::init(&data.join(audit::KEY_FILE))?;
@@ -362,6 +462,160 @@ fn audit_command(command: AuditCommand) -> Result<ExitCode> {
                 writeln!(out, "{line}").map_err(|source| audit::AuditError::Io { path: "<stdout>".into(), source })
             })?;
             out.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn open_store(data: &Path) -> Result<manifest::ManifestStore> {
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    Ok(manifest::ManifestStore::open(&data.join(manifest::DB_FILE))?)
+}
+
+fn manifest_command(command: ManifestCommand) -> Result<ExitCode> {
+    match command {
+        ManifestCommand::Import { file, data, format, batch_size, config } => {
+            let cfg = load(&config)?;
+            let format = match format {
+                Some(FileFormat::Jsonl) => manifest::Format::JsonLines,
+                Some(FileFormat::Csv) => manifest::Format::Csv,
+                None => manifest::Format::from_path(&file)
+                    .with_context(|| format!("{}: say --format jsonl or csv", file.display()))?,
+            };
+            let mut store = open_store(&data)?;
+            let reader = std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
+            let lines = manifest::read(std::io::BufReader::with_capacity(1 << 16, reader), format)
+                .with_context(|| file.display().to_string())?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut write_failed = None;
+            let result = manifest::import(
+                &mut store,
+                lines,
+                &cfg.line.waybills.carriers,
+                batch_size.unwrap_or(cfg.line.manifests.batch_size),
+                sortline::clock::wall_ms(),
+                |r| {
+                    if let Err(e) = writeln!(out, "rejected {r}") {
+                        write_failed.get_or_insert(e);
+                    }
+                },
+            );
+            if let Some(e) = write_failed {
+                return Err(e.into());
+            }
+            let r = result.with_context(|| file.display().to_string())?;
+            writeln!(
+                out,
+                "{}: {} declarations read: {} new, {} amended, {} already held, {} rejected; {} held in {}",
+                file.display(),
+                r.declarations,
+                r.new,
+                r.amended,
+                r.unchanged,
+                r.rejected,
+                store.len(),
+                store.path().display()
+            )?;
+            out.flush()?;
+            Ok(if r.rejected > 0 { ExitCode::from(EXIT_REJECTED) } else { ExitCode::SUCCESS })
+        }
+        ManifestCommand::Show { waybill, data } => {
+            let store = open_store(&data)?;
+            let w: sortline::core::Waybill =
+                serde_json::from_value(waybill.clone().into()).with_context(|| format!("{waybill:?}"))?;
+            let Some(d) = store.get(&w)? else {
+                println!("no declaration for {waybill}");
+                return Ok(ExitCode::FAILURE);
+            };
+            println!("{}", serde_json::to_string_pretty(&d)?);
+            for (version, received_ms) in store.versions(&w)? {
+                let current = if version == d.version { " (current)" } else { "" };
+                println!("version {version} received {}{current}", wall_time(received_ms));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ManifestCommand::Purge { data, config } => {
+            let days = load(&config)?.line.manifests.retention_days;
+            let mut store = open_store(&data)?;
+            let before = sortline::clock::wall_ms() - i64::from(days) * 86_400_000;
+            let n = store.purge_before(before)?;
+            println!(
+                "{n} declaration versions removed (not amended since {}); {} held",
+                wall_time(before),
+                store.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Appends a target change to the audit chain, as the core's input would be recorded.
+fn record_target(data: &Path, input: sortline::core::Input, wall_ms: i64) -> Result<u64> {
+    let mut log = audit::AuditLog::open(&data.join(audit::DB_FILE), None, 0)?;
+    let record = sortline::core::Record::Input(input);
+    Ok(log.append(&[recorder::entry(&record, sortline::core::Millis(0), wall_ms)])?)
+}
+
+fn target_command(command: TargetCommand) -> Result<ExitCode> {
+    use sortline::core::{Input, Millis, OfficerId, TargetCriterion};
+    match command {
+        TargetCommand::Add { data, by, value, author, reason, expires, config } => {
+            let author = OfficerId::new(&author).map_err(|e| anyhow::anyhow!("--author: {e}"))?;
+            anyhow::ensure!(!reason.trim().is_empty(), "--reason: must not be empty");
+            let criterion = match by {
+                TargetBy::Waybill => TargetCriterion::Waybill(
+                    load(&config)?.line.waybills.carriers.parse(&value).with_context(|| format!("{value:?}"))?,
+                ),
+                TargetBy::Consignor => TargetCriterion::Consignor(value),
+                TargetBy::Consignee => TargetCriterion::Consignee(value),
+                TargetBy::HsPrefix => {
+                    anyhow::ensure!(
+                        (1..=10).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_digit()),
+                        "--by hs-prefix: {value:?} must be 1 to 10 digits"
+                    );
+                    TargetCriterion::HsPrefix(value)
+                }
+                TargetBy::ListNo => TargetCriterion::ListNo(value),
+            };
+            let now = sortline::clock::wall_ms();
+            let expires = expires.as_deref().map(rfc3339_ms).transpose()?;
+            anyhow::ensure!(expires.is_none_or(|e| e > now), "--expires: must be in the future");
+            let mut store = open_store(&data)?;
+            let target = manifest::new_target(store.next_target_id()?, criterion, &author, &reason, now, expires);
+            store.add_target(&target)?;
+            // Outside a run there is no line clock: the recorded times are wall-clock ms.
+            let seq = record_target(&data, Input::TargetAdd(target.to_core(now, Millis(now.max(0) as u64))?), now)?;
+            println!("target {} added (audit entry {seq})", target.id);
+            Ok(ExitCode::SUCCESS)
+        }
+        TargetCommand::List { data, all } => {
+            let store = open_store(&data)?;
+            let now = sortline::clock::wall_ms();
+            for t in store.targets()?.into_iter().filter(|t| all || t.active_at(now)) {
+                let criterion = serde_json::to_string(&t.criterion)?;
+                let expires = t.expires_ms.map(|e| format!(" expires {}", wall_time(e))).unwrap_or_default();
+                let state = match &t.removed {
+                    Some((ms, by)) => format!(" REMOVED {} by {by}", wall_time(*ms)),
+                    None if !t.active_at(now) => " EXPIRED".into(),
+                    None => String::new(),
+                };
+                println!(
+                    "{} {criterion} by {} at {}{expires}{state}: {}",
+                    t.id,
+                    t.author,
+                    wall_time(t.created_ms),
+                    t.reason
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TargetCommand::Remove { id, data, author } => {
+            let officer = OfficerId::new(&author).map_err(|e| anyhow::anyhow!("--author: {e}"))?;
+            let now = sortline::clock::wall_ms();
+            let mut store = open_store(&data)?;
+            store.remove_target(&id, officer.as_str(), now)?;
+            let seq = record_target(&data, Input::TargetRemove { id: id.as_str().into(), officer }, now)?;
+            println!("target {id} removed (audit entry {seq})");
             Ok(ExitCode::SUCCESS)
         }
     }
