@@ -16,6 +16,7 @@
 //!   records durable before destinations leave, shutdown from the caller's broadcast.
 //! - [`scanner`]: scanner frame profiles and the incremental frame parser.
 //! - [`clock`]: the only place that reads the machine's clocks.
+//! - [`mqtt`]: monitoring and commands over MQTT, through a durable outbox; the embedded broker.
 pub mod audit;
 pub mod clock;
 pub mod config;
@@ -23,6 +24,7 @@ pub mod core;
 pub mod daemon;
 pub mod demo;
 pub mod metrics;
+pub mod mqtt;
 pub mod plc;
 pub mod recorder;
 pub mod replay;
