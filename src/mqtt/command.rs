@@ -235,3 +235,67 @@ fn criterion(c: &CriterionBody) -> Result<TargetCriterion, String> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn target_add_becomes_the_core_input() {
+        let body = br#"{"request_id":"r1","operator":"risk-01","target_id":"MT-1",
+            "criterion":{"by":"consignor","value":"ACME Ltd"},"reason":"tip-off"}"#;
+        let a = parse("target_add", body).unwrap();
+        assert_eq!((a.command, a.request_id.as_str(), a.operator.as_str()), ("target_add", "r1", "risk-01"));
+        let Input::TargetAdd(t) = a.input else { panic!() };
+        assert_eq!(t.criterion, TargetCriterion::Consignor("ACME Ltd".into()));
+        assert_eq!((&*t.id, t.expires_at), ("MT-1", None));
+    }
+
+    #[test]
+    fn refusals_say_why_and_whose() {
+        let cases: [(&str, &[u8], &str); 8] = [
+            ("transfer", br#"{"request_id":"r","tracking":1}"#, "missing field `operator`"),
+            ("transfer", br#"{"request_id":"r","operator":"","tracking":1}"#, "operator"),
+            ("transfer", br#"{"request_id":"r","operator":"o","tracking":1,"x":0}"#, "unknown field"),
+            ("transfer", br#"{"request_id":"r","operator":"o","tracking":4294967296}"#, "invalid value"),
+            ("target_remove", br#"{"request_id":"","operator":"o","target_id":"t"}"#, "request_id: empty"),
+            (
+                "target_add",
+                br#"{"request_id":"r","operator":"o","target_id":"t","criterion":{"by":"hs_prefix","value":"33a"},"reason":"x"}"#,
+                "HS prefix",
+            ),
+            ("target_add", b"not json", "bad payload"),
+            ("shutdown", br#"{"request_id":"r","operator":"o"}"#, "unknown command"),
+        ];
+        for (name, body, why) in cases {
+            let r = parse(name, body).unwrap_err();
+            assert!(r.error.contains(why), "{name}: {} (wanted {why})", r.error);
+        }
+        let r = parse("transfer", br#"{"request_id":"r9","operator":"o-1","tracking":"x"}"#).unwrap_err();
+        assert_eq!((r.request_id.as_deref(), r.operator.as_deref()), (Some("r9"), Some("o-1")));
+        assert!(parse("transfer", &vec![b' '; MAX_PAYLOAD + 1]).unwrap_err().error.contains("at most"));
+    }
+
+    proptest! {
+        #[test]
+        fn hostile_payloads_never_panic(name in "\\PC{0,50}", body in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = parse(&name, &body);
+        }
+
+        #[test]
+        fn json_shaped_payloads_never_panic(
+            name in prop::sample::select(NAMES.to_vec()),
+            request_id in "\\PC{0,80}",
+            operator in "\\PC{0,80}",
+            tracking in any::<i64>(),
+            value in "\\PC{0,250}",
+        ) {
+            let body = serde_json::json!({"request_id": request_id, "operator": operator, "tracking": tracking,
+                "target_id": value, "criterion": {"by": "waybill", "value": value}, "reason": value});
+            if let Err(r) = parse(name, body.to_string().as_bytes()) {
+                prop_assert!(r.request_id.is_none_or(|id| id.chars().count() <= MAX_REQUEST_ID));
+            }
+        }
+    }
+}
