@@ -275,10 +275,11 @@ async fn outage_and_restart_deliver_every_parcel_once_in_order() {
     for t in 21..=50 {
         sink.send(SinkMsg::Parcel(report(t), 0)).await.unwrap();
     }
-    wait(&mut stats, "30 waiting", |s| s.outbox.depth == 30).await;
+    // 30 parcel records wait (and the metrics taken meanwhile).
+    wait(&mut stats, "30 waiting", |s| s.parcels == 50 && s.outbox.depth >= 30).await;
     // The daemon stops with the broker away: the outbox keeps what was not acknowledged.
     let end = publisher.stop(Duration::ZERO).await.unwrap();
-    assert_eq!(end.outbox.depth, 30);
+    assert!(end.outbox.depth >= 30, "{end:?}");
     drop(sink);
 
     let (publisher, sink, _core) = start(s, dir.path());

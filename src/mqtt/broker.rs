@@ -61,6 +61,18 @@ impl Embedded {
                 }
             })
             .map_err(|e| MqttError::Broker(e.to_string()))?;
+        // rumqttd binds on its own thread and says nothing when it is listening: probe the port
+        // (bounded) so that no client's first connect is refused.
+        let ready = (0..500).any(|_| {
+            let up = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(100)).is_ok();
+            if !up {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            up
+        });
+        if !ready {
+            return Err(MqttError::Broker(format!("the embedded broker is not listening on {addr}")));
+        }
         tracing::info!(%addr, "embedded MQTT broker started");
         Ok(Embedded { addr })
     }
