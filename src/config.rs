@@ -45,6 +45,9 @@ pub struct LineConfig {
     /// Optional: the manifest store's import batches and retention.
     #[serde(default)]
     pub manifests: Manifests,
+    /// Optional: monitoring and commands over MQTT (`docs/mqtt.md`).
+    #[serde(default)]
+    pub mqtt: Option<Mqtt>,
 }
 
 /// `[manifests]`: the declaration store (`manifests.db` in the data directory).
@@ -303,6 +306,9 @@ impl LineConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(m) = &self.mqtt {
+            m.validate()?;
+        }
         for (field, id) in [("site.site_id", &self.site.site_id), ("site.line_id", &self.site.line_id)] {
             // They become MQTT topic levels and file names.
             if id.is_empty()
@@ -572,6 +578,94 @@ impl SecretSource {
             }
         }
     }
+}
+
+/// `[mqtt]`: the broker and the publisher's limits (`docs/mqtt.md`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mqtt {
+    /// `host:port`; absent: none (the demo starts its own broker).
+    #[serde(default)]
+    pub broker: Option<String>,
+    /// Default `sortline-<site>-<line>`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    pub keep_alive_s: u64,
+    /// `false`: a persistent session (the broker keeps subscriptions and queued commands).
+    pub clean_session: bool,
+    pub reconnect_backoff_min_ms: u64,
+    pub reconnect_backoff_max_ms: u64,
+    pub metrics_every_s: u64,
+    /// Events held while the broker is away; alarm at 80 %, metrics dropped at 100 %.
+    pub outbox_capacity: u64,
+    /// QoS 1 publishes awaiting acknowledgement at once.
+    pub inflight: u16,
+}
+
+impl Mqtt {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(b) = &self.broker {
+            broker_addr(b)?;
+        }
+        if let Some(id) = &self.client_id {
+            if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(invalid("mqtt.client_id", format!("{id:?} must be 1 to 64 printable ASCII characters")));
+            }
+        }
+        if self.username.is_none() && self.password.is_some() {
+            return Err(invalid("mqtt.password", "given without mqtt.username"));
+        }
+        if !(1..=65535).contains(&self.keep_alive_s) {
+            return Err(invalid("mqtt.keep_alive_s", format!("must be 1 to 65535, got {}", self.keep_alive_s)));
+        }
+        if self.reconnect_backoff_min_ms == 0 || self.reconnect_backoff_min_ms > self.reconnect_backoff_max_ms {
+            return Err(invalid("mqtt.reconnect_backoff_min_ms", "must be at least 1 and at most the maximum"));
+        }
+        if self.metrics_every_s == 0 {
+            return Err(invalid("mqtt.metrics_every_s", "must be at least 1"));
+        }
+        if self.outbox_capacity < 10 {
+            return Err(invalid("mqtt.outbox_capacity", format!("must be at least 10, got {}", self.outbox_capacity)));
+        }
+        if !(1..=1000).contains(&self.inflight) {
+            return Err(invalid("mqtt.inflight", format!("must be 1 to 1000, got {}", self.inflight)));
+        }
+        Ok(())
+    }
+
+    /// The publisher's settings for `site`'s broker at `broker` (`host:port`).
+    pub fn settings(&self, broker: &str, site: &Site) -> Result<crate::mqtt::Settings, ConfigError> {
+        let (host, port) = broker_addr(broker)?;
+        Ok(crate::mqtt::Settings {
+            host,
+            port,
+            client_id: self.client_id.clone().unwrap_or_else(|| format!("sortline-{}-{}", site.site_id, site.line_id)),
+            credentials: self.username.clone().map(|u| (u, self.password.clone().unwrap_or_default())),
+            keep_alive: std::time::Duration::from_secs(self.keep_alive_s),
+            clean_session: self.clean_session,
+            reconnect_min: std::time::Duration::from_millis(self.reconnect_backoff_min_ms),
+            reconnect_max: std::time::Duration::from_millis(self.reconnect_backoff_max_ms),
+            metrics_every: std::time::Duration::from_secs(self.metrics_every_s),
+            outbox_capacity: self.outbox_capacity,
+            inflight: self.inflight,
+            topics: crate::mqtt::Topics::new(&site.site_id, &site.line_id),
+        })
+    }
+}
+
+/// `host:port` of a broker.
+pub fn broker_addr(s: &str) -> Result<(String, u16), ConfigError> {
+    let bad = || invalid("mqtt.broker", format!("{s:?} is not host:port"));
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if host.is_empty() || port == 0 {
+        return Err(bad());
+    }
+    Ok((host.trim_start_matches('[').trim_end_matches(']').to_string(), port))
 }
 
 /// Loads every `*.toml` in `dir`, in name order, into one validated set.

@@ -12,7 +12,7 @@
 
 use crate::audit::{AuditError, GroupCommit, NewEntry, Ticket};
 use crate::clock;
-use crate::core::{Alarm, Input, Line, Millis, Output, ParcelReport, ReviewRequest};
+use crate::core::{Alarm, Input, Line, LineStats, Millis, Output, ParcelReport, ReviewRequest};
 use crate::plc::driver::{Driver, DriverConfig, DriverOutput, DriverStats, Pace};
 use crate::plc::{Destination, PlcError, RegisterMap};
 use crate::recorder;
@@ -43,6 +43,8 @@ pub trait Screen: Send + 'static {
     fn review_requested(&mut self, request: &ReviewRequest);
     /// Called once the parcel's whole story is durable.
     fn parcel_done(&mut self, report: ParcelReport);
+    /// Called as an alarm is recorded (monitoring); most screens ignore alarms.
+    fn alarm(&mut self, _alarm: &Alarm) {}
 }
 
 /// What the core thread takes in.
@@ -73,6 +75,8 @@ pub struct DaemonConfig {
     /// (`u64::MAX`: none), for a simulated line that must not run past what the core has yet
     /// to handle.
     pub next_due: Arc<AtomicU64>,
+    /// Where the core copies its counters every [`DaemonConfig::checkpoint_poll`], for metrics.
+    pub line_stats: Arc<Mutex<LineStats>>,
 }
 
 impl Default for DaemonConfig {
@@ -84,6 +88,7 @@ impl Default for DaemonConfig {
             paced: false,
             checkpoint_poll: Duration::from_secs(1),
             next_due: Arc::new(AtomicU64::new(u64::MAX)),
+            line_stats: Arc::default(),
         }
     }
 }
@@ -337,6 +342,7 @@ impl<C: LineClock, S: Screen> Core<C, S> {
             if checkpoint_poll.elapsed_ms() >= checkpoint_poll_ms {
                 self.submit()?;
                 self.audit.checkpoint_if_due(clock::wall_ms())?;
+                self.line.stats().clone_into(&mut self.config.line_stats.lock().unwrap_or_else(|e| e.into_inner()));
                 checkpoint_poll = clock::Stopwatch::start();
             }
         };
@@ -356,6 +362,7 @@ impl<C: LineClock, S: Screen> Core<C, S> {
     fn alarm(&mut self, a: &Alarm) {
         tracing::debug!(code = a.code, tracking = ?a.tracking, "{}", a.message);
         self.pending.push(recorder::alarm_entry(a, Millis(self.now_ms), clock::wall_ms()));
+        self.screen.alarm(a);
     }
 
     fn handle(&mut self, input: Input) -> Result<(), DaemonError> {

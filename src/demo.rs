@@ -123,6 +123,24 @@ pub struct Summary {
     pub plc: Option<DriverStats>,
     pub virtual_ms: u64,
     pub wall_ms: u64,
+    /// The MQTT publisher's counters; absent when the demo ran without MQTT.
+    pub mqtt: Option<MqttSummary>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MqttSummary {
+    pub broker: String,
+    pub prefix: String,
+    pub stats: crate::mqtt::MqttStats,
+}
+
+/// Which broker the demo publishes to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MqttBroker {
+    /// rumqttd in process on 127.0.0.1, port chosen at run time.
+    Embedded,
+    /// `host:port`.
+    External(String),
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -584,6 +602,7 @@ pub fn summary(opts: &DemoOptions, db: &Path, report: &sim::Report, host: HostFi
         plc,
         virtual_ms,
         wall_ms,
+        mqtt: None,
     })
 }
 
@@ -696,6 +715,8 @@ pub struct ModbusOptions {
     pub poll_period: Duration,
     /// Real time the whole run may take; past it the demo fails rather than hangs.
     pub run_limit: Duration,
+    /// Publish over MQTT (`[mqtt]`'s settings, its defaults when absent); `None`: no MQTT.
+    pub mqtt: Option<MqttBroker>,
 }
 
 impl Default for ModbusOptions {
@@ -708,6 +729,7 @@ impl Default for ModbusOptions {
             quantum_ms: 100,
             poll_period: Duration::from_millis(1),
             run_limit: Duration::from_secs(300),
+            mqtt: None,
         }
     }
 }
@@ -800,6 +822,7 @@ impl daemon::LineClock for SimLineClock {
 struct DemoScreen {
     clock: sim::modbus::SimClock,
     done: mpsc::Sender<ParcelReport>,
+    mqtt: Option<crate::mqtt::MqttSink>,
 }
 
 impl daemon::Screen for DemoScreen {
@@ -808,9 +831,35 @@ impl daemon::Screen for DemoScreen {
     }
 
     fn parcel_done(&mut self, report: ParcelReport) {
+        if let Some(m) = &self.mqtt {
+            m.parcel_done(report.clone());
+        }
         // The live view gone means the demo is stopping.
         let _ = self.done.blocking_send(report);
     }
+
+    fn alarm(&mut self, alarm: &Alarm) {
+        if let Some(m) = &self.mqtt {
+            m.alarm(alarm);
+        }
+    }
+}
+
+/// `[mqtt]` as configured, or its defaults for a demo whose configuration has none.
+fn mqtt_config(cfg: &Loaded) -> crate::config::Mqtt {
+    cfg.line.mqtt.clone().unwrap_or(crate::config::Mqtt {
+        broker: None,
+        client_id: None,
+        username: None,
+        password: None,
+        keep_alive_s: 30,
+        clean_session: false,
+        reconnect_backoff_min_ms: 200,
+        reconnect_backoff_max_ms: 30_000,
+        metrics_every_s: 10,
+        outbox_capacity: 100_000,
+        inflight: 32,
+    })
 }
 
 /// Runs the demo with the core in the daemon's shape against the simulated PLC over real
@@ -844,7 +893,7 @@ pub fn run_modbus(
     let audit = GroupCommit::start(log, Duration::from_millis(1), 256);
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let (report, finished, reader_stats) = rt.block_on(async {
+    let (report, finished, reader_stats, mqtt) = rt.block_on(async {
         let rig = scanner_rig(cfg, modbus.scanner, opts.seed, opts.faults).await?;
         // Lockstep: the line moves on only once the core has taken in every device event and
         // every scanner byte so far, and is not far past its next deadline.
@@ -870,11 +919,35 @@ pub fn run_modbus(
         let (mut plc, mut devices, link) = start_plc(cfg, modbus.transport, world, &map, plc_config).await?;
         let driver = DriverConfig { poll_period: modbus.poll_period, ..cfg.line.driver_config(Some(link)) };
         let (done_tx, mut done_rx) = mpsc::channel::<ParcelReport>(1024);
+        // The broker first: its address and the topics are printed before the first parcel.
+        let mqtt = match &modbus.mqtt {
+            None => None,
+            Some(b) => {
+                let broker = match b {
+                    MqttBroker::Embedded => {
+                        crate::mqtt::broker::Embedded::start().map_err(mqtt_error)?.addr().to_string()
+                    }
+                    MqttBroker::External(addr) => addr.clone(),
+                };
+                let settings = mqtt_config(cfg)
+                    .settings(&broker, &cfg.line.site)
+                    .map_err(|e| DemoError::Geometry(e.to_string()))?;
+                writeln!(std::io::stdout(), "mqtt: broker {broker}, topics under {}", settings.topics.prefix())?;
+                let outbox = crate::mqtt::outbox::Outbox::open(
+                    &opts.data_dir.join(crate::mqtt::outbox::FILE),
+                    settings.outbox_capacity,
+                )
+                .map_err(|e| mqtt_error(e.into()))?;
+                let (sink, events) = crate::mqtt::client::sink(1024);
+                Some((broker, settings, outbox, sink, events))
+            }
+        };
+        let line_stats = Arc::new(std::sync::Mutex::new(LineStats::default()));
         let parts = daemon::Parts {
             line,
             audit,
             clock: SimLineClock(plc.clock()),
-            screen: DemoScreen { clock: plc.clock(), done: done_tx },
+            screen: DemoScreen { clock: plc.clock(), done: done_tx, mqtt: mqtt.as_ref().map(|m| m.3.clone()) },
             map: map.clone(),
             driver,
             initial,
@@ -884,9 +957,27 @@ pub fn run_modbus(
             // The line waits at a deadline until the core has woken for it.
             tick_max: Duration::from_millis(1),
             next_due,
+            line_stats: line_stats.clone(),
             ..daemon::DaemonConfig::default()
         };
         let daemon = daemon::Daemon::start(parts, daemon_config)?;
+        let publisher = mqtt.map(|(broker, settings, outbox, _, events)| {
+            let prefix = settings.topics.prefix().to_string();
+            let driver = daemon.driver_stats();
+            let scanner = rig.as_ref().map(|r| r.reader.stats());
+            let metrics: crate::mqtt::client::MetricsFn = Box::new(move || {
+                let mut m = serde_json::Map::new();
+                let line = line_stats.lock().map(|s| s.clone()).unwrap_or_default();
+                m.insert("line".into(), serde_json::to_value(line).unwrap_or_default());
+                let plc = driver.lock().map(|s| s.clone()).unwrap_or_default();
+                m.insert("plc".into(), serde_json::to_value(plc).unwrap_or_default());
+                let reader = scanner.as_ref().map(|stats| stats());
+                m.insert("scanner".into(), serde_json::to_value(reader).unwrap_or_default());
+                m
+            });
+            let publisher = crate::mqtt::Publisher::start(settings, outbox, events, daemon.inputs(), metrics);
+            (broker, prefix, publisher)
+        });
         // Officers and bench (and the scanner, on a direct wire): their own task, so that a
         // full core queue never stops this loop from draining the live view (which the core
         // may be waiting on).
@@ -961,7 +1052,14 @@ pub fn run_modbus(
         if let Some(reader) = reader {
             let _ = reader.await;
         }
-        Ok::<_, DemoError>((plc.report(), finished, reader_stats.map(|stats| stats())))
+        let mqtt = match publisher {
+            // What the outbox still holds after this is delivered on the next start.
+            Some((broker, prefix, p)) => {
+                Some(MqttSummary { broker, prefix, stats: p.stop(Duration::from_secs(10)).await.map_err(mqtt_error)? })
+            }
+            None => None,
+        };
+        Ok::<_, DemoError>((plc.report(), finished, reader_stats.map(|stats| stats()), mqtt))
     })?;
     let daemon::Finished { line, audit, now_ms, driver_stats, drained } = finished;
     tracing::info!(?driver_stats, drained, "daemon stopped");
@@ -974,5 +1072,11 @@ pub fn run_modbus(
         virtual_ms: now_ms,
         wall_ms: stopwatch.elapsed_ms(),
     };
-    summary(opts, &db, &report, host)
+    let mut s = summary(opts, &db, &report, host)?;
+    s.mqtt = mqtt;
+    Ok(s)
+}
+
+fn mqtt_error(e: crate::mqtt::MqttError) -> DemoError {
+    DemoError::Sim { what: "an MQTT failure", detail: e.to_string() }
 }

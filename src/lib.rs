@@ -17,6 +17,7 @@
 //! - [`scanner`]: scanner frame profiles and the incremental frame parser.
 //! - [`clock`]: the only place that reads the machine's clocks.
 //! - [`manifest`]: declaration lists: model, validation, `manifests.db`, file import, manual targets.
+//! - [`mqtt`]: monitoring and commands over MQTT, through a durable outbox; the embedded broker.
 pub mod audit;
 pub mod clock;
 pub mod config;
@@ -25,6 +26,7 @@ pub mod daemon;
 pub mod demo;
 pub mod manifest;
 pub mod metrics;
+pub mod mqtt;
 pub mod plc;
 pub mod recorder;
 pub mod replay;

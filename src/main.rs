@@ -56,6 +56,10 @@ enum Command {
         /// a pseudo-terminal with tokio-serial), `tcp` (loopback) or `direct` (no wire).
         #[arg(long, value_enum, default_value_t = demo::ScannerWire::Pty)]
         scanner: demo::ScannerWire,
+        /// MQTT with `--plc modbus|rtu`: `embedded` (a broker in process on 127.0.0.1, port
+        /// chosen at run time), `HOST:PORT` (an external broker) or `off`.
+        #[arg(long, default_value = "embedded")]
+        mqtt: String,
     },
     /// Run the line: the PLC and the scanner the configuration names, the machine's clock, the
     /// record in the data directory. SIGTERM or SIGINT drains the belt and stops.
@@ -305,7 +309,7 @@ fn load(config: &Path) -> Result<Loaded> {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Demo { parcels, seed, summary, data, config, faults, quiet, plc, scanner } => {
+        Command::Demo { parcels, seed, summary, data, config, faults, quiet, plc, scanner, mqtt } => {
             let cfg = load(&config)?;
             let data_dir = match data {
                 Some(d) => d,
@@ -321,7 +325,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let opts = demo::DemoOptions { parcels, seed, data_dir, faults };
             let mut sink = std::io::sink();
             let live: &mut dyn Write = if quiet { &mut sink } else { &mut stdout };
-            let modbus = |transport| demo::ModbusOptions { transport, scanner, ..demo::ModbusOptions::default() };
+            let mqtt = match mqtt.as_str() {
+                "off" => None,
+                "embedded" => Some(demo::MqttBroker::Embedded),
+                addr => {
+                    sortline::config::broker_addr(addr)?;
+                    Some(demo::MqttBroker::External(addr.to_string()))
+                }
+            };
+            if mqtt.is_some() && matches!(plc, PlcMode::InProcess) {
+                tracing::warn!("--plc in-process runs without the daemon: no MQTT");
+            }
+            let modbus = |transport| demo::ModbusOptions {
+                transport,
+                scanner,
+                mqtt: mqtt.clone(),
+                ..demo::ModbusOptions::default()
+            };
             let s = match plc {
                 PlcMode::InProcess => demo::run(&cfg, &opts, live)?,
                 PlcMode::Modbus => demo::run_modbus(&cfg, &opts, &modbus(Transport::Tcp), live)?,

@@ -1,0 +1,498 @@
+//! The publisher task and the sink the daemon's core hands its events to.
+
+use super::command::{self, Reply};
+use super::outbox::{self, Kind, Level, Outbox, Pushed};
+use super::payload::{self, OutboxFigures};
+use super::{MqttError, Settings};
+use crate::clock;
+use crate::core::{Alarm, ParcelReport, ReviewRequest, Severity};
+use crate::daemon::{CoreMsg, Screen};
+use rumqttc::{AsyncClient, ConnectionError, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use serde::Serialize;
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+/// What the core hands over.
+#[derive(Debug)]
+pub enum SinkMsg {
+    Parcel(ParcelReport, i64),
+    Alarm(Alarm, i64),
+}
+
+/// The daemon's side: a [`Screen`] whose events go to the publisher over a bounded channel.
+/// A full channel blocks the core (parcel records and alarms are never dropped), but only for
+/// as long as one outbox write: the publisher never waits on the network.
+#[derive(Clone)]
+pub struct MqttSink {
+    tx: mpsc::Sender<SinkMsg>,
+}
+
+/// A sink and the receiver [`Publisher::start`] takes.
+pub fn sink(capacity: usize) -> (MqttSink, mpsc::Receiver<SinkMsg>) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    (MqttSink { tx }, rx)
+}
+
+impl MqttSink {
+    /// From a thread outside the runtime (the core thread).
+    pub fn parcel_done(&self, report: ParcelReport) {
+        // The publisher gone means the daemon is stopping; the record is in the audit chain.
+        let _ = self.tx.blocking_send(SinkMsg::Parcel(report, clock::wall_ms()));
+    }
+
+    pub fn alarm(&self, alarm: &Alarm) {
+        let _ = self.tx.blocking_send(SinkMsg::Alarm(alarm.clone(), clock::wall_ms()));
+    }
+
+    /// From async code.
+    pub async fn send(&self, msg: SinkMsg) -> Result<(), MqttError> {
+        self.tx.send(msg).await.map_err(|_| MqttError::Stopped)
+    }
+}
+
+impl Screen for MqttSink {
+    fn review_requested(&mut self, _: &ReviewRequest) {}
+
+    fn parcel_done(&mut self, report: ParcelReport) {
+        MqttSink::parcel_done(self, report)
+    }
+
+    fn alarm(&mut self, alarm: &Alarm) {
+        MqttSink::alarm(self, alarm)
+    }
+}
+
+/// The publisher's counters, watched by tests and the demo.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct MqttStats {
+    pub connected: bool,
+    /// ConnAcks received.
+    pub connects: u64,
+    /// Publishes handed to the client (repeats after a reconnect included).
+    pub published: u64,
+    /// Events acknowledged by the broker and gone from the outbox.
+    pub acked: u64,
+    pub parcels: u64,
+    pub alarms: u64,
+    pub metrics: u64,
+    pub commands_accepted: u64,
+    pub commands_refused: u64,
+    pub outbox: OutboxFigures,
+}
+
+/// Line figures for `metrics`, gathered by the caller (core stats, PLC driver, scanner).
+pub type MetricsFn = Box<dyn Fn() -> serde_json::Map<String, serde_json::Value> + Send>;
+
+/// The running publisher.
+pub struct Publisher {
+    stop: Option<oneshot::Sender<Duration>>,
+    task: tokio::task::JoinHandle<Result<MqttStats, MqttError>>,
+    stats: watch::Receiver<MqttStats>,
+}
+
+impl Publisher {
+    /// Starts the publisher: `events` from the [`sink`], accepted commands and alarms to the
+    /// core through `inputs`. Call inside a multi-threaded tokio runtime.
+    pub fn start(
+        settings: Settings,
+        outbox: Outbox,
+        events: mpsc::Receiver<SinkMsg>,
+        inputs: crossbeam_channel::Sender<CoreMsg>,
+        metrics: MetricsFn,
+    ) -> Publisher {
+        let (stop, stop_rx) = oneshot::channel();
+        let (stats_tx, stats) = watch::channel(MqttStats::default());
+        let task = Task {
+            started_wall_ms: clock::wall_ms(),
+            settings,
+            outbox,
+            inputs,
+            metrics,
+            stats: MqttStats::default(),
+            stats_tx,
+            level: Level::Normal,
+            conn: None,
+            generation: 0,
+        };
+        Publisher { stop: Some(stop), task: tokio::spawn(task.run(events, stop_rx)), stats }
+    }
+
+    pub fn stats(&self) -> watch::Receiver<MqttStats> {
+        self.stats.clone()
+    }
+
+    /// Publishes the `stopped` state, delivers what the outbox holds (for at most
+    /// `drain_limit`), disconnects cleanly (no last will) and returns the counters.
+    pub async fn stop(mut self, drain_limit: Duration) -> Result<MqttStats, MqttError> {
+        let _ = self.stop.take().map(|s| s.send(drain_limit));
+        (&mut self.task).await.map_err(|_| MqttError::Stopped)?
+    }
+}
+
+/// What a publish handed to the client was, until its packet id is known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tag {
+    Event(i64),
+    State,
+}
+
+/// One connection: a fresh client and event loop.
+struct Conn {
+    client: AsyncClient,
+    generation: u64,
+    connected: bool,
+    /// Handed to the client, packet id not yet seen (rumqttc reports them in order).
+    sent: VecDeque<Tag>,
+    /// Awaiting their PUBACK.
+    pkids: HashMap<u16, Tag>,
+    /// The last event id handed to this connection.
+    cursor: i64,
+    poll: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.poll.abort();
+    }
+}
+
+struct Task {
+    settings: Settings,
+    started_wall_ms: i64,
+    outbox: Outbox,
+    inputs: crossbeam_channel::Sender<CoreMsg>,
+    metrics: MetricsFn,
+    stats: MqttStats,
+    stats_tx: watch::Sender<MqttStats>,
+    level: Level,
+    conn: Option<Conn>,
+    generation: u64,
+}
+
+type Polled = (u64, Result<Event, ConnectionError>);
+
+impl Task {
+    async fn run(
+        mut self,
+        mut events: mpsc::Receiver<SinkMsg>,
+        mut stop: oneshot::Receiver<Duration>,
+    ) -> Result<MqttStats, MqttError> {
+        let (polled_tx, mut polled) = mpsc::channel::<Polled>(256);
+        let mut backoff = self.settings.reconnect_min;
+        let mut next_attempt = Instant::now();
+        let mut metrics = tokio::time::interval_at(
+            Instant::now() + self.settings.metrics_every,
+            self.settings.metrics_every.max(Duration::from_millis(10)),
+        );
+        metrics.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Set once stopping: until when to deliver, and whether `stopped` is acknowledged.
+        let mut stopping: Option<Instant> = None;
+        let mut stopped_acked = false;
+        let mut events_open = true;
+        self.publish_stats();
+        loop {
+            if self.conn.is_none() && Instant::now() >= next_attempt {
+                self.connect(polled_tx.clone(), stopping.is_some());
+            }
+            tokio::select! {
+                biased;
+                limit = &mut stop, if stopping.is_none() => {
+                    stopping = Some(Instant::now() + limit.unwrap_or_default());
+                    self.publish_state("stopped");
+                }
+                Some((generation, event)) = polled.recv() => {
+                    if self.conn.as_ref().is_some_and(|c| c.generation == generation) {
+                        match event {
+                            Ok(event) => {
+                                if self.event(event, stopping.is_some())? {
+                                    stopped_acked = true;
+                                }
+                                backoff = self.settings.reconnect_min;
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, retry_in = ?backoff, "MQTT connection lost");
+                                self.conn = None;
+                                self.stats.connected = false;
+                                next_attempt = Instant::now() + backoff;
+                                backoff = (backoff * 2).min(self.settings.reconnect_max);
+                            }
+                        }
+                    }
+                }
+                msg = events.recv(), if events_open => match msg {
+                    Some(msg) => self.take(msg)?,
+                    None => events_open = false,
+                },
+                _ = metrics.tick(), if stopping.is_none() => self.push_metrics()?,
+                () = tokio::time::sleep_until(next_attempt), if self.conn.is_none() => {}
+                () = tokio::time::sleep_until(stopping.unwrap_or_else(Instant::now)), if stopping.is_some() => break,
+            }
+            self.pump()?;
+            self.publish_stats();
+            if stopping.is_some() && stopped_acked && self.outbox.depth() == 0 && events.is_empty() {
+                break;
+            }
+        }
+        if let Some(conn) = self.conn.take() {
+            // A clean DISCONNECT: the broker discards the last will. Waiting for the event loop
+            // to send it is bounded by the poll task's own end.
+            if conn.client.try_disconnect().is_ok() {
+                let mut conn = conn;
+                let _ = tokio::time::timeout(Duration::from_secs(2), &mut conn.poll).await;
+            }
+        }
+        self.stats.connected = false;
+        self.publish_stats();
+        Ok(self.stats)
+    }
+
+    fn connect(&mut self, polled: mpsc::Sender<Polled>, stopping: bool) {
+        let s = &self.settings;
+        self.generation += 1;
+        let generation = self.generation;
+        let mut options = MqttOptions::new(s.client_id.clone(), s.host.clone(), s.port);
+        options
+            .set_keep_alive(s.keep_alive)
+            .set_clean_session(s.clean_session)
+            .set_inflight(s.inflight)
+            .set_last_will(LastWill::new(s.topics.state(), self.state_payload("offline"), QoS::AtLeastOnce, true));
+        if let Some((user, password)) = &s.credentials {
+            options.set_credentials(user.clone(), password.clone());
+        }
+        // Room for every in-flight publish, the subscription, the state and a disconnect: a
+        // `try_` call never finds it full.
+        let (client, mut eventloop) = AsyncClient::new(options, usize::from(s.inflight) + 16);
+        let poll = tokio::spawn(async move {
+            loop {
+                let event = eventloop.poll().await;
+                let failed = event.is_err();
+                if polled.send((generation, event)).await.is_err() || failed {
+                    // A new connection is a new event loop: this one never reconnects.
+                    break;
+                }
+            }
+        });
+        tracing::debug!(generation, stopping, host = %s.host, port = s.port, "MQTT connecting");
+        self.conn = Some(Conn {
+            client,
+            generation,
+            connected: false,
+            sent: VecDeque::new(),
+            pkids: HashMap::new(),
+            cursor: 0,
+            poll,
+        });
+    }
+
+    /// Handles one event of the current connection; true when the `stopped` state was
+    /// acknowledged while stopping.
+    fn event(&mut self, event: Event, stopping: bool) -> Result<bool, MqttError> {
+        let Some(conn) = self.conn.as_mut() else { return Ok(false) };
+        match event {
+            Event::Incoming(Packet::ConnAck(ack)) => {
+                conn.connected = true;
+                self.stats.connected = true;
+                self.stats.connects += 1;
+                // Replay from the oldest unacknowledged event: consumers drop repeats by id.
+                conn.cursor = self.outbox.oldest()?.map_or(i64::MAX, |id| id - 1);
+                if conn.cursor == i64::MAX {
+                    conn.cursor = 0;
+                }
+                if !ack.session_present {
+                    // A clean session forgot the subscription; a kept one still has it.
+                    let _ = conn.client.try_subscribe(self.settings.topics.commands(), QoS::AtLeastOnce);
+                }
+                tracing::info!(session_present = ack.session_present, "MQTT connected");
+                self.publish_state(if stopping { "stopped" } else { "running" });
+            }
+            Event::Outgoing(Outgoing::Publish(pkid)) => {
+                if let Some(tag) = conn.sent.pop_front() {
+                    conn.pkids.insert(pkid, tag);
+                }
+            }
+            Event::Incoming(Packet::PubAck(ack)) => match conn.pkids.remove(&ack.pkid) {
+                Some(Tag::Event(id)) => {
+                    self.outbox.ack(id)?;
+                    self.stats.acked += 1;
+                }
+                Some(Tag::State) => return Ok(stopping),
+                None => {}
+            },
+            Event::Incoming(Packet::Publish(p)) => {
+                if let Some(name) = self.settings.topics.command_of(&p.topic).map(str::to_string) {
+                    self.command(&name, &p.payload)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(false)
+    }
+
+    fn command(&mut self, name: &str, payload: &[u8]) -> Result<(), MqttError> {
+        let reply = match command::parse(name, payload) {
+            Ok(accepted) => {
+                let reply = Reply::accepted(&accepted);
+                // The core records the input it takes (the audit record of an accepted command).
+                if self.to_core(CoreMsg::Input(accepted.input)) {
+                    self.stats.commands_accepted += 1;
+                    reply
+                } else {
+                    Reply { status: "refused", error: Some("the line is stopping".into()), ..reply }
+                }
+            }
+            Err(refusal) => {
+                self.stats.commands_refused += 1;
+                // A refused command never reaches the core as an input: its record is an alarm.
+                self.to_core(CoreMsg::Alarm(Alarm {
+                    code: "mqtt_command_refused",
+                    severity: Severity::Warning,
+                    tracking: None,
+                    message: format!(
+                        "command {} request {} by {} refused: {}",
+                        refusal.command,
+                        refusal.request_id.as_deref().unwrap_or("(none)"),
+                        refusal.operator.as_deref().unwrap_or("(none)"),
+                        refusal.error
+                    ),
+                }));
+                Reply::refused(&refusal)
+            }
+        };
+        let topic = self.settings.topics.reply(&reply.command);
+        let text = serde_json::to_string(&payload::ReplyEvent { reply, wall_ms: clock::wall_ms() }).unwrap_or_default();
+        self.push(Kind::Reply, &topic, &text)
+    }
+
+    /// To the core's bounded queue; false when the core is gone.
+    fn to_core(&self, msg: CoreMsg) -> bool {
+        let inputs = &self.inputs;
+        tokio::task::block_in_place(|| inputs.send(msg)).is_ok()
+    }
+
+    fn take(&mut self, msg: SinkMsg) -> Result<(), MqttError> {
+        match msg {
+            SinkMsg::Parcel(report, wall) => {
+                self.stats.parcels += 1;
+                let text = serde_json::to_string(&payload::Parcel::new(&report, wall)).unwrap_or_default();
+                let topic = self.settings.topics.parcel();
+                self.push(Kind::Parcel, &topic, &text)
+            }
+            SinkMsg::Alarm(alarm, wall) => {
+                self.stats.alarms += 1;
+                let text = serde_json::to_string(&payload::AlarmEvent::new(&alarm, wall)).unwrap_or_default();
+                let topic = self.settings.topics.alarm();
+                self.push(Kind::Alarm, &topic, &text)
+            }
+        }
+    }
+
+    fn push_metrics(&mut self) -> Result<(), MqttError> {
+        let mut body = (self.metrics)();
+        body.insert("wall_ms".into(), clock::wall_ms().into());
+        body.insert("outbox".into(), serde_json::to_value(self.figures()).unwrap_or_default());
+        self.stats.metrics += 1;
+        let topic = self.settings.topics.metrics();
+        self.push(Kind::Metrics, &topic, &serde_json::Value::Object(body).to_string())
+    }
+
+    fn push(&mut self, kind: Kind, topic: &str, text: &str) -> Result<(), MqttError> {
+        if self.outbox.push(kind, topic, text)? == Pushed::Dropped {
+            tracing::debug!(dropped = self.outbox.dropped, "outbox full: metrics dropped");
+        }
+        let level = self.outbox.level();
+        if level != self.level {
+            let (depth, capacity) = (self.outbox.depth(), self.outbox.capacity());
+            let alarm = match level {
+                Level::High if self.level == Level::Normal => Some(Alarm {
+                    code: "mqtt_outbox_high",
+                    severity: Severity::Warning,
+                    tracking: None,
+                    message: format!("MQTT outbox at {depth} of {capacity} events: the broker is not taking them"),
+                }),
+                Level::Full => Some(Alarm {
+                    code: "mqtt_outbox_full",
+                    severity: Severity::Critical,
+                    tracking: None,
+                    message: format!(
+                        "MQTT outbox full ({depth} of {capacity}): metrics are dropped from now on, \
+                         parcel records, alarms and replies kept beyond capacity"
+                    ),
+                }),
+                _ => None,
+            };
+            if let Some(alarm) = alarm {
+                self.to_core(CoreMsg::Alarm(alarm));
+            }
+            self.level = level;
+        }
+        self.stats.outbox = self.figures();
+        Ok(())
+    }
+
+    fn figures(&self) -> OutboxFigures {
+        OutboxFigures {
+            depth: self.outbox.depth(),
+            capacity: self.outbox.capacity(),
+            dropped: self.outbox.dropped,
+            over_capacity: self.outbox.over_capacity,
+        }
+    }
+
+    /// Hands the client what the outbox holds past this connection's cursor, up to the
+    /// in-flight window.
+    fn pump(&mut self) -> Result<(), MqttError> {
+        let window = usize::from(self.settings.inflight);
+        let Some(conn) = self.conn.as_mut().filter(|c| c.connected) else { return Ok(()) };
+        let room = window.saturating_sub(conn.sent.len() + conn.pkids.len());
+        if room == 0 {
+            return Ok(());
+        }
+        for event in self.outbox.after(conn.cursor, room)? {
+            let text = outbox::with_event_id(event.id, &event.payload);
+            if conn.client.try_publish(event.topic, QoS::AtLeastOnce, false, text).is_err() {
+                // Full or closed: the next ConnAck replays from the oldest unacknowledged.
+                break;
+            }
+            conn.sent.push_back(Tag::Event(event.id));
+            conn.cursor = event.id;
+            self.stats.published += 1;
+        }
+        Ok(())
+    }
+
+    fn state_payload(&self, state: &str) -> String {
+        let s = &self.settings;
+        let (site, line) = s.topics.site_line();
+        serde_json::to_string(&payload::State {
+            state,
+            site,
+            line,
+            version: env!("CARGO_PKG_VERSION"),
+            schema: payload::SCHEMA_VERSION,
+            started_wall_ms: self.started_wall_ms,
+            wall_ms: clock::wall_ms(),
+        })
+        .unwrap_or_default()
+    }
+
+    /// Retained, outside the outbox: it is the line's current state, not an event.
+    fn publish_state(&mut self, state: &str) {
+        let text = self.state_payload(state);
+        let Some(conn) = self.conn.as_mut().filter(|c| c.connected) else { return };
+        if conn.client.try_publish(self.settings.topics.state(), QoS::AtLeastOnce, true, text).is_ok() {
+            conn.sent.push_back(Tag::State);
+        }
+    }
+
+    fn publish_stats(&mut self) {
+        self.stats.outbox = self.figures();
+        let stats = self.stats.clone();
+        self.stats_tx.send_if_modified(|s| {
+            let changed = *s != stats;
+            *s = stats;
+            changed
+        });
+    }
+}

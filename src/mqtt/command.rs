@@ -1,0 +1,301 @@
+//! Commands under `…/cmd/<name>`: parsing and validation, pure. A command is refused before it
+//! reaches the core when its payload is not what the schema in `docs/mqtt.md` says; what the
+//! core then does with an accepted one (a transfer of a parcel that is gone, a removal of an
+//! unknown target) is the core's to refuse and record.
+
+use crate::core::{Input, ManualTarget, Millis, OfficerId, TargetCriterion, TrackingId, Waybill};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Longest request id, target id and reason accepted (they go into records and topics).
+pub const MAX_REQUEST_ID: usize = 64;
+pub const MAX_TARGET_ID: usize = 64;
+pub const MAX_REASON: usize = 500;
+/// Longest criterion value (a consignor's name, an HS prefix, a list number).
+pub const MAX_CRITERION: usize = 200;
+/// Largest command payload read at all.
+pub const MAX_PAYLOAD: usize = 4096;
+
+/// The commands this line takes, by the last topic level.
+pub const NAMES: [&str; 3] = ["target_add", "target_remove", "transfer"];
+
+/// A refused command: what the reply says, and enough to record it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub command: String,
+    /// As sent, when it could be read.
+    pub request_id: Option<String>,
+    pub operator: Option<String>,
+    pub error: String,
+}
+
+/// An accepted command.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Accepted {
+    pub command: &'static str,
+    pub request_id: String,
+    pub operator: OfficerId,
+    pub input: Input,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetAddBody {
+    request_id: String,
+    operator: String,
+    target_id: String,
+    criterion: CriterionBody,
+    reason: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CriterionBody {
+    by: String,
+    value: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetRemoveBody {
+    request_id: String,
+    operator: String,
+    target_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransferBody {
+    request_id: String,
+    operator: String,
+    tracking: u32,
+}
+
+/// The reply on `…/cmd/<name>/result`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Reply {
+    pub command: String,
+    pub request_id: Option<String>,
+    pub operator: Option<String>,
+    /// `accepted` (handed to the core, which records it) or `refused`.
+    pub status: &'static str,
+    pub error: Option<String>,
+}
+
+impl Reply {
+    pub fn accepted(a: &Accepted) -> Reply {
+        Reply {
+            command: a.command.into(),
+            request_id: Some(a.request_id.clone()),
+            operator: Some(a.operator.as_str().into()),
+            status: "accepted",
+            error: None,
+        }
+    }
+
+    pub fn refused(r: &Refusal) -> Reply {
+        Reply {
+            command: r.command.clone(),
+            request_id: r.request_id.clone(),
+            operator: r.operator.clone(),
+            status: "refused",
+            error: Some(r.error.clone()),
+        }
+    }
+}
+
+/// Reads the command `name` (the topic's last level) from `payload`.
+pub fn parse(name: &str, payload: &[u8]) -> Result<Accepted, Refusal> {
+    // Only printable, bounded names go back into topics and records.
+    let shown: String = name.chars().take(40).filter(|c| !c.is_control()).collect();
+    let refuse = |error: String, head: &Head| Refusal {
+        command: shown.clone(),
+        request_id: head.request_id.clone(),
+        operator: head.operator.clone(),
+        error,
+    };
+    if payload.len() > MAX_PAYLOAD {
+        return Err(refuse(format!("payload of {} bytes, at most {MAX_PAYLOAD}", payload.len()), &Head::default()));
+    }
+    let head = Head::read(payload);
+    let Some(command) = NAMES.iter().copied().find(|n| *n == name) else {
+        return Err(refuse(format!("unknown command; known: {}", NAMES.join(", ")), &head));
+    };
+    let request_id = |id: &str| check_text("request_id", id, MAX_REQUEST_ID).map(str::to_string);
+    let operator = |id: &str| OfficerId::new(id).map_err(|e| format!("operator: {e}"));
+    let checked = || -> Result<Accepted, String> {
+        Ok(match command {
+            "target_add" => {
+                let b: TargetAddBody = serde_json::from_slice(payload).map_err(|e| format!("bad payload: {e}"))?;
+                let author = operator(&b.operator)?;
+                let criterion = criterion(&b.criterion)?;
+                check_text("reason", &b.reason, MAX_REASON)?;
+                Accepted {
+                    command,
+                    request_id: request_id(&b.request_id)?,
+                    operator: author.clone(),
+                    input: Input::TargetAdd(ManualTarget {
+                        id: target_id(&b.target_id)?,
+                        criterion,
+                        author,
+                        reason: b.reason,
+                        // Line time is the core's: the record of this input carries when it
+                        // took effect. No expiry over MQTT: removal is its own command.
+                        created_at: Millis(0),
+                        expires_at: None,
+                    }),
+                }
+            }
+            "target_remove" => {
+                let b: TargetRemoveBody = serde_json::from_slice(payload).map_err(|e| format!("bad payload: {e}"))?;
+                let officer = operator(&b.operator)?;
+                Accepted {
+                    command,
+                    request_id: request_id(&b.request_id)?,
+                    operator: officer.clone(),
+                    input: Input::TargetRemove { id: target_id(&b.target_id)?, officer },
+                }
+            }
+            _ => {
+                let b: TransferBody = serde_json::from_slice(payload).map_err(|e| format!("bad payload: {e}"))?;
+                let officer = operator(&b.operator)?;
+                Accepted {
+                    command,
+                    request_id: request_id(&b.request_id)?,
+                    operator: officer.clone(),
+                    input: Input::ManualTransfer { tracking: TrackingId(b.tracking), officer },
+                }
+            }
+        })
+    };
+    checked().map_err(|e| refuse(e, &head))
+}
+
+/// The request and operator ids, read leniently so that even a refused command's reply and
+/// record say whose it was.
+#[derive(Default)]
+struct Head {
+    request_id: Option<String>,
+    operator: Option<String>,
+}
+
+impl Head {
+    fn read(payload: &[u8]) -> Head {
+        let v: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
+        let text = |key: &str| {
+            v.get(key)
+                .and_then(serde_json::Value::as_str)
+                .map(|s| s.chars().filter(|c| !c.is_control()).take(MAX_REQUEST_ID).collect::<String>())
+        };
+        Head { request_id: text("request_id"), operator: text("operator") }
+    }
+}
+
+fn check_text<'a>(field: &str, s: &'a str, max: usize) -> Result<&'a str, String> {
+    if s.trim().is_empty() {
+        return Err(format!("{field}: empty"));
+    }
+    if s.chars().count() > max {
+        return Err(format!("{field}: longer than {max} characters"));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(format!("{field}: control characters"));
+    }
+    Ok(s)
+}
+
+fn target_id(id: &str) -> Result<Arc<str>, String> {
+    check_text("target_id", id, MAX_TARGET_ID)?;
+    if id.chars().any(char::is_whitespace) {
+        return Err("target_id: spaces".into());
+    }
+    Ok(id.into())
+}
+
+fn criterion(c: &CriterionBody) -> Result<TargetCriterion, String> {
+    let value = check_text("criterion.value", &c.value, MAX_CRITERION)?.to_string();
+    Ok(match c.by.as_str() {
+        "waybill" => TargetCriterion::Waybill(
+            Waybill::parse(&value).map_err(|e| format!("criterion.value: not a waybill: {e}"))?,
+        ),
+        "consignor" => TargetCriterion::Consignor(value),
+        "consignee" => TargetCriterion::Consignee(value),
+        "hs_prefix" => {
+            if !(2..=10).contains(&value.len()) || !value.bytes().all(|b| b.is_ascii_digit()) {
+                return Err("criterion.value: an HS prefix is 2 to 10 digits".into());
+            }
+            TargetCriterion::HsPrefix(value)
+        }
+        "list_no" => TargetCriterion::ListNo(value),
+        other => {
+            return Err(format!(
+                "criterion.by: {:?} unknown; one of waybill, consignor, consignee, hs_prefix, list_no",
+                other.chars().take(40).collect::<String>()
+            ))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn target_add_becomes_the_core_input() {
+        let body = br#"{"request_id":"r1","operator":"risk-01","target_id":"MT-1",
+            "criterion":{"by":"consignor","value":"ACME Ltd"},"reason":"tip-off"}"#;
+        let a = parse("target_add", body).unwrap();
+        assert_eq!((a.command, a.request_id.as_str(), a.operator.as_str()), ("target_add", "r1", "risk-01"));
+        let Input::TargetAdd(t) = a.input else { panic!() };
+        assert_eq!(t.criterion, TargetCriterion::Consignor("ACME Ltd".into()));
+        assert_eq!((&*t.id, t.expires_at), ("MT-1", None));
+    }
+
+    #[test]
+    fn refusals_say_why_and_whose() {
+        let cases: [(&str, &[u8], &str); 8] = [
+            ("transfer", br#"{"request_id":"r","tracking":1}"#, "missing field `operator`"),
+            ("transfer", br#"{"request_id":"r","operator":"","tracking":1}"#, "operator"),
+            ("transfer", br#"{"request_id":"r","operator":"o","tracking":1,"x":0}"#, "unknown field"),
+            ("transfer", br#"{"request_id":"r","operator":"o","tracking":4294967296}"#, "invalid value"),
+            ("target_remove", br#"{"request_id":"","operator":"o","target_id":"t"}"#, "request_id: empty"),
+            (
+                "target_add",
+                br#"{"request_id":"r","operator":"o","target_id":"t","criterion":{"by":"hs_prefix","value":"33a"},"reason":"x"}"#,
+                "HS prefix",
+            ),
+            ("target_add", b"not json", "bad payload"),
+            ("shutdown", br#"{"request_id":"r","operator":"o"}"#, "unknown command"),
+        ];
+        for (name, body, why) in cases {
+            let r = parse(name, body).unwrap_err();
+            assert!(r.error.contains(why), "{name}: {} (wanted {why})", r.error);
+        }
+        let r = parse("transfer", br#"{"request_id":"r9","operator":"o-1","tracking":"x"}"#).unwrap_err();
+        assert_eq!((r.request_id.as_deref(), r.operator.as_deref()), (Some("r9"), Some("o-1")));
+        assert!(parse("transfer", &vec![b' '; MAX_PAYLOAD + 1]).unwrap_err().error.contains("at most"));
+    }
+
+    proptest! {
+        #[test]
+        fn hostile_payloads_never_panic(name in "\\PC{0,50}", body in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = parse(&name, &body);
+        }
+
+        #[test]
+        fn json_shaped_payloads_never_panic(
+            name in prop::sample::select(NAMES.to_vec()),
+            request_id in "\\PC{0,80}",
+            operator in "\\PC{0,80}",
+            tracking in any::<i64>(),
+            value in "\\PC{0,250}",
+        ) {
+            let body = serde_json::json!({"request_id": request_id, "operator": operator, "tracking": tracking,
+                "target_id": value, "criterion": {"by": "waybill", "value": value}, "reason": value});
+            if let Err(r) = parse(name, body.to_string().as_bytes()) {
+                prop_assert!(r.request_id.is_none_or(|id| id.chars().count() <= MAX_REQUEST_ID));
+            }
+        }
+    }
+}

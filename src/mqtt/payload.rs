@@ -1,0 +1,102 @@
+//! The JSON payloads of each topic (schemas in `docs/mqtt.md`). Field names are a contract:
+//! add, don't rename.
+
+use crate::core::{Alarm, Channel, Lane, ParcelReport, PlcHoldCause, Reason, Severity};
+use serde::Serialize;
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// `state` (retained): what the line is doing.
+#[derive(Clone, Debug, Serialize)]
+pub struct State<'a> {
+    /// `running`, `stopped` or `offline` (the last will).
+    pub state: &'a str,
+    pub site: &'a str,
+    pub line: &'a str,
+    pub version: &'a str,
+    pub schema: u32,
+    pub started_wall_ms: i64,
+    pub wall_ms: i64,
+}
+
+/// `parcel`: one parcel's final story.
+#[derive(Clone, Debug, Serialize)]
+pub struct Parcel {
+    pub tracking: u32,
+    pub waybill: Option<String>,
+    pub channel: Option<Channel>,
+    pub reasons: Vec<Reason>,
+    pub decided: Option<Lane>,
+    pub confirmed: Option<Lane>,
+    pub lost: bool,
+    pub held_by_plc: Option<PlcHoldCause>,
+    pub image_seq: Option<u32>,
+    /// Line times (ms) and the time from the gate to the decision.
+    pub entered_at_ms: u64,
+    pub decided_at_ms: Option<u64>,
+    pub done_at_ms: u64,
+    pub decision_ms: Option<u64>,
+    pub wall_ms: i64,
+}
+
+impl Parcel {
+    pub fn new(p: &ParcelReport, wall_ms: i64) -> Parcel {
+        Parcel {
+            tracking: p.tracking.0,
+            waybill: p.waybill.map(|w| w.to_string()),
+            channel: p.channel,
+            reasons: p.reasons.clone(),
+            decided: p.decided,
+            confirmed: p.confirmed,
+            lost: p.lost,
+            held_by_plc: p.held_by_plc,
+            image_seq: p.image_seq,
+            entered_at_ms: p.entered_at.0,
+            decided_at_ms: p.decided_at.map(|t| t.0),
+            done_at_ms: p.done_at.0,
+            decision_ms: p.decided_at.map(|t| t.0.saturating_sub(p.entered_at.0)),
+            wall_ms,
+        }
+    }
+}
+
+/// `alarm`.
+#[derive(Clone, Debug, Serialize)]
+pub struct AlarmEvent<'a> {
+    pub code: &'a str,
+    pub severity: Severity,
+    pub tracking: Option<u32>,
+    pub message: &'a str,
+    pub wall_ms: i64,
+}
+
+impl AlarmEvent<'_> {
+    pub fn new(a: &Alarm, wall_ms: i64) -> AlarmEvent<'_> {
+        AlarmEvent {
+            code: a.code,
+            severity: a.severity,
+            tracking: a.tracking.map(|t| t.0),
+            message: &a.message,
+            wall_ms,
+        }
+    }
+}
+
+/// The outbox's figures, inside `metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct OutboxFigures {
+    pub depth: u64,
+    pub capacity: u64,
+    /// Metrics dropped because the outbox was full, since start.
+    pub dropped: u64,
+    /// Parcel records, alarms and replies kept beyond capacity, since start.
+    pub over_capacity: u64,
+}
+
+/// `cmd/<name>/result`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReplyEvent {
+    #[serde(flatten)]
+    pub reply: super::command::Reply,
+    pub wall_ms: i64,
+}

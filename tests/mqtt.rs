@@ -1,0 +1,306 @@
+//! The MQTT publisher against the embedded broker: every topic, the retained state, the last
+//! will, commands accepted and refused, and an outage (a proxy between publisher and broker
+//! cut and restored, and a publisher restart) after which every parcel record arrives exactly
+//! once by event id, in order, and the outbox is empty. Waits are on channels, with timeouts
+//! as guards only.
+
+use serde_json::Value;
+use sortline::core::{Alarm, Input, Lane, Millis, ParcelReport, Severity, TrackingId};
+use sortline::daemon::CoreMsg;
+use sortline::mqtt::client::{self, SinkMsg};
+use sortline::mqtt::outbox::{self, Outbox};
+use sortline::mqtt::{broker, MqttStats, Publisher, Settings, Topics};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+const GUARD: Duration = Duration::from_secs(20);
+
+/// A TCP proxy in front of the broker that the test can cut (every connection dropped, no
+/// DISCONNECT: the broker fires the last will) and restore on the same port.
+struct Proxy {
+    addr: SocketAddr,
+    target: SocketAddr,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Proxy {
+    async fn start(target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        Proxy { addr, target, task: Some(tokio::spawn(Self::serve(listener, target))) }
+    }
+
+    async fn serve(listener: TcpListener, target: SocketAddr) {
+        // Dropped with this task: every connection goes with it.
+        let mut connections = tokio::task::JoinSet::new();
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            connections.spawn(async move {
+                if let Ok(mut outbound) = TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    }
+
+    fn cut(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+
+    async fn restore(&mut self) {
+        let listener = TcpListener::bind(self.addr).await.unwrap();
+        self.task = Some(tokio::spawn(Self::serve(listener, self.target)));
+    }
+}
+
+/// A subscriber on the broker itself (not through the proxy), every message on a channel.
+struct Subscriber {
+    client: rumqttc::AsyncClient,
+    rx: mpsc::UnboundedReceiver<(String, Value)>,
+}
+
+async fn subscriber(broker: SocketAddr, id: &str, filter: &str) -> Subscriber {
+    let mut options = rumqttc::MqttOptions::new(id, broker.ip().to_string(), broker.port());
+    options.set_keep_alive(Duration::from_secs(5));
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 64);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+    let mut subscribed_tx = Some(subscribed_tx);
+    client.subscribe(filter, rumqttc::QoS::AtLeastOnce).await.unwrap();
+    tokio::spawn(async move {
+        while let Ok(event) = eventloop.poll().await {
+            match event {
+                rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) => {
+                    let v = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
+                    if tx.send((p.topic, v)).is_err() {
+                        break;
+                    }
+                }
+                rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)) => {
+                    let _ = subscribed_tx.take().map(|s| s.send(()));
+                }
+                _ => {}
+            }
+        }
+    });
+    tokio::time::timeout(GUARD, subscribed).await.expect("no SUBACK").unwrap();
+    Subscriber { client, rx }
+}
+
+impl Subscriber {
+    /// The next message whose topic ends with `suffix` (others are skipped).
+    async fn next(&mut self, suffix: &str) -> Value {
+        tokio::time::timeout(GUARD, async {
+            loop {
+                let (topic, v) = self.rx.recv().await.expect("subscriber gone");
+                if topic.ends_with(suffix) {
+                    return v;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("nothing on …{suffix}"))
+    }
+}
+
+fn settings(addr: SocketAddr, client_id: &str) -> Settings {
+    Settings {
+        host: addr.ip().to_string(),
+        port: addr.port(),
+        client_id: client_id.into(),
+        credentials: None,
+        keep_alive: Duration::from_secs(5),
+        clean_session: true,
+        reconnect_min: Duration::from_millis(20),
+        reconnect_max: Duration::from_millis(200),
+        metrics_every: Duration::from_millis(100),
+        outbox_capacity: 1000,
+        inflight: 16,
+        topics: Topics::new("T1", client_id),
+    }
+}
+
+fn start(settings: Settings, dir: &Path) -> (Publisher, client::MqttSink, crossbeam_channel::Receiver<CoreMsg>) {
+    let outbox = Outbox::open(&dir.join(outbox::FILE), settings.outbox_capacity).unwrap();
+    let (sink, events) = client::sink(64);
+    let (inputs, core) = crossbeam_channel::bounded(64);
+    let metrics: client::MetricsFn = Box::new(|| {
+        let mut m = serde_json::Map::new();
+        m.insert("line".into(), serde_json::json!({ "parcels": 0 }));
+        m
+    });
+    (Publisher::start(settings, outbox, events, inputs, metrics), sink, core)
+}
+
+async fn wait(stats: &mut watch::Receiver<MqttStats>, what: &str, f: impl FnMut(&MqttStats) -> bool) {
+    tokio::time::timeout(GUARD, stats.wait_for(f)).await.unwrap_or_else(|_| panic!("timed out: {what}")).unwrap();
+}
+
+fn report(tracking: u32) -> ParcelReport {
+    ParcelReport {
+        tracking: TrackingId(tracking),
+        waybill: None,
+        channel: None,
+        reasons: vec![],
+        decided: Some(Lane::Hold),
+        confirmed: Some(Lane::Hold),
+        lost: false,
+        held_by_plc: None,
+        image_seq: None,
+        entered_at: Millis(u64::from(tracking) * 100),
+        decided_at: Some(Millis(u64::from(tracking) * 100 + 40)),
+        done_at: Millis(u64::from(tracking) * 100 + 900),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_topic_retained_state_and_commands() {
+    let broker = broker::Embedded::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(broker.addr(), "topics");
+    let prefix = s.topics.prefix().to_string();
+    let (publisher, sink, core) = start(s, dir.path());
+    let mut stats = publisher.stats();
+    wait(&mut stats, "connected", |s| s.connected).await;
+    // Subscribed after the state was published: retained, it still arrives.
+    let mut sub = subscriber(broker.addr(), "watch-topics", &format!("{prefix}#")).await;
+    let state = sub.next("/state").await;
+    assert_eq!(state["state"], "running");
+    assert_eq!(state["version"], env!("CARGO_PKG_VERSION"));
+
+    sink.send(SinkMsg::Parcel(report(7), 1)).await.unwrap();
+    let parcel = sub.next("/parcel").await;
+    assert_eq!((parcel["tracking"].as_u64(), parcel["decided"].as_str()), (Some(7), Some("hold")));
+    assert_eq!(parcel["decision_ms"], 40);
+    assert!(parcel["event_id"].as_i64().is_some());
+    let alarm = Alarm { code: "plc_link", severity: Severity::Critical, tracking: None, message: "down".into() };
+    sink.send(SinkMsg::Alarm(alarm, 2)).await.unwrap();
+    let alarm = sub.next("/alarm").await;
+    assert_eq!((alarm["code"].as_str(), alarm["severity"].as_str()), (Some("plc_link"), Some("critical")));
+    let metrics = sub.next("/metrics").await;
+    assert!(metrics["outbox"]["capacity"].as_u64() == Some(1000) && metrics["line"].is_object());
+
+    let commander = sub.client.clone();
+    let command = |name: &str, body: Value| {
+        let topic = format!("{prefix}cmd/{name}");
+        let client = commander.clone();
+        async move { client.publish(topic, rumqttc::QoS::AtLeastOnce, false, body.to_string()).await.unwrap() }
+    };
+    command(
+        "target_add",
+        serde_json::json!({"request_id": "r1", "operator": "risk-02", "target_id": "MT-9",
+            "criterion": {"by": "hs_prefix", "value": "3303"}, "reason": "tip-off"}),
+    )
+    .await;
+    let reply = sub.next("/cmd/target_add/result").await;
+    assert_eq!((reply["status"].as_str(), reply["request_id"].as_str()), (Some("accepted"), Some("r1")));
+    let msg = core.recv_timeout(GUARD).unwrap();
+    assert!(matches!(msg, CoreMsg::Input(Input::TargetAdd(ref t)) if &*t.id == "MT-9"), "{msg:?}");
+
+    command("transfer", serde_json::json!({"request_id": "r2", "operator": "officer-1", "tracking": 12})).await;
+    assert_eq!(sub.next("/cmd/transfer/result").await["status"], "accepted");
+    assert!(matches!(core.recv_timeout(GUARD).unwrap(), CoreMsg::Input(Input::ManualTransfer { .. })));
+
+    // Refused: each with a clear error, each recorded (an alarm to the core).
+    for (name, body, error) in [
+        ("transfer", serde_json::json!({"request_id": "r3", "tracking": 12}), "missing field `operator`"),
+        ("transfer", serde_json::json!({"request_id": "r4", "operator": "o", "tracking": "x"}), "invalid type"),
+        ("transfer", serde_json::json!({"request_id": "r5", "operator": "o", "tracking": -1}), "invalid value"),
+        (
+            "target_remove",
+            serde_json::json!({"request_id": "r6", "operator": "o", "target_id": "x", "extra": 1}),
+            "unknown field",
+        ),
+        (
+            "target_remove",
+            serde_json::json!({"request_id": "r7", "operator": "has space", "target_id": "x"}),
+            "operator",
+        ),
+        ("reboot", serde_json::json!({"request_id": "r8", "operator": "o"}), "unknown command"),
+    ] {
+        command(name, body).await;
+        let reply = sub.next(&format!("/cmd/{name}/result")).await;
+        assert_eq!(reply["status"], "refused", "{reply}");
+        assert!(reply["error"].as_str().unwrap().contains(error), "{reply}");
+        match core.recv_timeout(GUARD).unwrap() {
+            CoreMsg::Alarm(a) => {
+                assert_eq!(a.code, "mqtt_command_refused");
+                assert!(a.message.contains(reply["request_id"].as_str().unwrap()), "{}", a.message);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let end = publisher.stop(GUARD).await.unwrap();
+    assert_eq!((end.commands_accepted, end.commands_refused, end.outbox.depth), (2, 6, 0));
+    assert_eq!(sub.next("/state").await["state"], "stopped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_will_marks_the_line_offline() {
+    let broker = broker::Embedded::start().unwrap();
+    let mut proxy = Proxy::start(broker.addr()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(proxy.addr, "will");
+    let mut sub = subscriber(broker.addr(), "watch-will", &s.topics.state()).await;
+    let (publisher, _sink, _core) = start(s, dir.path());
+    assert_eq!(sub.next("/state").await["state"], "running");
+    proxy.cut();
+    assert_eq!(sub.next("/state").await["state"], "offline");
+    proxy.restore().await;
+    assert_eq!(sub.next("/state").await["state"], "running");
+    publisher.stop(GUARD).await.unwrap();
+    assert_eq!(sub.next("/state").await["state"], "stopped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_and_restart_deliver_every_parcel_once_in_order() {
+    let broker = broker::Embedded::start().unwrap();
+    let mut proxy = Proxy::start(broker.addr()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(proxy.addr, "outage");
+    let mut sub = subscriber(broker.addr(), "watch-outage", &s.topics.parcel()).await;
+    let (publisher, sink, _core) = start(s.clone(), dir.path());
+    let mut stats = publisher.stats();
+    wait(&mut stats, "connected", |s| s.connected).await;
+    for t in 1..=20 {
+        sink.send(SinkMsg::Parcel(report(t), 0)).await.unwrap();
+    }
+    wait(&mut stats, "first 20 acknowledged", |s| s.acked >= 20).await;
+    proxy.cut();
+    wait(&mut stats, "disconnected", |s| !s.connected).await;
+    for t in 21..=50 {
+        sink.send(SinkMsg::Parcel(report(t), 0)).await.unwrap();
+    }
+    // 30 parcel records wait (and the metrics taken meanwhile).
+    wait(&mut stats, "30 waiting", |s| s.parcels == 50 && s.outbox.depth >= 30).await;
+    // The daemon stops with the broker away: the outbox keeps what was not acknowledged.
+    let end = publisher.stop(Duration::ZERO).await.unwrap();
+    assert!(end.outbox.depth >= 30, "{end:?}");
+    drop(sink);
+
+    let (publisher, sink, _core) = start(s, dir.path());
+    for t in 51..=60 {
+        sink.send(SinkMsg::Parcel(report(t), 0)).await.unwrap();
+    }
+    proxy.restore().await;
+    let mut stats = publisher.stats();
+    wait(&mut stats, "outbox empty", |s| s.connected && s.outbox.depth == 0).await;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut order = Vec::new();
+    while order.len() < 60 {
+        let v = sub.next("/parcel").await;
+        let id = v["event_id"].as_i64().unwrap();
+        if seen.insert(id) {
+            order.push((id, v["tracking"].as_u64().unwrap()));
+        }
+    }
+    let trackings: Vec<u64> = order.iter().map(|o| o.1).collect();
+    assert_eq!(trackings, (1..=60).collect::<Vec<u64>>());
+    assert!(order.windows(2).all(|w| w[0].0 < w[1].0));
+    let end = publisher.stop(GUARD).await.unwrap();
+    assert_eq!(end.outbox.depth, 0);
+}
