@@ -533,13 +533,7 @@ pub fn initial_inputs(world: &sim::World, data_dir: &Path) -> Result<Vec<Input>,
             None,
         ))?;
     }
-    let mut inputs = Vec::with_capacity(store.len() + 1);
-    store.for_each_current(|d| inputs.push(Input::Manifest(Arc::new(d.core_view()))))?;
-    let wall = clock::wall_ms();
-    for t in store.standing_targets(wall)? {
-        inputs.push(Input::TargetAdd(t.to_core(wall, Millis(0))?));
-    }
-    Ok(inputs)
+    Ok(store.core_inputs(clock::wall_ms())?)
 }
 
 /// What the host says of a run, beside the referee's report: the core's counters and, over

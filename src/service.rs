@@ -2,10 +2,11 @@
 //! the PLC and the scanner are the ones `line.toml` names, the record is the data directory's;
 //! SIGTERM or SIGINT drains the parcels on the belt (bounded) and stops with a closing entry.
 //!
-//! What is not wired here yet is said where it matters: declaration lists come from the
-//! manifest store (none yet: every parcel is held for want of one), reviews need the officer
-//! console (until then a parcel selected for review is held at its cut-off as late), and
-//! nothing is published over MQTT.
+//! At start the core takes in the manifest store's current declarations and standing manual
+//! targets (`manifests.db`, filled by `sortline manifest import` and `sortline target`);
+//! what is imported while it runs reaches it at the next start. What is not wired yet:
+//! reviews need the officer console (until then a parcel selected for review is held at its
+//! cut-off as late), and nothing is published over MQTT.
 
 use crate::audit::{self, AuditError, GroupCommit, Signer};
 use crate::clock;
@@ -13,6 +14,7 @@ use crate::config::{ConfigError, Loaded};
 use crate::core::{Line, ParcelReport, ReviewRequest};
 use crate::daemon::{self, CoreMsg, Daemon, DaemonConfig, DaemonError, LineClock, Parts, Screen};
 use crate::demo;
+use crate::manifest::{self, ManifestStore, StoreError};
 use crate::scanner::link::ScannerLinkError;
 use crate::scanner::reader::{ScannerOutput, ScannerReader};
 use std::path::Path;
@@ -29,6 +31,8 @@ pub enum ServiceError {
     Daemon(#[from] DaemonError),
     #[error("scanner: {0}")]
     Scanner(#[from] ScannerLinkError),
+    #[error("manifest store: {0}")]
+    Manifests(#[from] StoreError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -81,6 +85,10 @@ pub fn run(cfg: &Loaded, data_dir: &Path) -> Result<Stopped, ServiceError> {
     let profile = cfg.scanner_profile()?;
     let line = Line::new(cfg.line.settings(), cfg.line.policy(secret, cfg.rules.clone()));
     let signer = Signer::load_or_init(&data_dir.join(audit::KEY_FILE))?;
+    let store = ManifestStore::open(&data_dir.join(manifest::DB_FILE))?;
+    let initial = store.core_inputs(clock::wall_ms())?;
+    drop(store);
+    tracing::info!(inputs = initial.len(), "declarations and standing targets loaded from the manifest store");
     let mut log = demo::open_audit(&data_dir.join(audit::DB_FILE), signer, &cfg.line.audit)?;
     log.append(&[demo::run_start_entry(cfg, &line, "run", clock::wall_ms())])?;
     let audit = GroupCommit::start(log, Duration::from_millis(2), 256);
@@ -95,7 +103,7 @@ pub fn run(cfg: &Loaded, data_dir: &Path) -> Result<Stopped, ServiceError> {
             screen: LogScreen,
             map,
             driver: cfg.line.driver_config(None),
-            initial: Vec::new(),
+            initial,
         };
         let daemon = Daemon::start(parts, DaemonConfig::default())?;
         let inputs = daemon.inputs();

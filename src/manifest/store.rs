@@ -3,10 +3,11 @@
 //! of each waybill's current version for the hot lookup.
 
 use super::model::Declaration;
-use crate::core::{ManualTarget, Millis, OfficerId, TargetCriterion, Waybill};
+use crate::core::{Input, ManualTarget, Millis, OfficerId, TargetCriterion, Waybill};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The store's file in the data directory.
@@ -365,6 +366,17 @@ impl ManifestStore {
     /// Targets in force at `wall_ms` (not removed, not expired): what the core loads at start.
     pub fn standing_targets(&self, wall_ms: i64) -> Result<Vec<StoredTarget>, StoreError> {
         Ok(self.targets()?.into_iter().filter(|t| t.active_at(wall_ms)).collect())
+    }
+
+    /// What a starting core needs from the store, as inputs (recorded, so replay sees them):
+    /// every current declaration (the decision's view) and the standing manual targets.
+    pub fn core_inputs(&self, wall_ms: i64) -> Result<Vec<Input>, StoreError> {
+        let mut inputs = Vec::with_capacity(self.len());
+        self.for_each_current(|d| inputs.push(Input::Manifest(Arc::new(d.core_view()))))?;
+        for t in self.standing_targets(wall_ms)? {
+            inputs.push(Input::TargetAdd(t.to_core(wall_ms, Millis(0))?));
+        }
+        Ok(inputs)
     }
 
     fn targets_where<P: rusqlite::Params>(&self, filter: &str, p: P) -> Result<Vec<StoredTarget>, StoreError> {
