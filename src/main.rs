@@ -573,9 +573,14 @@ fn manifest_command(command: ManifestCommand) -> Result<ExitCode> {
     }
 }
 
+/// The audit chain's writer, taken before the store changes: a running daemon holds it (its
+/// chain must have one writer), and a target the record cannot tell of must not be stored.
+fn audit_writer(data: &Path) -> Result<audit::AuditLog> {
+    Ok(audit::AuditLog::open(&data.join(audit::DB_FILE), None, 0)?)
+}
+
 /// Appends a target change to the audit chain, as the core's input would be recorded.
-fn record_target(data: &Path, input: sortline::core::Input, wall_ms: i64) -> Result<u64> {
-    let mut log = audit::AuditLog::open(&data.join(audit::DB_FILE), None, 0)?;
+fn record_target(log: &mut audit::AuditLog, input: sortline::core::Input, wall_ms: i64) -> Result<u64> {
     let record = sortline::core::Record::Input(input);
     Ok(log.append(&[recorder::entry(&record, sortline::core::Millis(0), wall_ms)])?)
 }
@@ -604,11 +609,13 @@ fn target_command(command: TargetCommand) -> Result<ExitCode> {
             let now = sortline::clock::wall_ms();
             let expires = expires.as_deref().map(rfc3339_ms).transpose()?;
             anyhow::ensure!(expires.is_none_or(|e| e > now), "--expires: must be in the future");
+            let mut log = audit_writer(&data)?;
             let mut store = open_store(&data)?;
             let target = manifest::new_target(store.next_target_id()?, criterion, &author, &reason, now, expires);
             store.add_target(&target)?;
             // Outside a run there is no line clock: the recorded times are wall-clock ms.
-            let seq = record_target(&data, Input::TargetAdd(target.to_core(now, Millis(now.max(0) as u64))?), now)?;
+            let input = Input::TargetAdd(target.to_core(now, Millis(now.max(0) as u64))?);
+            let seq = record_target(&mut log, input, now)?;
             println!("target {} added (audit entry {seq})", target.id);
             Ok(ExitCode::SUCCESS)
         }
@@ -636,9 +643,10 @@ fn target_command(command: TargetCommand) -> Result<ExitCode> {
         TargetCommand::Remove { id, data, author } => {
             let officer = OfficerId::new(&author).map_err(|e| anyhow::anyhow!("--author: {e}"))?;
             let now = sortline::clock::wall_ms();
+            let mut log = audit_writer(&data)?;
             let mut store = open_store(&data)?;
             store.remove_target(&id, officer.as_str(), now)?;
-            let seq = record_target(&data, Input::TargetRemove { id: id.as_str().into(), officer }, now)?;
+            let seq = record_target(&mut log, Input::TargetRemove { id: id.as_str().into(), officer }, now)?;
             println!("target {id} removed (audit entry {seq})");
             Ok(ExitCode::SUCCESS)
         }

@@ -183,6 +183,15 @@ fn targets_are_stored_listed_removed_and_recorded() {
     assert!(stdout(&add).contains("target MT-1 added"));
     let bad = sortline(&["target", "add", "--data", data, "--by", "waybill", "EA1", "--author", "r", "--reason", "x"]);
     assert!(!bad.status.success());
+    // While another process writes the chain (a running daemon), a target change is refused
+    // before anything is stored.
+    {
+        let _writer = sortline::audit::AuditLog::open(&dir.path().join(sortline::audit::DB_FILE), None, 0).unwrap();
+        let busy =
+            sortline(&["target", "add", "--data", data, "--by", "hs-prefix", "22", "--author", "r", "--reason", "x"]);
+        assert!(!busy.status.success());
+        assert!(String::from_utf8_lossy(&busy.stderr).contains("open for writing by another process"), "{busy:?}");
+    }
     let list = stdout(&sortline(&["target", "list", "--data", data]));
     assert!(list.contains("MT-1 {\"by\":\"list_no\",\"value\":\"L-42\"} by risk-01"), "{list}");
     let rm = sortline(&["target", "remove", "MT-1", "--data", data, "--author", "risk-02"]);

@@ -26,6 +26,8 @@ pub struct AuditLog {
     /// Set when a failed append left the head unknown; appending then could fork the chain.
     poisoned: bool,
     buf: Vec<u8>,
+    /// Held while open: one writer per chain, across processes (released when it dies).
+    _writer_lock: std::fs::File,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -56,6 +58,7 @@ impl AuditLog {
         checkpoint_every: u64,
         schema_version: i64,
     ) -> Result<AuditLog, AuditError> {
+        let writer_lock = lock_writer(db_path)?;
         let mut conn = Connection::open(db_path)?;
         conn.busy_timeout(schema::BUSY_TIMEOUT)?;
         let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
@@ -104,6 +107,7 @@ impl AuditLog {
             head_clock,
             poisoned: false,
             buf: Vec::with_capacity(512),
+            _writer_lock: writer_lock,
         })
     }
 
@@ -363,5 +367,18 @@ fn load_head(conn: &Connection) -> Result<Head, AuditError> {
             }
             Ok((raw.seq, raw.hash, Some((raw.wall_ms, raw.mono_ms))))
         }
+    }
+}
+
+/// Takes the chain's writer lock, `<database>.lock` beside it: a second writer would append
+/// from a stale head and break the chain. Advisory (flock), so a killed writer releases it.
+fn lock_writer(db_path: &Path) -> Result<std::fs::File, AuditError> {
+    let path = db_path.with_extension("lock");
+    let io = |source| AuditError::Io { path: path.clone(), source };
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(AuditError::Busy { path: db_path.to_path_buf() }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
     }
 }

@@ -89,6 +89,8 @@ pub struct Entry {
 pub enum AuditError {
     #[error("audit database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("audit record {path} is open for writing by another process (is sortline running?)")]
+    Busy { path: PathBuf },
     #[error("audit: {path}: {source}")]
     Io {
         path: PathBuf,
