@@ -28,7 +28,7 @@ use crate::plc::driver::{DriverConfig, DriverStats, PlcLink};
 use crate::recorder;
 use crate::scanner::link::ScannerLinkConfig;
 use crate::scanner::reader::{ScannerOutput, ScannerReader, ScannerStats};
-use crate::scanner::TriggerField;
+use crate::scanner::{FrameProfile, TriggerField};
 use serde::Serialize;
 use siphasher::sip::SipHasher13;
 use sortline_sim as sim;
@@ -192,41 +192,9 @@ pub fn geometry(cfg: &Loaded) -> Result<sim::Geometry, DemoError> {
     })
 }
 
-/// A simulated platform manifest as the core's.
+/// A simulated platform manifest as the core's: the decision's view of its declaration.
 pub fn manifest(m: &sim::SimManifest) -> Result<Manifest, DemoError> {
-    Ok(Manifest {
-        waybill: Waybill::parse(&m.waybill).map_err(|e| DemoError::Sim {
-            what: "a manifest with a bad waybill",
-            detail: format!("{}: {e}", m.waybill),
-        })?,
-        list_no: m.list_no.clone(),
-        version: m.version,
-        channel: match m.channel {
-            sim::SimChannel::Green => Channel::Green,
-            sim::SimChannel::Red => Channel::Red,
-        },
-        status: match m.status {
-            sim::SimStatus::Accepted => ManifestStatus::Accepted,
-            sim::SimStatus::Rejected => ManifestStatus::Rejected,
-        },
-        licence_required: m.licence_required,
-        platform_targeted: m.platform_targeted,
-        consignor: m.consignor.clone(),
-        consignee: m.consignee.clone(),
-        country: m.country.clone(),
-        gross_weight_g: m.gross_weight_g,
-        items: m
-            .items
-            .iter()
-            .map(|i| Item {
-                name: i.name.clone(),
-                hs_code: i.hs_code.clone(),
-                quantity: i.quantity,
-                value_minor: i.value_minor,
-                currency: i.currency.clone(),
-            })
-            .collect(),
-    })
+    Ok(declaration(m)?.core_view())
 }
 
 fn officer(name: &str) -> Result<OfficerId, DemoError> {
@@ -467,35 +435,42 @@ pub fn stop_entry(stats: &LineStats, wall_ms: i64, now_ms: u64) -> NewEntry {
 /// A simulated platform manifest as the platform's full declaration: the simulator does not
 /// model the three documents or the issue time, so they are derived from the list number.
 pub fn declaration(m: &sim::SimManifest) -> Result<Declaration, DemoError> {
-    let core = manifest(m)?;
     Ok(Declaration {
-        waybill: core.waybill,
-        list_no: core.list_no.clone(),
-        version: core.version,
+        waybill: Waybill::parse(&m.waybill).map_err(|e| DemoError::Sim {
+            what: "a manifest with a bad waybill",
+            detail: format!("{}: {e}", m.waybill),
+        })?,
+        list_no: m.list_no.clone(),
+        version: m.version,
         platform_time: "2026-01-01T00:00:00Z".into(),
         direction: manifest::Direction::Export,
-        ecommerce_ref: format!("ORD-{}", core.list_no),
-        logistics_ref: format!("LOG-{}", core.list_no),
-        payment_ref: format!("PAY-{}", core.list_no),
-        channel: core.channel,
-        status: core.status,
-        licence_required: core.licence_required,
-        platform_targeted: core.platform_targeted,
-        consignor: core.consignor,
-        consignee: core.consignee,
-        country: core.country,
-        gross_weight_g: core.gross_weight_g,
-        items: core
+        ecommerce_ref: format!("ORD-{}", m.list_no),
+        logistics_ref: format!("LOG-{}", m.list_no),
+        payment_ref: format!("PAY-{}", m.list_no),
+        channel: match m.channel {
+            sim::SimChannel::Green => Channel::Green,
+            sim::SimChannel::Red => Channel::Red,
+        },
+        status: match m.status {
+            sim::SimStatus::Accepted => ManifestStatus::Accepted,
+            sim::SimStatus::Rejected => ManifestStatus::Rejected,
+        },
+        licence_required: m.licence_required,
+        platform_targeted: m.platform_targeted,
+        consignor: m.consignor.clone(),
+        consignee: m.consignee.clone(),
+        country: m.country.clone(),
+        gross_weight_g: m.gross_weight_g,
+        items: m
             .items
-            .into_iter()
-            .zip(&m.items)
-            .map(|(i, sim_item)| DeclaredItem {
-                name: i.name,
-                hs_code: i.hs_code,
+            .iter()
+            .map(|i| DeclaredItem {
+                name: i.name.clone(),
+                hs_code: i.hs_code.clone(),
                 quantity: i.quantity,
-                unit: sim_item.unit.clone(),
+                unit: i.unit.clone(),
                 value_minor: i.value_minor,
-                currency: i.currency,
+                currency: i.currency.clone(),
             })
             .collect(),
     })
@@ -758,6 +733,18 @@ struct ScannerRig {
     reader: ScannerReader,
 }
 
+/// How the simulated scanner frames its reads: as `profile` says the real one does.
+pub fn sim_framing(profile: &FrameProfile) -> sim::scanner::SimFraming {
+    sim::scanner::SimFraming {
+        start: profile.start.clone().unwrap_or_default().into_bytes(),
+        stop: profile.stop.clone().into_bytes(),
+        delimiter: profile.delimiter.clone().into_bytes(),
+        no_read: profile.no_read.clone(),
+        trigger_first: profile.trigger_field == TriggerField::First,
+        heartbeat: profile.heartbeat.clone(),
+    }
+}
+
 /// The scanner `[scanner]` describes, simulated on `wire` and framed by its profile, and the
 /// reader the daemon would use, with `[scanner.link]`'s timing and the wire's address; `None`
 /// for a direct wire. With `faults`, the wire is noisy too (noise, split and repeated frames).
@@ -768,16 +755,9 @@ async fn scanner_rig(
     faults: bool,
 ) -> Result<Option<ScannerRig>, DemoError> {
     use crate::scanner::link::{Parity, Transport as Wire};
-    use sim::scanner::{ScannerFaults, SimFraming, SimScanner, SimScannerConfig};
+    use sim::scanner::{ScannerFaults, SimScanner, SimScannerConfig};
     let profile = cfg.scanner_profile().map_err(|e| DemoError::Geometry(e.to_string()))?;
-    let framing = SimFraming {
-        start: profile.start.clone().unwrap_or_default().into_bytes(),
-        stop: profile.stop.clone().into_bytes(),
-        delimiter: profile.delimiter.clone().into_bytes(),
-        no_read: profile.no_read.clone(),
-        trigger_first: profile.trigger_field == TriggerField::First,
-        heartbeat: profile.heartbeat.clone(),
-    };
+    let framing = sim_framing(&profile);
     let faults = match faults {
         true => ScannerFaults { seed, noise: 0.02, noise_max_bytes: 12, split: 0.05, duplicate: 0.01, disconnect: 0.0 },
         false => ScannerFaults { seed, ..ScannerFaults::default() },

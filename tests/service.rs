@@ -3,13 +3,12 @@
 //! machine's clock (the simulator in real time), with the platform's lists in the data
 //! directory's manifest store, stopped by SIGTERM. A short, fast line keeps the run to seconds.
 
-use sim::scanner::{ScannerFaults, SimFraming, SimScanner, SimScannerConfig};
+use sim::scanner::{ScannerFaults, SimScanner, SimScannerConfig};
 use sortline::audit::{self, DB_FILE};
 use sortline::config::LineConfig;
 use sortline::core::{Lane, Record};
 use sortline::demo;
 use sortline::recorder::record_of;
-use sortline::scanner::TriggerField;
 use sortline_sim as sim;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -65,20 +64,8 @@ fn config(dir: &Path, plc: &str, tty: &Path) -> PathBuf {
 
 /// The simulated scanner, framing per the shipped profile.
 fn scanner(cfg: &sortline::config::Loaded) -> SimScanner {
-    let profile = cfg.scanner_profile().unwrap();
-    SimScanner::pty(SimScannerConfig {
-        framing: SimFraming {
-            start: profile.start.clone().unwrap_or_default().into_bytes(),
-            stop: profile.stop.clone().into_bytes(),
-            delimiter: profile.delimiter.clone().into_bytes(),
-            no_read: profile.no_read.clone(),
-            trigger_first: profile.trigger_field == TriggerField::First,
-            heartbeat: profile.heartbeat.clone(),
-        },
-        faults: ScannerFaults::default(),
-        heartbeat_every: None,
-    })
-    .unwrap()
+    let framing = demo::sim_framing(&cfg.scanner_profile().unwrap());
+    SimScanner::pty(SimScannerConfig { framing, faults: ScannerFaults::default(), heartbeat_every: None }).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
