@@ -24,6 +24,7 @@ use crate::config::{Loaded, Transport};
 use crate::core::*;
 use crate::daemon;
 use crate::manifest::{self, Declaration, DeclaredItem, ManifestStore};
+use crate::mqtt::wiring::{Figures, Prepared};
 use crate::plc::driver::{DriverConfig, DriverStats, PlcLink};
 use crate::recorder;
 use crate::scanner::link::ScannerLinkConfig;
@@ -906,14 +907,9 @@ pub fn run_modbus(
                 let settings = mqtt_config(cfg)
                     .settings(&broker, &cfg.line.site)
                     .map_err(|e| DemoError::Geometry(e.to_string()))?;
-                writeln!(std::io::stdout(), "mqtt: broker {broker}, topics under {}", settings.topics.prefix())?;
-                let outbox = crate::mqtt::outbox::Outbox::open(
-                    &opts.data_dir.join(crate::mqtt::outbox::FILE),
-                    settings.outbox_capacity,
-                )
-                .map_err(|e| mqtt_error(e.into()))?;
-                let (sink, events) = crate::mqtt::client::sink(1024);
-                Some((broker, settings, outbox, sink, events))
+                let prepared = Prepared::open(settings, &opts.data_dir).map_err(mqtt_error)?;
+                writeln!(std::io::stdout(), "mqtt: broker {broker}, topics under {}", prepared.prefix())?;
+                Some((broker, prepared))
             }
         };
         let line_stats = Arc::new(std::sync::Mutex::new(LineStats::default()));
@@ -921,7 +917,7 @@ pub fn run_modbus(
             line,
             audit,
             clock: SimLineClock(plc.clock()),
-            screen: DemoScreen { clock: plc.clock(), done: done_tx, mqtt: mqtt.as_ref().map(|m| m.3.clone()) },
+            screen: DemoScreen { clock: plc.clock(), done: done_tx, mqtt: mqtt.as_ref().map(|m| m.1.sink.clone()) },
             map: map.clone(),
             driver,
             initial,
@@ -935,22 +931,16 @@ pub fn run_modbus(
             ..daemon::DaemonConfig::default()
         };
         let daemon = daemon::Daemon::start(parts, daemon_config)?;
-        let publisher = mqtt.map(|(broker, settings, outbox, _, events)| {
-            let prefix = settings.topics.prefix().to_string();
-            let driver = daemon.driver_stats();
-            let scanner = rig.as_ref().map(|r| r.reader.stats());
-            let metrics: crate::mqtt::client::MetricsFn = Box::new(move || {
-                let mut m = serde_json::Map::new();
-                let line = line_stats.lock().map(|s| s.clone()).unwrap_or_default();
-                m.insert("line".into(), serde_json::to_value(line).unwrap_or_default());
-                let plc = driver.lock().map(|s| s.clone()).unwrap_or_default();
-                m.insert("plc".into(), serde_json::to_value(plc).unwrap_or_default());
-                let reader = scanner.as_ref().map(|stats| stats());
-                m.insert("scanner".into(), serde_json::to_value(reader).unwrap_or_default());
-                m
-            });
-            let publisher = crate::mqtt::Publisher::start(settings, outbox, events, daemon.inputs(), metrics);
-            (broker, prefix, publisher)
+        let publisher = mqtt.map(|(broker, prepared)| {
+            let prefix = prepared.prefix();
+            let figures = Figures {
+                line: line_stats,
+                plc: daemon.driver_stats(),
+                scanner: rig
+                    .as_ref()
+                    .map(|r| Box::new(r.reader.stats()) as Box<dyn Fn() -> ScannerStats + Send + Sync>),
+            };
+            (broker, prefix, prepared.start(daemon.inputs(), figures))
         });
         // Officers and bench (and the scanner, on a direct wire): their own task, so that a
         // full core queue never stops this loop from draining the live view (which the core

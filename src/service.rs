@@ -4,20 +4,24 @@
 //!
 //! At start the core takes in the manifest store's current declarations and standing manual
 //! targets (`manifests.db`, filled by `sortline manifest import` and `sortline target`);
-//! what is imported while it runs reaches it at the next start. What is not wired yet:
-//! reviews need the officer console (until then a parcel selected for review is held at its
-//! cut-off as late), and nothing is published over MQTT.
+//! what is imported while it runs reaches it at the next start. With `[mqtt] broker` set it
+//! publishes state, parcels, alarms and metrics through the durable outbox and takes commands
+//! (`docs/mqtt.md`). Not wired yet: reviews need the officer console (until then a parcel
+//! selected for review is held at its cut-off as late).
 
 use crate::audit::{self, AuditError, GroupCommit, Signer};
 use crate::clock;
 use crate::config::{ConfigError, Loaded};
-use crate::core::{Line, ParcelReport, ReviewRequest};
+use crate::core::{Alarm, Line, LineStats, ParcelReport, ReviewRequest};
 use crate::daemon::{self, CoreMsg, Daemon, DaemonConfig, DaemonError, LineClock, Parts, Screen};
 use crate::demo;
 use crate::manifest::{self, ManifestStore, StoreError};
+use crate::mqtt::wiring::{Figures, Prepared};
+use crate::mqtt::{MqttError, MqttSink};
 use crate::scanner::link::ScannerLinkError;
 use crate::scanner::reader::{ScannerOutput, ScannerReader};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, oneshot};
 
@@ -33,6 +37,8 @@ pub enum ServiceError {
     Scanner(#[from] ScannerLinkError),
     #[error("manifest store: {0}")]
     Manifests(#[from] StoreError),
+    #[error("MQTT: {0}")]
+    Mqtt(#[from] MqttError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -54,8 +60,11 @@ impl LineClock for MonotonicClock {
     }
 }
 
-/// Until the officer console exists, review requests and finished parcels go to the log.
-struct LogScreen;
+/// Until the officer console exists, review requests and finished parcels go to the log; and
+/// to MQTT when it is configured.
+struct LogScreen {
+    mqtt: Option<MqttSink>,
+}
 
 impl Screen for LogScreen {
     fn review_requested(&mut self, request: &ReviewRequest) {
@@ -65,7 +74,16 @@ impl Screen for LogScreen {
         );
     }
 
+    fn alarm(&mut self, alarm: &Alarm) {
+        if let Some(m) = &self.mqtt {
+            m.alarm(alarm);
+        }
+    }
+
     fn parcel_done(&mut self, report: ParcelReport) {
+        if let Some(m) = &self.mqtt {
+            m.parcel_done(report.clone());
+        }
         tracing::info!(
             tracking = %report.tracking,
             waybill = report.waybill.map(|w| w.to_string()),
@@ -96,16 +114,27 @@ pub fn run(cfg: &Loaded, data_dir: &Path) -> Result<Stopped, ServiceError> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let finished = rt.block_on(async {
         let reader = ScannerReader::open(profile, cfg.line.scanner.link.clone()).await?;
+        let mqtt = match cfg.line.mqtt.as_ref().and_then(|m| m.broker.as_deref().map(|b| (m, b))) {
+            Some((m, broker)) => {
+                let prepared = Prepared::open(m.settings(broker, &cfg.line.site)?, data_dir)?;
+                tracing::info!(broker, topics = %prepared.prefix(), "publishing over MQTT");
+                Some(prepared)
+            }
+            None => None,
+        };
         let parts = Parts {
             line,
             audit,
             clock: MonotonicClock(clock::Stopwatch::start()),
-            screen: LogScreen,
+            screen: LogScreen { mqtt: mqtt.as_ref().map(|p| p.sink.clone()) },
             map,
             driver: cfg.line.driver_config(None),
             initial,
         };
-        let daemon = Daemon::start(parts, DaemonConfig::default())?;
+        let line_stats = Arc::new(Mutex::new(LineStats::default()));
+        let daemon = Daemon::start(parts, DaemonConfig { line_stats: line_stats.clone(), ..DaemonConfig::default() })?;
+        let figures = Figures { line: line_stats, plc: daemon.driver_stats(), scanner: Some(Box::new(reader.stats())) };
+        let publisher = mqtt.map(|p| p.start(daemon.inputs(), figures));
         let inputs = daemon.inputs();
         let (stop_reader, reader_stopped) = oneshot::channel::<()>();
         let scanner = tokio::spawn(reader.run(
@@ -131,6 +160,13 @@ pub fn run(cfg: &Loaded, data_dir: &Path) -> Result<Stopped, ServiceError> {
         let finished = daemon.run(shutdown_rx).await;
         let _ = stop_reader.send(());
         let _ = scanner.await;
+        if let Some(p) = publisher {
+            // What the outbox still holds after this goes out at the next start.
+            match p.stop(Duration::from_secs(10)).await {
+                Ok(stats) => tracing::info!(?stats, "MQTT publisher stopped"),
+                Err(e) => tracing::warn!(error = %e, "MQTT publisher"),
+            }
+        }
         Ok::<_, ServiceError>(finished?)
     })?;
     let daemon::Finished { line, audit, now_ms, driver_stats, drained } = finished;

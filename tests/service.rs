@@ -10,7 +10,7 @@ use sortline::core::{Lane, Record};
 use sortline::demo;
 use sortline::recorder::record_of;
 use sortline_sim as sim;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -34,8 +34,8 @@ fn value(text: &str) -> toml::Value {
 }
 
 /// The shipped configuration on a 10.5 m line at 2 m/s, its files by absolute path, the PLC
-/// at `plc`, the scanner on the serial port `tty`, the record in `dir`.
-fn config(dir: &Path, plc: &str, tty: &Path) -> PathBuf {
+/// at `plc`, the scanner on the serial port `tty`, the MQTT broker at `mqtt`, the record in `dir`.
+fn config(dir: &Path, plc: &str, tty: &Path, mqtt: &str) -> PathBuf {
     let mut t: toml::Table =
         toml::from_str(&std::fs::read_to_string(repo("firmware-config/line.toml")).unwrap()).unwrap();
     set(&mut t, "geometry.belt_speed_mm_s", 2000);
@@ -48,6 +48,7 @@ fn config(dir: &Path, plc: &str, tty: &Path) -> PathBuf {
         value(r#"[{ lane = "inspection", position_mm = 8500 }, { lane = "release", position_mm = 9500 }]"#),
     );
     set(&mut t, "plc.address", plc);
+    set(&mut t, "mqtt.broker", mqtt);
     set(&mut t, "plc.map", repo("firmware-config/plc/register-map.toml").display().to_string());
     set(&mut t, "rules.dir", repo("firmware-config/rules").display().to_string());
     set(&mut t, "data.dir", dir.display().to_string());
@@ -77,7 +78,9 @@ async fn the_daemon_runs_a_line_over_real_wires_and_stops_cleanly_on_sigterm() {
     let tty = scanner.slave_path().unwrap().to_path_buf();
     // The simulator moves parcels by the configuration's geometry; the PLC's port is known
     // once it listens, so the configuration is written twice.
-    let cfg = LineConfig::load(&config(dir.path(), "127.0.0.1:502", &tty)).unwrap();
+    let broker = sortline::mqtt::broker::Embedded::start().unwrap();
+    let parcels = subscribe(broker.addr(), "sortline/v1/+/+/parcel").await;
+    let cfg = LineConfig::load(&config(dir.path(), "127.0.0.1:502", &tty, "127.0.0.1:1883")).unwrap();
     let scenario = sim::Scenario {
         arrival_period_ms: 900..=1_400,
         inspection_ms: 1_000..=2_000,
@@ -90,7 +93,7 @@ async fn the_daemon_runs_a_line_over_real_wires_and_stops_cleanly_on_sigterm() {
     let (mut plc, mut devices) =
         sim::modbus::SimPlc::start(world, &cfg.register_map().unwrap(), plc_config).await.unwrap();
     let sim::modbus::Endpoint::Tcp(addr) = plc.endpoint() else { panic!("a TCP PLC") };
-    let cfg_path = config(dir.path(), &addr.to_string(), &tty);
+    let cfg_path = config(dir.path(), &addr.to_string(), &tty, &broker.addr().to_string());
     let mut daemon = Command::new(env!("CARGO_BIN_EXE_sortline"))
         .args(["run", "--config"])
         .arg(&cfg_path)
@@ -151,4 +154,42 @@ async fn the_daemon_runs_a_line_over_real_wires_and_stops_cleanly_on_sigterm() {
         "the store's lists reached the core: {decided:?}"
     );
     assert!(decided.len() >= PARCELS as usize - 2, "{} decided\n{log}", decided.len());
+    // Every parcel's final record reached the broker (the publisher drains its outbox on stop).
+    let tracked: HashSet<u64> = decided.keys().map(|t| u64::from(*t)).collect();
+    let mut published = HashSet::new();
+    while !published.is_superset(&tracked) {
+        match parcels.recv_timeout(Duration::from_secs(10)) {
+            Ok(t) => published.insert(t),
+            Err(e) => panic!("{e}: published {published:?}, tracked {tracked:?}\n{log}"),
+        };
+    }
+}
+
+/// The tracking ids of the parcel records published under `filter`, as they arrive.
+async fn subscribe(broker: std::net::SocketAddr, filter: &str) -> std::sync::mpsc::Receiver<u64> {
+    let options = rumqttc::MqttOptions::new("service-test", broker.ip().to_string(), broker.port());
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 64);
+    client.subscribe(filter, rumqttc::QoS::AtLeastOnce).await.unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (subscribed, acked) = tokio::sync::oneshot::channel();
+    let mut subscribed = Some(subscribed);
+    tokio::spawn(async move {
+        let _client = client;
+        while let Ok(event) = eventloop.poll().await {
+            match event {
+                rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)) => {
+                    let _ = subscribed.take().map(|s| s.send(()));
+                }
+                rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) => {
+                    let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap_or_default();
+                    if let Some(t) = v["tracking"].as_u64() {
+                        let _ = tx.send(t);
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), acked).await.expect("subscribed").unwrap();
+    rx
 }

@@ -14,6 +14,7 @@ pub mod client;
 pub mod command;
 pub mod outbox;
 pub mod payload;
+pub mod wiring;
 
 pub use client::{MqttSink, MqttStats, Publisher};
 

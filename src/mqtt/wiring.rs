@@ -1,0 +1,64 @@
+//! MQTT for a running daemon, wired the same way by the demo and by `sortline run`: the sink
+//! the daemon's screen feeds is opened before the daemon starts (with the durable outbox), and
+//! the publisher starts once the daemon can take the commands it receives.
+
+use super::client::{self, MetricsFn, MqttSink, Publisher, SinkMsg};
+use super::outbox::{self, Outbox};
+use super::{MqttError, Settings};
+use crate::core::LineStats;
+use crate::daemon::CoreMsg;
+use crate::plc::driver::DriverStats;
+use crate::scanner::reader::ScannerStats;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+
+/// Events the sink may queue ahead of the outbox; a full queue makes the core wait.
+const SINK_CAPACITY: usize = 1024;
+
+/// The sink and outbox, ready for the publisher.
+pub struct Prepared {
+    pub sink: MqttSink,
+    settings: Settings,
+    outbox: Outbox,
+    events: mpsc::Receiver<SinkMsg>,
+}
+
+/// What the `metrics` topic carries: the core's counters, the PLC link's and the scanner
+/// reader's figures.
+pub struct Figures {
+    pub line: Arc<Mutex<LineStats>>,
+    pub plc: Arc<Mutex<DriverStats>>,
+    pub scanner: Option<Box<dyn Fn() -> ScannerStats + Send + Sync>>,
+}
+
+impl Prepared {
+    /// Opens the outbox (`outbox.db` in `data_dir`): what an earlier run left in it goes first.
+    pub fn open(settings: Settings, data_dir: &Path) -> Result<Prepared, MqttError> {
+        let outbox = Outbox::open(&data_dir.join(outbox::FILE), settings.outbox_capacity)?;
+        let (sink, events) = client::sink(SINK_CAPACITY);
+        Ok(Prepared { sink, settings, outbox, events })
+    }
+
+    /// The topics' prefix, `sortline/v1/<site>/<line>`.
+    pub fn prefix(&self) -> String {
+        self.settings.topics.prefix().to_string()
+    }
+
+    /// Starts publishing; accepted commands go to the core through `inputs`. Call inside a
+    /// multi-threaded tokio runtime.
+    pub fn start(self, inputs: crossbeam_channel::Sender<CoreMsg>, figures: Figures) -> Publisher {
+        let metrics: MetricsFn = Box::new(move || {
+            let value = |v: serde_json::Result<serde_json::Value>| v.unwrap_or_default();
+            let mut m = serde_json::Map::new();
+            let line = figures.line.lock().map(|s| s.clone()).unwrap_or_default();
+            m.insert("line".into(), value(serde_json::to_value(line)));
+            let plc = figures.plc.lock().map(|s| s.clone()).unwrap_or_default();
+            m.insert("plc".into(), value(serde_json::to_value(plc)));
+            let reader = figures.scanner.as_ref().map(|stats| stats());
+            m.insert("scanner".into(), value(serde_json::to_value(reader)));
+            m
+        });
+        Publisher::start(self.settings, self.outbox, self.events, inputs, metrics)
+    }
+}
