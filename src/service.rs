@@ -151,8 +151,13 @@ pub fn run(cfg: &Loaded, data_dir: &Path) -> Result<Stopped, ServiceError> {
             },
         ));
         let (shutdown, shutdown_rx) = broadcast::channel::<()>(1);
+        // Registered before the line runs: a SIGTERM from then on drains, never kills.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::spawn(async move {
-            stop_signal().await;
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
             tracing::info!("stop requested: draining the parcels on the belt");
             let _ = shutdown.send(());
         });
@@ -174,21 +179,4 @@ pub fn run(cfg: &Loaded, data_dir: &Path) -> Result<Stopped, ServiceError> {
     audit.submit(vec![demo::stop_entry(line.stats(), clock::wall_ms(), now_ms)])?.wait()?;
     audit.shutdown()?;
     Ok(Stopped { drained, parcels: line.stats().parcels })
-}
-
-/// SIGTERM (a service manager) or SIGINT (a terminal).
-async fn stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        // Without a SIGTERM handler, SIGINT still stops it cleanly.
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
