@@ -335,12 +335,6 @@ pub fn show(live: &mut dyn Write, p: &ParcelReport) -> Result<(), DemoError> {
     }
 }
 
-pub fn open_audit(db: &Path, signer: Signer, cfg: &crate::config::Audit) -> Result<AuditLog, audit::AuditError> {
-    let mut log = AuditLog::open(db, Some(signer), cfg.checkpoint_every)?;
-    log.set_checkpoint_interval_ms(Some(cfg.checkpoint_interval_s.saturating_mul(1000)));
-    Ok(log)
-}
-
 /// Runs the demo; the live view goes to `live`.
 pub fn run(cfg: &Loaded, opts: &DemoOptions, live: &mut dyn Write) -> Result<Summary, DemoError> {
     let stopwatch = clock::Stopwatch::start();
@@ -356,7 +350,7 @@ pub fn run(cfg: &Loaded, opts: &DemoOptions, live: &mut dyn Write) -> Result<Sum
     let mut h = Harness {
         line: Line::new(cfg.line.settings(), policy),
         world,
-        audit: open_audit(&db, signer, &cfg.line.audit)?,
+        audit: recorder::open_audit(&db, signer, &cfg.line.audit)?,
         epoch_wall_ms: clock::wall_ms(),
         pending: Vec::new(),
         done: Vec::new(),
@@ -386,7 +380,7 @@ pub fn run(cfg: &Loaded, opts: &DemoOptions, live: &mut dyn Write) -> Result<Sum
             h.handle(Input::Tick, Millis(now))?;
         }
     }
-    h.pending.push(stop_entry(h.line.stats(), h.epoch_wall_ms + now as i64, now));
+    h.pending.push(recorder::stop_entry(h.line.stats(), h.epoch_wall_ms + now as i64, now));
     h.commit()?;
 
     let report = h.world.report();
@@ -399,7 +393,7 @@ pub fn run(cfg: &Loaded, opts: &DemoOptions, live: &mut dyn Write) -> Result<Sum
 /// The chain's opening entry: what replay needs to rebuild the core (`mode` "demo" means the
 /// secret comes from the seed). `plc` names the PLC path when it is not in-process.
 pub fn start_entry(cfg: &Loaded, opts: &DemoOptions, line: &Line, wall_ms: i64, plc: Option<&str>) -> NewEntry {
-    let mut entry = run_start_entry(cfg, line, "demo", wall_ms);
+    let mut entry = recorder::run_start_entry(cfg, line, "demo", wall_ms);
     if let Some(o) = entry.payload.as_object_mut() {
         o.insert("seed".into(), opts.seed.into());
         o.insert("parcels".into(), opts.parcels.into());
@@ -409,28 +403,6 @@ pub fn start_entry(cfg: &Loaded, opts: &DemoOptions, line: &Line, wall_ms: i64, 
         }
     }
     entry
-}
-
-/// The chain's opening entry of a run: what ran (`mode`), where, and the line's snapshot, from
-/// which `audit replay` rebuilds the core.
-pub fn run_start_entry(cfg: &Loaded, line: &Line, mode: &str, wall_ms: i64) -> NewEntry {
-    let start = serde_json::json!({
-        "mode": mode, "site": cfg.line.site.site_id, "line_id": cfg.line.site.line_id,
-        "version": env!("CARGO_PKG_VERSION"), "line": line.snapshot(),
-    });
-    NewEntry { kind: "start".into(), wall_ms, mono_ms: 0, tracking: None, waybill: None, payload: start }
-}
-
-/// The chain's closing entry, with the core's counters.
-pub fn stop_entry(stats: &LineStats, wall_ms: i64, now_ms: u64) -> NewEntry {
-    NewEntry {
-        kind: "stop".into(),
-        wall_ms,
-        mono_ms: now_ms,
-        tracking: None,
-        waybill: None,
-        payload: serde_json::to_value(stats).unwrap_or_default(),
-    }
 }
 
 /// A simulated platform manifest as the platform's full declaration: the simulator does not
@@ -858,7 +830,7 @@ pub fn run_modbus(
     let world = sim::World::new(scenario, geometry(cfg)?);
     let initial = initial_inputs(&world, &opts.data_dir)?;
     let line = Line::new(cfg.line.settings(), cfg.line.policy(demo_secret(opts.seed), cfg.rules.clone()));
-    let mut log = open_audit(&db, signer, &cfg.line.audit)?;
+    let mut log = recorder::open_audit(&db, signer, &cfg.line.audit)?;
     let plc_name = match modbus.transport {
         Transport::Tcp => "modbus",
         Transport::Rtu => "modbus-rtu",
@@ -1027,7 +999,7 @@ pub fn run_modbus(
     })?;
     let daemon::Finished { line, audit, now_ms, driver_stats, drained } = finished;
     tracing::info!(?driver_stats, drained, "daemon stopped");
-    audit.submit(vec![stop_entry(line.stats(), clock::wall_ms(), now_ms)])?.wait()?;
+    audit.submit(vec![recorder::stop_entry(line.stats(), clock::wall_ms(), now_ms)])?.wait()?;
     audit.shutdown()?;
     let host = HostFigures {
         stats: line.stats().clone(),

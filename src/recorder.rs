@@ -1,8 +1,39 @@
 //! Between the core's `Record`s and the audit chain's entries: what goes in,
 //! and how recorded inputs come back out for replay.
 
-use crate::audit::NewEntry;
-use crate::core::{Alarm, Identity, Input, Lane, LaneMap, LostWhy, Millis, Reason, Record};
+use crate::audit::{AuditError, AuditLog, NewEntry, Signer};
+use crate::config::{Audit, Loaded};
+use crate::core::{Alarm, Identity, Input, Lane, LaneMap, Line, LineStats, LostWhy, Millis, Reason, Record};
+use std::path::Path;
+
+/// Opens the chain's writer with `[audit]`'s checkpoint bounds (by count and by time).
+pub fn open_audit(db: &Path, signer: Signer, cfg: &Audit) -> Result<AuditLog, AuditError> {
+    let mut log = AuditLog::open(db, Some(signer), cfg.checkpoint_every)?;
+    log.set_checkpoint_interval_ms(Some(cfg.checkpoint_interval_s.saturating_mul(1000)));
+    Ok(log)
+}
+
+/// The chain's opening entry of a run: what ran (`mode`), where, and the line's snapshot, from
+/// which `audit replay` rebuilds the core.
+pub fn run_start_entry(cfg: &Loaded, line: &Line, mode: &str, wall_ms: i64) -> NewEntry {
+    let start = serde_json::json!({
+        "mode": mode, "site": cfg.line.site.site_id, "line_id": cfg.line.site.line_id,
+        "version": env!("CARGO_PKG_VERSION"), "line": line.snapshot(),
+    });
+    NewEntry { kind: "start".into(), wall_ms, mono_ms: 0, tracking: None, waybill: None, payload: start }
+}
+
+/// The chain's closing entry, with the core's counters.
+pub fn stop_entry(stats: &LineStats, wall_ms: i64, now_ms: u64) -> NewEntry {
+    NewEntry {
+        kind: "stop".into(),
+        wall_ms,
+        mono_ms: now_ms,
+        tracking: None,
+        waybill: None,
+        payload: serde_json::to_value(stats).unwrap_or_default(),
+    }
+}
 
 /// The audit entry for a core record at line time `now`.
 pub fn entry(record: &Record, now: Millis, wall_ms: i64) -> NewEntry {

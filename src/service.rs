@@ -14,10 +14,10 @@ use crate::clock;
 use crate::config::{ConfigError, Loaded};
 use crate::core::{Alarm, Line, LineStats, ParcelReport, ReviewRequest};
 use crate::daemon::{self, CoreMsg, Daemon, DaemonConfig, DaemonError, LineClock, Parts, Screen};
-use crate::demo;
 use crate::manifest::{self, ManifestStore, StoreError};
 use crate::mqtt::wiring::{Figures, Prepared};
 use crate::mqtt::{MqttError, MqttSink};
+use crate::recorder;
 use crate::scanner::link::ScannerLinkError;
 use crate::scanner::reader::{ScannerOutput, ScannerReader};
 use std::path::Path;
@@ -107,8 +107,8 @@ pub fn run(cfg: &Loaded, data_dir: &Path) -> Result<Stopped, ServiceError> {
     let initial = store.core_inputs(clock::wall_ms())?;
     drop(store);
     tracing::info!(inputs = initial.len(), "declarations and standing targets loaded from the manifest store");
-    let mut log = demo::open_audit(&data_dir.join(audit::DB_FILE), signer, &cfg.line.audit)?;
-    log.append(&[demo::run_start_entry(cfg, &line, "run", clock::wall_ms())])?;
+    let mut log = recorder::open_audit(&data_dir.join(audit::DB_FILE), signer, &cfg.line.audit)?;
+    log.append(&[recorder::run_start_entry(cfg, &line, "run", clock::wall_ms())])?;
     let audit = GroupCommit::start(log, Duration::from_millis(2), 256);
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -176,7 +176,7 @@ pub fn run(cfg: &Loaded, data_dir: &Path) -> Result<Stopped, ServiceError> {
     })?;
     let daemon::Finished { line, audit, now_ms, driver_stats, drained } = finished;
     tracing::info!(?driver_stats, drained, "daemon stopped");
-    audit.submit(vec![demo::stop_entry(line.stats(), clock::wall_ms(), now_ms)])?.wait()?;
+    audit.submit(vec![recorder::stop_entry(line.stats(), clock::wall_ms(), now_ms)])?.wait()?;
     audit.shutdown()?;
     Ok(Stopped { drained, parcels: line.stats().parcels })
 }
