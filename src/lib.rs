@@ -18,6 +18,7 @@
 //! - [`clock`]: the only place that reads the machine's clocks.
 //! - [`manifest`]: declaration lists: model, validation, `manifests.db`, file import, manual targets.
 //! - [`mqtt`]: monitoring and commands over MQTT, through a durable outbox; the embedded broker.
+//! - [`xray`]: the X-ray station: image intake, matching, pre-screen, review images, retention.
 pub mod audit;
 pub mod clock;
 pub mod config;
@@ -33,3 +34,4 @@ pub mod replay;
 pub mod report;
 pub mod scanner;
 pub mod service;
+pub mod xray;
