@@ -24,6 +24,7 @@
 //! - `gate`: the reading gate's photo-eye and its debounce filter.
 //! - `platform`: declaration lists built from a catalogue of goods.
 //! - `s10`: UPU S10 waybill numbers.
+//! - `xray`: the simulated X-ray station: synthesised images, written to a folder or a TCP stream.
 
 use std::ops::RangeInclusive;
 
@@ -38,6 +39,7 @@ pub mod rtu;
 mod s10;
 pub mod scanner;
 mod world;
+pub mod xray;
 
 pub use platform::{SimChannel, SimItem, SimManifest, SimStatus};
 pub use plc::{PlcRegisters, PlcScan, RegisterFault};
