@@ -155,6 +155,24 @@ pub fn describe(record: &Record, lanes: &LaneMap) -> String {
                 "opened at the inspection bench by {officer}: {}",
                 if *discrepancy { "DISCREPANCY (有误)" } else { "no discrepancy (无误)" }
             ),
+            Input::Parameters { sample_rate, xray_review_ratio, officer } => {
+                let rates = |name: &str, r: &Option<crate::core::PerChannel<f64>>| {
+                    r.map(|r| format!(" {name} green {} red {}", r.green, r.red)).unwrap_or_default()
+                };
+                format!(
+                    "parameters set by {officer}:{}{}",
+                    rates("random inspection rate", sample_rate),
+                    rates("X-ray review ratio", xray_review_ratio)
+                )
+            }
+            Input::Rules { rules, officer } => format!(
+                "interception rules replaced ({} rules: {}){}",
+                rules.len(),
+                rules.iter().map(|r| &*r.id).collect::<Vec<_>>().join(", "),
+                officer.as_ref().map(|o| format!(" by {o}")).unwrap_or_default()
+            ),
+            Input::LineControl { running: false, officer } => format!("line STOPPED by {officer}: every parcel to hold"),
+            Input::LineControl { running: true, officer } => format!("line started again by {officer}"),
             Input::Tick => "tick".into(),
         },
         Record::Identified { identity, timed_out, .. } => match identity {

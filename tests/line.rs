@@ -237,6 +237,74 @@ fn safe_mode_holds_undecided_and_new_parcels() {
 }
 
 #[test]
+fn an_operator_stop_holds_undecided_and_new_parcels_until_started() {
+    let mut b = Bench::new(policy());
+    b.manifest(manifest(1)).manifest(manifest(2));
+    b.gate(0, 1).scan(10, 1, &[&waybill(1).to_string()]);
+    b.at(50, Input::LineControl { running: false, officer: officer("op-1") });
+    assert_eq!(b.decision(1).map(|d| d.0), Some(Lane::Hold));
+    assert!(b.decision(1).unwrap().1.contains(&Reason::LineStopped));
+    assert_eq!(b.alarms("line_stopped"), 1);
+    b.gate(60, 2);
+    assert_eq!(b.destinations(2), vec![Lane::Hold], "a new parcel is held before its scan");
+    b.at(70, Input::LineControl { running: false, officer: officer("op-1") });
+    assert_eq!(b.records("refused").len(), 1, "stopping a stopped line is refused");
+    b.at(80, Input::LineControl { running: true, officer: officer("op-2") });
+    b.gate(100, 3).scan(110, 3, &[&waybill(1).to_string()]).tick(100 + CUTOFF_MS);
+    assert_eq!(b.destinations(3), vec![Lane::Release]);
+}
+
+#[test]
+fn parameters_change_sampling_from_then_on_and_bad_ones_are_refused() {
+    let mut b = Bench::new(policy());
+    b.manifest(manifest(1)).manifest(manifest(2));
+    let all = PerChannel { green: 1.0, red: 1.0 };
+    b.at(0, Input::Parameters { sample_rate: Some(all), xray_review_ratio: None, officer: officer("op-1") });
+    b.gate(10, 1).scan(20, 1, &[&waybill(1).to_string()]).tick(10 + CUTOFF_MS);
+    assert_eq!(b.destinations(1), vec![Lane::Inspection], "every parcel sampled at rate 1");
+    let bad = PerChannel { green: f64::NAN, red: 0.0 };
+    b.at(CUTOFF_MS + 20, Input::Parameters { sample_rate: Some(bad), xray_review_ratio: None, officer: officer("op-1") });
+    assert_eq!(b.records("refused").len(), 1);
+    let none = PerChannel { green: 0.0, red: 0.0 };
+    b.at(CUTOFF_MS + 30, Input::Parameters { sample_rate: Some(none), xray_review_ratio: None, officer: officer("op-1") });
+    let t0 = CUTOFF_MS + 40;
+    b.gate(t0, 2).scan(t0 + 10, 2, &[&waybill(2).to_string()]).tick(t0 + CUTOFF_MS);
+    assert_eq!(b.destinations(2), vec![Lane::Release]);
+}
+
+#[test]
+fn replaced_rules_apply_to_held_manifests_and_an_invalid_set_keeps_the_old() {
+    let mut b = Bench::new(policy());
+    b.manifest(manifest(1)).manifest(manifest(2));
+    let shirts = InterceptionRule {
+        id: "SHIRTS".into(),
+        action: Lane::Hold,
+        reason: "test".into(),
+        hs_prefixes: vec!["6109".into()],
+        keywords: vec![],
+        min_item_value_minor: None,
+        min_total_value_minor: None,
+        min_gross_weight_g: None,
+        countries: vec![],
+        consignors: vec![],
+        consignees: vec![],
+    };
+    b.at(0, Input::Rules { rules: vec![shirts.clone()], officer: None });
+    b.gate(10, 1).scan(20, 1, &[&waybill(1).to_string()]);
+    let (lane, reasons) = b.decision(1).unwrap();
+    assert_eq!(lane, Lane::Hold);
+    assert!(reasons.iter().any(|r| matches!(r, Reason::Interception { rule, .. } if &**rule == "SHIRTS")));
+    // Defined twice: invalid, refused whole.
+    b.at(30, Input::Rules { rules: vec![shirts.clone(), shirts], officer: Some(officer("op-1")) });
+    assert_eq!(b.records("refused").len(), 1);
+    b.gate(40, 2).scan(50, 2, &[&waybill(2).to_string()]);
+    assert_eq!(b.destinations(2), vec![Lane::Hold], "the old set stays in force");
+    b.at(60, Input::Rules { rules: vec![], officer: None });
+    b.gate(70, 3).scan(80, 3, &[&waybill(1).to_string()]).tick(70 + CUTOFF_MS);
+    assert_eq!(b.destinations(3), vec![Lane::Release]);
+}
+
+#[test]
 fn a_destination_too_late_is_held_by_the_plc_and_recorded_so() {
     let mut b = Bench::new(policy());
     let t = TrackingId(1);

@@ -42,6 +42,7 @@ struct Case {
     transfer: bool,
     late: bool,
     safe_mode: bool,
+    line_stopped: bool,
     sample: f64,
     review: f64,
 }
@@ -56,11 +57,12 @@ prop_compose! {
         transfer in proptest::bool::weighted(0.1),
         late: bool,
         safe_mode in proptest::bool::weighted(0.1),
+        line_stopped in proptest::bool::weighted(0.1),
         sample in prop_oneof![Just(0.0), Just(1.0), 0.0f64..1.0],
         review in prop_oneof![Just(0.0), Just(1.0), 0.0f64..1.0],
     ) -> Case {
         let flags = if flag { vec![Arc::from("dense object")] } else { vec![] };
-        Case { identity, manifest, length_mm, flags, verdict, transfer, late, safe_mode, sample, review }
+        Case { identity, manifest, length_mm, flags, verdict, transfer, late, safe_mode, line_stopped, sample, review }
     }
 }
 
@@ -76,6 +78,7 @@ fn decide(case: &Case, p: &Policy) -> Decision {
         transfer: case.transfer.then_some(&officer),
         late: case.late,
         safe_mode: case.safe_mode,
+        line_stopped: case.line_stopped,
     };
     p.decide(&facts, Millis(0))
 }
@@ -109,6 +112,7 @@ proptest! {
             || matches!(case.verdict, Some(Verdict::Inspect | Verdict::Hold))
             || case.transfer
             || case.safe_mode
+            || case.line_stopped
             || d.reasons.iter().any(|r| matches!(r, Reason::RandomSample { .. } | Reason::AwaitingReview | Reason::Late));
         if doubt {
             prop_assert_ne!(d.lane, Lane::Release, "{:?} -> {:?}", case, d);
@@ -157,6 +161,10 @@ enum Step {
     Lost(u32),
     PlcHold(u32, PlcHoldCause),
     Safe(bool),
+    /// An operator stops (false) or starts (true) the line.
+    Control(bool),
+    /// An operator sets the rates: random inspection, X-ray review (both channels).
+    Rates(f64, f64),
     Belt(bool),
     Wait(u64),
 }
@@ -178,6 +186,9 @@ fn step() -> impl Strategy<Value = Step> {
         ]).prop_map(|(t, c)| Step::PlcHold(t, c)),
         1 => any::<bool>().prop_map(Step::Safe),
         1 => any::<bool>().prop_map(Step::Belt),
+        1 => any::<bool>().prop_map(Step::Control),
+        1 => (prop_oneof![Just(0.0), Just(1.0), -0.5f64..1.5], prop_oneof![Just(0.0), Just(1.0), 0.0f64..1.0])
+            .prop_map(|(s, r)| Step::Rates(s, r)),
         3 => (0u64..15_000).prop_map(Step::Wait),
     ]
 }
@@ -205,6 +216,7 @@ proptest! {
         // Waybills read without a trigger count (matched by time).
         let mut untriggered: Vec<u32> = Vec::new();
         let mut safe = false;
+        let mut stopped = false;
         let mut sent: HashMap<TrackingId, usize> = HashMap::new();
         let mut seen = 0;
         for s in steps {
@@ -228,6 +240,17 @@ proptest! {
                 Step::Lost(t) => { b.at(now, Input::Lost { tracking: TrackingId(t) }); }
                 Step::PlcHold(t, cause) => { b.at(now, Input::PlcHold { tracking: TrackingId(t), cause }); }
                 Step::Safe(on) => { b.at(now, Input::PlcStatus { safe_mode: on }); safe = on; }
+                Step::Control(running) => {
+                    b.at(now, Input::LineControl { running, officer: officer("op-1") });
+                    stopped = !running;
+                }
+                Step::Rates(sample, review) => {
+                    b.at(now, Input::Parameters {
+                        sample_rate: Some(PerChannel { green: sample, red: sample }),
+                        xray_review_ratio: Some(PerChannel { green: review, red: review }),
+                        officer: officer("op-1"),
+                    });
+                }
                 Step::Belt(running) => { b.at(now, Input::Belt { running }); }
                 Step::Wait(ms) => { now += ms; b.tick(now); }
             }
@@ -237,6 +260,7 @@ proptest! {
                     *sent.entry(*tracking).or_default() += 1;
                     if *lane == Lane::Release {
                         prop_assert!(!safe, "release sent in safe mode");
+                        prop_assert!(!stopped, "release sent while an operator had stopped the line");
                         let decided = b.out.iter().rev().find_map(|o| match o {
                             Output::Record(Record::Decision { tracking: t, waybill, .. }) if t == tracking => Some(*waybill),
                             _ => None,

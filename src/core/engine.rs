@@ -39,6 +39,8 @@ pub struct Facts<'a> {
     /// The cut-off has passed: waiting for a verdict is over.
     pub late: bool,
     pub safe_mode: bool,
+    /// An operator stopped the line.
+    pub line_stopped: bool,
 }
 
 impl Policy {
@@ -48,6 +50,9 @@ impl Policy {
         let mut r = Vec::with_capacity(4);
         if f.safe_mode {
             r.push(Reason::PlcSafeMode);
+        }
+        if f.line_stopped {
+            r.push(Reason::LineStopped);
         }
         if let Some(length_mm) = f.length_mm.filter(|l| *l > self.max_parcel_length_mm) {
             r.push(Reason::Overlength { length_mm });

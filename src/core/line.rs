@@ -178,13 +178,34 @@ pub enum Input {
         officer: OfficerId,
         discrepancy: bool,
     },
+    /// Operator: new random-inspection rates and X-ray review ratios (each 0 to 1), from now
+    /// on; a rate left out stays as it was.
+    Parameters {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sample_rate: Option<PerChannel<f64>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        xray_review_ratio: Option<PerChannel<f64>>,
+        officer: OfficerId,
+    },
+    /// The interception rules, replaced whole (a reload of the rule files, by signal or
+    /// command). An invalid set is refused and the old one stays.
+    Rules {
+        rules: Vec<InterceptionRule>,
+        officer: Option<OfficerId>,
+    },
+    /// Operator: stop the line (from now on every parcel is held; the belt is the PLC's) or
+    /// start it again.
+    LineControl {
+        running: bool,
+        officer: OfficerId,
+    },
     /// Nothing happened but time passed.
     Tick,
 }
 
 impl Input {
     /// Audit kinds of the inputs that are recorded (all but ticks).
-    pub const RECORDED_KINDS: [&'static str; 16] = [
+    pub const RECORDED_KINDS: [&'static str; 19] = [
         "gate",
         "scan",
         "manifest",
@@ -201,6 +222,9 @@ impl Input {
         "target_add",
         "target_remove",
         "inspection_result",
+        "parameters",
+        "rules",
+        "line_control",
     ];
 
     /// The audit kind of this input.
@@ -222,6 +246,9 @@ impl Input {
             Input::TargetAdd(_) => "target_add",
             Input::TargetRemove { .. } => "target_remove",
             Input::InspectionResult { .. } => "inspection_result",
+            Input::Parameters { .. } => "parameters",
+            Input::Rules { .. } => "rules",
+            Input::LineControl { .. } => "line_control",
             Input::Tick => "tick",
         }
     }
@@ -541,6 +568,8 @@ pub struct Line {
     /// had left.
     belt_stopped: Option<(Millis, Vec<(u64, Timer)>)>,
     safe_mode: bool,
+    /// Stopped by an operator: every parcel is held until started again.
+    stopped_by: Option<OfficerId>,
     next_serial: u64,
     stats: LineStats,
 }
@@ -559,6 +588,7 @@ impl Line {
             timers: BTreeSet::new(),
             belt_stopped: None,
             safe_mode: false,
+            stopped_by: None,
             next_serial: 0,
             stats: LineStats::default(),
         }
@@ -588,6 +618,16 @@ impl Line {
 
     pub fn safe_mode(&self) -> bool {
         self.safe_mode
+    }
+
+    /// The operator who stopped the line, while it is stopped.
+    pub fn stopped_by(&self) -> Option<&OfficerId> {
+        self.stopped_by.as_ref()
+    }
+
+    /// Safe mode or an operator's stop: nothing is released, so nothing waits to be decided.
+    fn holding_all(&self) -> bool {
+        self.safe_mode || self.stopped_by.is_some()
     }
 
     /// When the driver must call `handle(Input::Tick, ..)` next.
@@ -677,6 +717,14 @@ impl Line {
                 self.policy.targets.push(target);
             }
             Input::InspectionResult { .. } => {}
+            Input::Parameters { sample_rate, xray_review_ratio, .. } => {
+                self.on_parameters(sample_rate, xray_review_ratio, out)
+            }
+            Input::Rules { rules, .. } => match RuleSet::new(rules) {
+                Ok(set) => self.set_rules(Arc::new(set)),
+                Err(e) => self.refuse("rules", None, format!("{e}; the rules in force stay"), out),
+            },
+            Input::LineControl { running, officer } => self.on_line_control(running, officer, now, out),
             Input::TargetRemove { id, .. } => {
                 let before = self.policy.targets.len();
                 self.policy.targets.retain(|t| t.id != id);
@@ -746,7 +794,7 @@ impl Line {
         let early = self.early_scans.remove(&trigger).map(|(_, codes)| codes).or_else(|| self.claim_untriggered(out));
         match early {
             Some(codes) => self.apply_scan(tracking, codes, now, out),
-            None if self.safe_mode => self.evaluate(tracking, now, false, out),
+            None if self.holding_all() => self.evaluate(tracking, now, false, out),
             None => {}
         }
     }
@@ -951,12 +999,60 @@ impl Line {
         self.safe_mode = safe_mode;
         if safe_mode {
             self.alarm("plc_safe_mode", Severity::Critical, None, "PLC in safe mode: every parcel to hold".into(), out);
-            let mut undecided: Vec<TrackingId> =
-                self.parcels.iter().filter(|(_, p)| p.sent.is_none()).map(|(t, _)| *t).collect();
-            undecided.sort_unstable(); // HashMap order is not deterministic
-            for tracking in undecided {
-                self.evaluate(tracking, now, false, out);
+            self.hold_undecided(now, out);
+        }
+    }
+
+    fn on_line_control(&mut self, running: bool, officer: OfficerId, now: Millis, out: &mut Vec<Output>) {
+        match (running, self.stopped_by.is_some()) {
+            (false, false) => {
+                self.alarm(
+                    "line_stopped",
+                    Severity::Warning,
+                    None,
+                    format!("line stopped by {officer}: every parcel to hold"),
+                    out,
+                );
+                self.stopped_by = Some(officer);
+                self.hold_undecided(now, out);
             }
+            (true, true) => self.stopped_by = None,
+            (_, stopped) => self.refuse(
+                "line_control",
+                None,
+                format!("the line is already {}", if stopped { "stopped" } else { "running" }),
+                out,
+            ),
+        }
+    }
+
+    fn on_parameters(
+        &mut self,
+        sample_rate: Option<PerChannel<f64>>,
+        xray_review_ratio: Option<PerChannel<f64>>,
+        out: &mut Vec<Output>,
+    ) {
+        let valid = |r: &Option<PerChannel<f64>>| {
+            r.is_none_or(|r| [r.green, r.red].iter().all(|x| x.is_finite() && (0.0..=1.0).contains(x)))
+        };
+        if !(valid(&sample_rate) && valid(&xray_review_ratio)) {
+            return self.refuse("parameters", None, "rates and ratios must be between 0 and 1".into(), out);
+        }
+        if let Some(rate) = sample_rate {
+            self.policy.sample_rate = rate;
+        }
+        if let Some(ratio) = xray_review_ratio {
+            self.policy.xray_review_ratio = ratio;
+        }
+    }
+
+    /// Decides every undecided parcel now: the reason holding them all is final.
+    fn hold_undecided(&mut self, now: Millis, out: &mut Vec<Output>) {
+        let mut undecided: Vec<TrackingId> =
+            self.parcels.iter().filter(|(_, p)| p.sent.is_none()).map(|(t, _)| *t).collect();
+        undecided.sort_unstable(); // HashMap order is not deterministic
+        for tracking in undecided {
+            self.evaluate(tracking, now, false, out);
         }
     }
 
@@ -1075,7 +1171,7 @@ impl Line {
         let Some(p) = self.parcels.get(&tracking) else {
             return;
         };
-        if p.sent.is_some() || (p.identity.is_none() && !self.safe_mode && !at_cutoff) {
+        if p.sent.is_some() || (p.identity.is_none() && !self.holding_all() && !at_cutoff) {
             return;
         }
         let held = p.waybill().and_then(|w| self.manifests.get(&w));
@@ -1090,6 +1186,7 @@ impl Line {
             transfer: p.transfer.as_ref(),
             late: at_cutoff,
             safe_mode: self.safe_mode,
+            line_stopped: self.stopped_by.is_some(),
         };
         let decision = self.policy.decide(&facts, now);
         let manifest_version = manifest.map(|m| m.version);

@@ -62,6 +62,8 @@ pub enum Reason {
     /// The cut-off came before the decision was final.
     Late,
     PlcSafeMode,
+    /// An operator stopped the line.
+    LineStopped,
     /// No reason for any lane was found: release must be earned.
     NoGrounds,
 }
@@ -89,6 +91,7 @@ impl Reason {
             | AwaitingReview
             | Late
             | PlcSafeMode
+            | LineStopped
             | NoGrounds => Lane::Hold,
         }
     }
@@ -121,6 +124,7 @@ impl Reason {
             AwaitingReview => "awaiting review".into(),
             Late => "late".into(),
             PlcSafeMode => "PLC safe mode".into(),
+            LineStopped => "line stopped by an operator".into(),
             NoGrounds => "no grounds for release".into(),
         }
     }
@@ -193,6 +197,7 @@ mod tests {
             (Reason::AwaitingReview, Lane::Hold),
             (Reason::Late, Lane::Hold),
             (Reason::PlcSafeMode, Lane::Hold),
+            (Reason::LineStopped, Lane::Hold),
             (Reason::NoGrounds, Lane::Hold),
         ];
         for (reason, lane) in cases {
