@@ -669,6 +669,12 @@ pub fn broker_addr(s: &str) -> Result<(String, u16), ConfigError> {
 }
 
 /// Loads every `*.toml` in `dir`, in name order, into one validated set.
+/// The rule files in `dir` read again, as the core input that replaces the rules in force
+/// (SIGHUP, the `reload_rules` command). An error leaves the rules in force as they are.
+pub fn rules_input(dir: &Path, officer: Option<crate::core::OfficerId>) -> Result<crate::core::Input, ConfigError> {
+    Ok(crate::core::Input::Rules { rules: load_rules(dir)?.rules().to_vec(), officer })
+}
+
 pub fn load_rules(dir: &Path) -> Result<RuleSet, ConfigError> {
     let io = |source| ConfigError::Io { path: dir.into(), source };
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)

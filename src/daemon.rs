@@ -47,11 +47,37 @@ pub trait Screen: Send + 'static {
     fn alarm(&mut self, _alarm: &Alarm) {}
 }
 
+/// An operator's command as it arrived (over MQTT, from the console), accepted or refused:
+/// the chain records who asked what under which request id.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct CommandRecord {
+    pub command: String,
+    pub request_id: Option<String>,
+    pub operator: Option<String>,
+    /// `accepted` or `refused`.
+    pub status: &'static str,
+    pub error: Option<String>,
+}
+
+impl CommandRecord {
+    pub fn of(reply: &crate::mqtt::command::Reply) -> CommandRecord {
+        CommandRecord {
+            command: reply.command.clone(),
+            request_id: reply.request_id.clone(),
+            operator: reply.operator.clone(),
+            status: reply.status,
+            error: reply.error.clone(),
+        }
+    }
+}
+
 /// What the core thread takes in.
 #[derive(Debug)]
 pub enum CoreMsg {
     Input(Input),
     Alarm(Alarm),
+    /// A command's record, then the input it carries (none when refused).
+    Command(CommandRecord, Option<Input>),
     /// From the PLC driver (counted, for [`DaemonConfig::paced`]).
     Plc(DriverOutput),
 }
@@ -325,6 +351,12 @@ impl<C: LineClock, S: Screen> Core<C, S> {
             match rx.recv_timeout(wait) {
                 Ok(CoreMsg::Input(input)) => self.handle(input)?,
                 Ok(CoreMsg::Alarm(a)) => self.alarm(&a),
+                Ok(CoreMsg::Command(record, input)) => {
+                    self.pending.push(recorder::command_entry(&record, Millis(self.now_ms), clock::wall_ms()));
+                    if let Some(input) = input {
+                        self.handle(input)?;
+                    }
+                }
                 Ok(CoreMsg::Plc(o)) => {
                     match o {
                         DriverOutput::Input(input) => self.handle(input)?,

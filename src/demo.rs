@@ -912,7 +912,7 @@ pub fn run_modbus(
                     .as_ref()
                     .map(|r| Box::new(r.reader.stats()) as Box<dyn Fn() -> ScannerStats + Send + Sync>),
             };
-            (broker, prefix, prepared.start(daemon.inputs(), figures))
+            (broker, prefix, prepared.start(daemon.inputs(), figures, cfg.rules_dir.clone()))
         });
         // Officers and bench (and the scanner, on a direct wire): their own task, so that a
         // full core queue never stops this loop from draining the live view (which the core

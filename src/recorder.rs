@@ -65,6 +65,18 @@ pub fn alarm_entry(alarm: &Alarm, now: Millis, wall_ms: i64) -> NewEntry {
     }
 }
 
+/// An operator's command as it arrived, before the input it carries.
+pub fn command_entry(command: &crate::daemon::CommandRecord, now: Millis, wall_ms: i64) -> NewEntry {
+    NewEntry {
+        kind: "command".into(),
+        wall_ms,
+        mono_ms: now.0,
+        tracking: None,
+        waybill: None,
+        payload: serde_json::to_value(command).unwrap_or_default(),
+    }
+}
+
 /// The input an entry recorded, if it recorded one.
 pub fn input_of(kind: &str, payload: &serde_json::Value) -> Option<Result<Input, serde_json::Error>> {
     Input::RECORDED_KINDS
@@ -105,6 +117,14 @@ pub fn describe_entry(kind: &str, payload: &serde_json::Value, lanes: &LaneMap) 
     let text = |key: &str| payload.get(key).and_then(serde_json::Value::as_str).unwrap_or("?").to_string();
     match kind {
         "alarm" => format!("ALARM {} {}: {}", text("severity"), text("code"), text("message")),
+        "command" => format!(
+            "command {} (request {}) by {}: {}{}",
+            text("command"),
+            text("request_id"),
+            text("operator"),
+            text("status"),
+            payload.get("error").and_then(serde_json::Value::as_str).map(|e| format!(" ({e})")).unwrap_or_default()
+        ),
         "start" | "stop" => format!("line {kind}: {payload}"),
         "checkpoint" => {
             format!("signed checkpoint of the chain up to entry {}", payload.get("seq").unwrap_or(&payload.clone()))
@@ -171,7 +191,9 @@ pub fn describe(record: &Record, lanes: &LaneMap) -> String {
                 rules.iter().map(|r| &*r.id).collect::<Vec<_>>().join(", "),
                 officer.as_ref().map(|o| format!(" by {o}")).unwrap_or_default()
             ),
-            Input::LineControl { running: false, officer } => format!("line STOPPED by {officer}: every parcel to hold"),
+            Input::LineControl { running: false, officer } => {
+                format!("line STOPPED by {officer}: every parcel to hold")
+            }
             Input::LineControl { running: true, officer } => format!("line started again by {officer}"),
             Input::Tick => "tick".into(),
         },

@@ -1,6 +1,7 @@
 //! `sortline run`: the daemon on a real line. The core runs on the machine's monotonic clock,
 //! the PLC and the scanner are the ones `line.toml` names, the record is the data directory's;
-//! SIGTERM or SIGINT drains the parcels on the belt (bounded) and stops with a closing entry.
+//! SIGTERM or SIGINT drains the parcels on the belt (bounded) and stops with a closing entry;
+//! SIGHUP reloads the interception rules (a bad rule file keeps the rules in force).
 //!
 //! At start the core takes in the manifest store's current declarations and standing manual
 //! targets (`manifests.db`, filled by `sortline manifest import` and `sortline target`);
@@ -134,7 +135,7 @@ pub fn run(cfg: &Loaded, data_dir: &Path) -> Result<Stopped, ServiceError> {
         let line_stats = Arc::new(Mutex::new(LineStats::default()));
         let daemon = Daemon::start(parts, DaemonConfig { line_stats: line_stats.clone(), ..DaemonConfig::default() })?;
         let figures = Figures { line: line_stats, plc: daemon.driver_stats(), scanner: Some(Box::new(reader.stats())) };
-        let publisher = mqtt.map(|p| p.start(daemon.inputs(), figures));
+        let publisher = mqtt.map(|p| p.start(daemon.inputs(), figures, cfg.rules_dir.clone()));
         let inputs = daemon.inputs();
         let (stop_reader, reader_stopped) = oneshot::channel::<()>();
         let scanner = tokio::spawn(reader.run(
@@ -150,6 +151,26 @@ pub fn run(cfg: &Loaded, data_dir: &Path) -> Result<Stopped, ServiceError> {
                 let _ = reader_stopped.await;
             },
         ));
+        // SIGHUP reads the rule files again; a bad set is an alarm and the rules in force stay.
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let (rules_dir, reload_to) = (cfg.rules_dir.clone(), daemon.inputs());
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                let msg = match crate::config::rules_input(&rules_dir, None) {
+                    Ok(input) => CoreMsg::Input(input),
+                    Err(e) => CoreMsg::Alarm(Alarm {
+                        code: "rules_reload_failed",
+                        severity: crate::core::Severity::Critical,
+                        tracking: None,
+                        message: format!("rule files not reloaded, the rules in force stay: {e}"),
+                    }),
+                };
+                tracing::info!(dir = %rules_dir.display(), "SIGHUP: reloading the interception rules");
+                if tokio::task::block_in_place(|| reload_to.send(msg)).is_err() {
+                    break;
+                }
+            }
+        });
         let (shutdown, shutdown_rx) = broadcast::channel::<()>(1);
         // Registered before the line runs: a SIGTERM from then on drains, never kills.
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -263,10 +263,16 @@ fn parameters_change_sampling_from_then_on_and_bad_ones_are_refused() {
     b.gate(10, 1).scan(20, 1, &[&waybill(1).to_string()]).tick(10 + CUTOFF_MS);
     assert_eq!(b.destinations(1), vec![Lane::Inspection], "every parcel sampled at rate 1");
     let bad = PerChannel { green: f64::NAN, red: 0.0 };
-    b.at(CUTOFF_MS + 20, Input::Parameters { sample_rate: Some(bad), xray_review_ratio: None, officer: officer("op-1") });
+    b.at(
+        CUTOFF_MS + 20,
+        Input::Parameters { sample_rate: Some(bad), xray_review_ratio: None, officer: officer("op-1") },
+    );
     assert_eq!(b.records("refused").len(), 1);
     let none = PerChannel { green: 0.0, red: 0.0 };
-    b.at(CUTOFF_MS + 30, Input::Parameters { sample_rate: Some(none), xray_review_ratio: None, officer: officer("op-1") });
+    b.at(
+        CUTOFF_MS + 30,
+        Input::Parameters { sample_rate: Some(none), xray_review_ratio: None, officer: officer("op-1") },
+    );
     let t0 = CUTOFF_MS + 40;
     b.gate(t0, 2).scan(t0 + 10, 2, &[&waybill(2).to_string()]).tick(t0 + CUTOFF_MS);
     assert_eq!(b.destinations(2), vec![Lane::Release]);

@@ -133,7 +133,29 @@ fn start(settings: Settings, dir: &Path) -> (Publisher, client::MqttSink, crossb
         m.insert("line".into(), serde_json::json!({ "parcels": 0 }));
         m
     });
-    (Publisher::start(settings, outbox, events, inputs, metrics), sink, core)
+    // `reload_rules` as a daemon whose rule files are good until `BROKEN` is set.
+    let reload: client::ReloadFn = Box::new(|officer| {
+        if BROKEN_RULES.load(std::sync::atomic::Ordering::SeqCst) {
+            Err("rules/bad.toml: rule \"X\": action: unknown".into())
+        } else {
+            Ok(Input::Rules { rules: vec![], officer: Some(officer.clone()) })
+        }
+    });
+    (Publisher::start(settings, outbox, events, inputs, metrics, Some(reload)), sink, core)
+}
+
+static BROKEN_RULES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The next message to the core: an accepted command's record and input, checked against
+/// the request id.
+fn accepted(core: &crossbeam_channel::Receiver<CoreMsg>, request_id: &str) -> Input {
+    match core.recv_timeout(GUARD).unwrap() {
+        CoreMsg::Command(record, Some(input)) => {
+            assert_eq!((record.status, record.request_id.as_deref()), ("accepted", Some(request_id)));
+            input
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 async fn wait(stats: &mut watch::Receiver<MqttStats>, what: &str, f: impl FnMut(&MqttStats) -> bool) {
@@ -198,12 +220,25 @@ async fn every_topic_retained_state_and_commands() {
     .await;
     let reply = sub.next("/cmd/target_add/result").await;
     assert_eq!((reply["status"].as_str(), reply["request_id"].as_str()), (Some("accepted"), Some("r1")));
-    let msg = core.recv_timeout(GUARD).unwrap();
-    assert!(matches!(msg, CoreMsg::Input(Input::TargetAdd(ref t)) if &*t.id == "MT-9"), "{msg:?}");
+    let input = accepted(&core, "r1");
+    assert!(matches!(input, Input::TargetAdd(ref t) if &*t.id == "MT-9"), "{input:?}");
 
     command("transfer", serde_json::json!({"request_id": "r2", "operator": "officer-1", "tracking": 12})).await;
     assert_eq!(sub.next("/cmd/transfer/result").await["status"], "accepted");
-    assert!(matches!(core.recv_timeout(GUARD).unwrap(), CoreMsg::Input(Input::ManualTransfer { .. })));
+    assert!(matches!(accepted(&core, "r2"), Input::ManualTransfer { .. }));
+    command(
+        "set_rates",
+        serde_json::json!({"request_id": "r2a", "operator": "ops-1", "xray_review_ratio": {"green": 0.2, "red": 1.0}}),
+    )
+    .await;
+    assert_eq!(sub.next("/cmd/set_rates/result").await["status"], "accepted");
+    assert!(matches!(accepted(&core, "r2a"), Input::Parameters { sample_rate: None, xray_review_ratio: Some(_), .. }));
+    command("line_stop", serde_json::json!({"request_id": "r2b", "operator": "ops-1"})).await;
+    assert_eq!(sub.next("/cmd/line_stop/result").await["status"], "accepted");
+    assert!(matches!(accepted(&core, "r2b"), Input::LineControl { running: false, .. }));
+    command("reload_rules", serde_json::json!({"request_id": "r2c", "operator": "ops-1"})).await;
+    assert_eq!(sub.next("/cmd/reload_rules/result").await["status"], "accepted");
+    assert!(matches!(accepted(&core, "r2c"), Input::Rules { .. }));
 
     // Refused: each with a clear error, each recorded (an alarm to the core).
     for (name, body, error) in [
@@ -221,11 +256,20 @@ async fn every_topic_retained_state_and_commands() {
             "operator",
         ),
         ("reboot", serde_json::json!({"request_id": "r8", "operator": "o"}), "unknown command"),
+        ("set_rates", serde_json::json!({"request_id": "r9", "operator": "o", "sample_rate": 0.5}), "invalid type"),
+        ("reload_rules", serde_json::json!({"request_id": "r10", "operator": "o"}), "action: unknown"),
     ] {
+        BROKEN_RULES.store(name == "reload_rules", std::sync::atomic::Ordering::SeqCst);
         command(name, body).await;
         let reply = sub.next(&format!("/cmd/{name}/result")).await;
         assert_eq!(reply["status"], "refused", "{reply}");
         assert!(reply["error"].as_str().unwrap().contains(error), "{reply}");
+        match core.recv_timeout(GUARD).unwrap() {
+            CoreMsg::Command(record, None) => {
+                assert_eq!((record.status, record.request_id.as_deref()), ("refused", reply["request_id"].as_str()));
+            }
+            other => panic!("{other:?}"),
+        }
         match core.recv_timeout(GUARD).unwrap() {
             CoreMsg::Alarm(a) => {
                 assert_eq!(a.code, "mqtt_command_refused");
@@ -235,7 +279,7 @@ async fn every_topic_retained_state_and_commands() {
         }
     }
     let end = publisher.stop(GUARD).await.unwrap();
-    assert_eq!((end.commands_accepted, end.commands_refused, end.outbox.depth), (2, 6, 0));
+    assert_eq!((end.commands_accepted, end.commands_refused, end.outbox.depth), (5, 8, 0));
     assert_eq!(sub.next("/state").await["state"], "stopped");
 }
 

@@ -109,6 +109,19 @@ async fn the_daemon_runs_a_line_over_real_wires_and_stops_cleanly_on_sigterm() {
         }
     });
     assert!(plc.wait_finished(Duration::from_secs(90)).await, "the line did not run out");
+    // SIGHUP reloads the rule files: the chain records the set now in force.
+    let db = dir.path().join(DB_FILE);
+    assert!(Command::new("kill").args(["-HUP", &daemon.id().to_string()]).status().unwrap().success());
+    let reloaded = (0..200).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        let mut found = false;
+        let _ = audit::entries(&db, |e| {
+            found |= e.kind == "rules";
+            Ok(())
+        });
+        found
+    });
+    assert!(reloaded, "no rules entry after SIGHUP");
     // Stopping drains: the daemon waits for the last confirmations before it closes the chain.
     let status = Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
     assert!(status.success());
@@ -120,7 +133,6 @@ async fn the_daemon_runs_a_line_over_real_wires_and_stops_cleanly_on_sigterm() {
     let report = plc.report();
     assert_eq!(report.unsafe_releases, 0);
     assert_eq!(report.in_flight, 0);
-    let db = dir.path().join(DB_FILE);
     let v = audit::verify(&db, None).unwrap();
     assert!(v.is_intact());
     let mut decided = HashMap::new();

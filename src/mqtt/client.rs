@@ -1,12 +1,12 @@
 //! The publisher task and the sink the daemon's core hands its events to.
 
-use super::command::{self, Reply};
+use super::command::{self, Action, Reply};
 use super::outbox::{self, Kind, Level, Outbox, Pushed};
 use super::payload::{self, OutboxFigures};
 use super::{MqttError, Settings};
 use crate::clock;
 use crate::core::{Alarm, ParcelReport, ReviewRequest, Severity};
-use crate::daemon::{CoreMsg, Screen};
+use crate::daemon::{CommandRecord, CoreMsg, Screen};
 use rumqttc::{AsyncClient, ConnectionError, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
@@ -85,6 +85,10 @@ pub struct MqttStats {
 /// Line figures for `metrics`, gathered by the caller (core stats, PLC driver, scanner).
 pub type MetricsFn = Box<dyn Fn() -> serde_json::Map<String, serde_json::Value> + Send>;
 
+/// Reads the rule files again for `reload_rules` (the caller knows where they are): the
+/// input that replaces the rules in force, or why not (already raised as an alarm).
+pub type ReloadFn = Box<dyn Fn(&crate::core::OfficerId) -> Result<crate::core::Input, String> + Send>;
+
 /// The running publisher.
 pub struct Publisher {
     stop: Option<oneshot::Sender<Duration>>,
@@ -101,6 +105,7 @@ impl Publisher {
         events: mpsc::Receiver<SinkMsg>,
         inputs: crossbeam_channel::Sender<CoreMsg>,
         metrics: MetricsFn,
+        reload: Option<ReloadFn>,
     ) -> Publisher {
         let (stop, stop_rx) = oneshot::channel();
         let (stats_tx, stats) = watch::channel(MqttStats::default());
@@ -110,6 +115,7 @@ impl Publisher {
             outbox,
             inputs,
             metrics,
+            reload,
             stats: MqttStats::default(),
             stats_tx,
             level: Level::Normal,
@@ -164,6 +170,7 @@ struct Task {
     outbox: Outbox,
     inputs: crossbeam_channel::Sender<CoreMsg>,
     metrics: MetricsFn,
+    reload: Option<ReloadFn>,
     stats: MqttStats,
     stats_tx: watch::Sender<MqttStats>,
     level: Level,
@@ -331,11 +338,27 @@ impl Task {
     }
 
     fn command(&mut self, name: &str, payload: &[u8]) -> Result<(), MqttError> {
-        let reply = match command::parse(name, payload) {
-            Ok(accepted) => {
+        let parsed = command::parse(name, payload).and_then(|accepted| {
+            let input = match &accepted.action {
+                Action::Core(input) => Ok(input.clone()),
+                Action::ReloadRules => match &self.reload {
+                    Some(reload) => reload(&accepted.operator),
+                    None => Err("this daemon cannot reload its rules".into()),
+                },
+            };
+            input.map(|input| (accepted.clone(), input)).map_err(|error| command::Refusal {
+                command: accepted.command.into(),
+                request_id: Some(accepted.request_id.clone()),
+                operator: Some(accepted.operator.as_str().into()),
+                error,
+            })
+        });
+        let reply = match parsed {
+            Ok((accepted, input)) => {
                 let reply = Reply::accepted(&accepted);
-                // The core records the input it takes (the audit record of an accepted command).
-                if self.to_core(CoreMsg::Input(accepted.input)) {
+                // The command's record (request id, operator), then the input it carries,
+                // which the core records in turn.
+                if self.to_core(CoreMsg::Command(CommandRecord::of(&reply), Some(input))) {
                     self.stats.commands_accepted += 1;
                     reply
                 } else {
@@ -344,7 +367,8 @@ impl Task {
             }
             Err(refusal) => {
                 self.stats.commands_refused += 1;
-                // A refused command never reaches the core as an input: its record is an alarm.
+                let reply = Reply::refused(&refusal);
+                self.to_core(CoreMsg::Command(CommandRecord::of(&reply), None));
                 self.to_core(CoreMsg::Alarm(Alarm {
                     code: "mqtt_command_refused",
                     severity: Severity::Warning,
@@ -357,7 +381,7 @@ impl Task {
                         refusal.error
                     ),
                 }));
-                Reply::refused(&refusal)
+                reply
             }
         };
         let topic = self.settings.topics.reply(&reply.command);

@@ -3,7 +3,7 @@
 //! core then does with an accepted one (a transfer of a parcel that is gone, a removal of an
 //! unknown target) is the core's to refuse and record.
 
-use crate::core::{Input, ManualTarget, Millis, OfficerId, TargetCriterion, TrackingId, Waybill};
+use crate::core::{Input, ManualTarget, Millis, OfficerId, PerChannel, TargetCriterion, TrackingId, Waybill};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -17,7 +17,8 @@ pub const MAX_CRITERION: usize = 200;
 pub const MAX_PAYLOAD: usize = 4096;
 
 /// The commands this line takes, by the last topic level.
-pub const NAMES: [&str; 3] = ["target_add", "target_remove", "transfer"];
+pub const NAMES: [&str; 7] =
+    ["target_add", "target_remove", "transfer", "set_rates", "line_stop", "line_start", "reload_rules"];
 
 /// A refused command: what the reply says, and enough to record it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,7 +36,16 @@ pub struct Accepted {
     pub command: &'static str,
     pub request_id: String,
     pub operator: OfficerId,
-    pub input: Input,
+    pub action: Action,
+}
+
+/// What an accepted command asks for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// An input for the core, which records it.
+    Core(Input),
+    /// Read the rule files again (as SIGHUP does); the daemon turns them into `Input::Rules`.
+    ReloadRules,
 }
 
 #[derive(Deserialize)]
@@ -61,6 +71,25 @@ struct TargetRemoveBody {
     request_id: String,
     operator: String,
     target_id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RatesBody {
+    request_id: String,
+    operator: String,
+    #[serde(default)]
+    sample_rate: Option<PerChannel<f64>>,
+    #[serde(default)]
+    xray_review_ratio: Option<PerChannel<f64>>,
+}
+
+/// `line_stop`, `line_start`, `reload_rules`: who and which request, nothing else.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BareBody {
+    request_id: String,
+    operator: String,
 }
 
 #[derive(Deserialize)]
@@ -124,49 +153,63 @@ pub fn parse(name: &str, payload: &[u8]) -> Result<Accepted, Refusal> {
     let request_id = |id: &str| check_text("request_id", id, MAX_REQUEST_ID).map(str::to_string);
     let operator = |id: &str| OfficerId::new(id).map_err(|e| format!("operator: {e}"));
     let checked = || -> Result<Accepted, String> {
-        Ok(match command {
+        let (request, officer, action) = match command {
             "target_add" => {
-                let b: TargetAddBody = serde_json::from_slice(payload).map_err(|e| format!("bad payload: {e}"))?;
+                let b: TargetAddBody = read(payload)?;
                 let author = operator(&b.operator)?;
                 let criterion = criterion(&b.criterion)?;
                 check_text("reason", &b.reason, MAX_REASON)?;
-                Accepted {
-                    command,
-                    request_id: request_id(&b.request_id)?,
-                    operator: author.clone(),
-                    input: Input::TargetAdd(ManualTarget {
-                        id: target_id(&b.target_id)?,
-                        criterion,
-                        author,
-                        reason: b.reason,
-                        // Line time is the core's: the record of this input carries when it
-                        // took effect. No expiry over MQTT: removal is its own command.
-                        created_at: Millis(0),
-                        expires_at: None,
-                    }),
-                }
+                let target = ManualTarget {
+                    id: target_id(&b.target_id)?,
+                    criterion,
+                    author: author.clone(),
+                    reason: b.reason,
+                    // Line time is the core's: the record of this input carries when it
+                    // took effect. No expiry over MQTT: removal is its own command.
+                    created_at: Millis(0),
+                    expires_at: None,
+                };
+                (b.request_id, author, Action::Core(Input::TargetAdd(target)))
             }
             "target_remove" => {
-                let b: TargetRemoveBody = serde_json::from_slice(payload).map_err(|e| format!("bad payload: {e}"))?;
+                let b: TargetRemoveBody = read(payload)?;
                 let officer = operator(&b.operator)?;
-                Accepted {
-                    command,
-                    request_id: request_id(&b.request_id)?,
-                    operator: officer.clone(),
-                    input: Input::TargetRemove { id: target_id(&b.target_id)?, officer },
+                let input = Input::TargetRemove { id: target_id(&b.target_id)?, officer: officer.clone() };
+                (b.request_id, officer, Action::Core(input))
+            }
+            "transfer" => {
+                let b: TransferBody = read(payload)?;
+                let officer = operator(&b.operator)?;
+                let input = Input::ManualTransfer { tracking: TrackingId(b.tracking), officer: officer.clone() };
+                (b.request_id, officer, Action::Core(input))
+            }
+            "set_rates" => {
+                let b: RatesBody = read(payload)?;
+                let officer = operator(&b.operator)?;
+                if b.sample_rate.is_none() && b.xray_review_ratio.is_none() {
+                    return Err("give sample_rate, xray_review_ratio or both".into());
                 }
+                check_rates("sample_rate", b.sample_rate)?;
+                check_rates("xray_review_ratio", b.xray_review_ratio)?;
+                let input = Input::Parameters {
+                    sample_rate: b.sample_rate,
+                    xray_review_ratio: b.xray_review_ratio,
+                    officer: officer.clone(),
+                };
+                (b.request_id, officer, Action::Core(input))
+            }
+            "line_stop" | "line_start" => {
+                let b: BareBody = read(payload)?;
+                let officer = operator(&b.operator)?;
+                let input = Input::LineControl { running: command == "line_start", officer: officer.clone() };
+                (b.request_id, officer, Action::Core(input))
             }
             _ => {
-                let b: TransferBody = serde_json::from_slice(payload).map_err(|e| format!("bad payload: {e}"))?;
-                let officer = operator(&b.operator)?;
-                Accepted {
-                    command,
-                    request_id: request_id(&b.request_id)?,
-                    operator: officer.clone(),
-                    input: Input::ManualTransfer { tracking: TrackingId(b.tracking), officer },
-                }
+                let b: BareBody = read(payload)?;
+                (b.request_id, operator(&b.operator)?, Action::ReloadRules)
             }
-        })
+        };
+        Ok(Accepted { command, request_id: request_id(&request)?, operator: officer, action })
     };
     checked().map_err(|e| refuse(e, &head))
 }
@@ -188,6 +231,19 @@ impl Head {
                 .map(|s| s.chars().filter(|c| !c.is_control()).take(MAX_REQUEST_ID).collect::<String>())
         };
         Head { request_id: text("request_id"), operator: text("operator") }
+    }
+}
+
+fn read<'de, T: Deserialize<'de>>(payload: &'de [u8]) -> Result<T, String> {
+    serde_json::from_slice(payload).map_err(|e| format!("bad payload: {e}"))
+}
+
+fn check_rates(field: &str, rates: Option<PerChannel<f64>>) -> Result<(), String> {
+    match rates {
+        Some(r) if ![r.green, r.red].iter().all(|x| (0.0..=1.0).contains(x)) => {
+            Err(format!("{field}: green and red must be between 0 and 1"))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -247,14 +303,14 @@ mod tests {
             "criterion":{"by":"consignor","value":"ACME Ltd"},"reason":"tip-off"}"#;
         let a = parse("target_add", body).unwrap();
         assert_eq!((a.command, a.request_id.as_str(), a.operator.as_str()), ("target_add", "r1", "risk-01"));
-        let Input::TargetAdd(t) = a.input else { panic!() };
+        let Action::Core(Input::TargetAdd(t)) = a.action else { panic!() };
         assert_eq!(t.criterion, TargetCriterion::Consignor("ACME Ltd".into()));
         assert_eq!((&*t.id, t.expires_at), ("MT-1", None));
     }
 
     #[test]
     fn refusals_say_why_and_whose() {
-        let cases: [(&str, &[u8], &str); 8] = [
+        let cases: [(&str, &[u8], &str); 12] = [
             ("transfer", br#"{"request_id":"r","tracking":1}"#, "missing field `operator`"),
             ("transfer", br#"{"request_id":"r","operator":"","tracking":1}"#, "operator"),
             ("transfer", br#"{"request_id":"r","operator":"o","tracking":1,"x":0}"#, "unknown field"),
@@ -267,6 +323,10 @@ mod tests {
             ),
             ("target_add", b"not json", "bad payload"),
             ("shutdown", br#"{"request_id":"r","operator":"o"}"#, "unknown command"),
+            ("set_rates", br#"{"request_id":"r","operator":"o"}"#, "give sample_rate"),
+            ("set_rates", br#"{"request_id":"r","operator":"o","sample_rate":{"green":1.5,"red":0}}"#, "between 0 and 1"),
+            ("set_rates", br#"{"request_id":"r","operator":"o","sample_rate":{"green":0.1}}"#, "missing field `red`"),
+            ("line_stop", br#"{"request_id":"r","operator":"o","force":true}"#, "unknown field"),
         ];
         for (name, body, why) in cases {
             let r = parse(name, body).unwrap_err();
@@ -275,6 +335,21 @@ mod tests {
         let r = parse("transfer", br#"{"request_id":"r9","operator":"o-1","tracking":"x"}"#).unwrap_err();
         assert_eq!((r.request_id.as_deref(), r.operator.as_deref()), (Some("r9"), Some("o-1")));
         assert!(parse("transfer", &vec![b' '; MAX_PAYLOAD + 1]).unwrap_err().error.contains("at most"));
+    }
+
+    #[test]
+    fn rates_and_line_control_become_core_inputs() {
+        let a = parse("set_rates", br#"{"request_id":"r2","operator":"ops-1","sample_rate":{"green":0.05,"red":0.5}}"#)
+            .unwrap();
+        let Action::Core(Input::Parameters { sample_rate, xray_review_ratio, officer }) = a.action else { panic!() };
+        assert_eq!((sample_rate, xray_review_ratio), (Some(PerChannel { green: 0.05, red: 0.5 }), None));
+        assert_eq!(officer.as_str(), "ops-1");
+        let a = parse("line_stop", br#"{"request_id":"r3","operator":"ops-1"}"#).unwrap();
+        assert!(matches!(a.action, Action::Core(Input::LineControl { running: false, .. })));
+        let a = parse("line_start", br#"{"request_id":"r4","operator":"ops-1"}"#).unwrap();
+        assert!(matches!(a.action, Action::Core(Input::LineControl { running: true, .. })));
+        let a = parse("reload_rules", br#"{"request_id":"r5","operator":"ops-1"}"#).unwrap();
+        assert_eq!(a.action, Action::ReloadRules);
     }
 
     proptest! {

@@ -2,14 +2,14 @@
 //! the daemon's screen feeds is opened before the daemon starts (with the durable outbox), and
 //! the publisher starts once the daemon can take the commands it receives.
 
-use super::client::{self, MetricsFn, MqttSink, Publisher, SinkMsg};
+use super::client::{self, MetricsFn, MqttSink, Publisher, ReloadFn, SinkMsg};
 use super::outbox::{self, Outbox};
 use super::{MqttError, Settings};
 use crate::core::LineStats;
 use crate::daemon::CoreMsg;
 use crate::plc::driver::DriverStats;
 use crate::scanner::reader::ScannerStats;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
@@ -45,9 +45,12 @@ impl Prepared {
         self.settings.topics.prefix().to_string()
     }
 
-    /// Starts publishing; accepted commands go to the core through `inputs`. Call inside a
-    /// multi-threaded tokio runtime.
-    pub fn start(self, inputs: crossbeam_channel::Sender<CoreMsg>, figures: Figures) -> Publisher {
+    /// Starts publishing; accepted commands go to the core through `inputs`; `reload_rules`
+    /// reads the rule files in `rules_dir`. Call inside a multi-threaded tokio runtime.
+    pub fn start(self, inputs: crossbeam_channel::Sender<CoreMsg>, figures: Figures, rules_dir: PathBuf) -> Publisher {
+        let reload: ReloadFn = Box::new(move |officer| {
+            crate::config::rules_input(&rules_dir, Some(officer.clone())).map_err(|e| e.to_string())
+        });
         let metrics: MetricsFn = Box::new(move || {
             let value = |v: serde_json::Result<serde_json::Value>| v.unwrap_or_default();
             let mut m = serde_json::Map::new();
@@ -59,6 +62,6 @@ impl Prepared {
             m.insert("scanner".into(), value(serde_json::to_value(reader)));
             m
         });
-        Publisher::start(self.settings, self.outbox, self.events, inputs, metrics)
+        Publisher::start(self.settings, self.outbox, self.events, inputs, metrics, Some(reload))
     }
 }
