@@ -604,6 +604,14 @@ pub struct Mqtt {
     pub outbox_capacity: u64,
     /// QoS 1 publishes awaiting acknowledgement at once.
     pub inflight: u16,
+    /// Take declaration lists and targeting from the platform over MQTT (`platform/manifest`,
+    /// `platform/target` under the line's prefix).
+    #[serde(default = "yes")]
+    pub platform_intake: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Mqtt {
@@ -652,6 +660,7 @@ impl Mqtt {
             metrics_every: std::time::Duration::from_secs(self.metrics_every_s),
             outbox_capacity: self.outbox_capacity,
             inflight: self.inflight,
+            platform_intake: self.platform_intake,
             topics: crate::mqtt::Topics::new(&site.site_id, &site.line_id),
         })
     }

@@ -358,7 +358,7 @@ pub fn run(cfg: &Loaded, opts: &DemoOptions, live: &mut dyn Write) -> Result<Sum
     };
     let start = start_entry(cfg, opts, &h.line, h.epoch_wall_ms, None);
     h.pending.push(start);
-    for i in initial_inputs(&h.world, &opts.data_dir)? {
+    for i in initial_inputs(&h.world, &opts.data_dir, true)? {
         h.handle(i, Millis(0))?;
     }
     writeln!(h.live, "{:>8}  {:<18} {:<5}  {:<10} {:<9} reasons", "tracking", "waybill", "chan", "lane", "")?;
@@ -453,21 +453,18 @@ pub fn declaration(m: &sim::SimManifest) -> Result<Declaration, DemoError> {
 const DEMO_TARGET: &str = "MT-DEMO-PERFUME";
 
 /// What the core starts with, as the daemon would: the platform's lists (they arrive before the
-/// parcels do) are written to `data_dir`'s manifest store, with the demo's standing target,
-/// then every current manifest and standing target is read back from the store. They go in as
-/// inputs (not preloaded) so that the audit chain holds them and replay reproduces the run.
-pub fn initial_inputs(world: &sim::World, data_dir: &Path) -> Result<Vec<Input>, DemoError> {
+/// parcels do), unless they come through the MQTT intake (`lists_in_store` false), are written
+/// to `data_dir`'s manifest store, with the demo's standing target, then every current manifest
+/// and standing target is read back from the store. They go in as inputs (not preloaded) so
+/// that the audit chain holds them and replay reproduces the run.
+pub fn initial_inputs(world: &sim::World, data_dir: &Path, lists_in_store: bool) -> Result<Vec<Input>, DemoError> {
     let mut store = ManifestStore::open(&data_dir.join(manifest::DB_FILE))?;
-    let declarations = world.manifests().iter().map(declaration).collect::<Result<Vec<_>, _>>()?;
-    for d in &declarations {
-        d.validate(&Carriers::default()).map_err(|e| DemoError::Sim {
-            what: "a manifest the store refuses",
-            detail: format!("{}: {e}", d.waybill),
-        })?;
-    }
-    for (d, outcome) in declarations.iter().zip(store.store_batch(&declarations, clock::wall_ms())?) {
-        if let manifest::Stored::Refused { held, why } = outcome {
-            tracing::warn!(waybill = %d.waybill, version = d.version, held, why, "simulated manifest refused by the store");
+    if lists_in_store {
+        let declarations = declarations(world)?;
+        for (d, outcome) in declarations.iter().zip(store.store_batch(&declarations, clock::wall_ms())?) {
+            if let manifest::Stored::Refused { held, why } = outcome {
+                tracing::warn!(waybill = %d.waybill, version = d.version, held, why, "simulated manifest refused by the store");
+            }
         }
     }
     if store.target(DEMO_TARGET)?.is_none() {
@@ -482,6 +479,49 @@ pub fn initial_inputs(world: &sim::World, data_dir: &Path) -> Result<Vec<Input>,
         ))?;
     }
     Ok(store.core_inputs(clock::wall_ms())?)
+}
+
+/// The simulated platform's lists as it sends them, each checked as the store would.
+fn declarations(world: &sim::World) -> Result<Vec<Declaration>, DemoError> {
+    let declarations = world.manifests().iter().map(declaration).collect::<Result<Vec<_>, _>>()?;
+    for d in &declarations {
+        d.validate(&Carriers::default()).map_err(|e| DemoError::Sim {
+            what: "a manifest the store refuses",
+            detail: format!("{}: {e}", d.waybill),
+        })?;
+    }
+    Ok(declarations)
+}
+
+/// The simulated platform: publishes every list (QoS 1) to the line's intake topic on
+/// `broker`, one message each as the platform does, and returns once the broker took them all.
+async fn publish_platform(broker: &str, topic: String, declarations: Vec<Declaration>) -> Result<(), DemoError> {
+    let failed = |detail: String| DemoError::Sim { what: "the simulated platform's publishing", detail };
+    let (host, port) = broker.rsplit_once(':').ok_or_else(|| failed(format!("broker {broker:?}")))?;
+    let port: u16 = port.parse().map_err(|_| failed(format!("broker {broker:?}")))?;
+    let mut options = rumqttc::MqttOptions::new("sim-platform", host, port);
+    options.set_inflight(64);
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 128);
+    let total = declarations.len();
+    let sender = tokio::spawn(async move {
+        for d in declarations {
+            let body = serde_json::to_vec(&d).unwrap_or_default();
+            client.publish(topic.clone(), rumqttc::QoS::AtLeastOnce, false, body).await?;
+        }
+        // Kept until every PUBACK is in: dropping the client ends the event loop.
+        std::future::pending::<Result<(), rumqttc::ClientError>>().await
+    });
+    let mut acked = 0;
+    while acked < total {
+        match tokio::time::timeout(Duration::from_secs(30), eventloop.poll()).await {
+            Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)))) => acked += 1,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(failed(e.to_string())),
+            Err(_) => return Err(failed(format!("{acked} of {total} lists taken by the broker in 30 s"))),
+        }
+    }
+    sender.abort();
+    Ok(())
 }
 
 /// What the host says of a run, beside the referee's report: the core's counters and, over
@@ -806,6 +846,7 @@ fn mqtt_config(cfg: &Loaded) -> crate::config::Mqtt {
         metrics_every_s: 10,
         outbox_capacity: 100_000,
         inflight: 32,
+        platform_intake: true,
     })
 }
 
@@ -828,7 +869,11 @@ pub fn run_modbus(
         scenario = scenario.with_faults();
     }
     let world = sim::World::new(scenario, geometry(cfg)?);
-    let initial = initial_inputs(&world, &opts.data_dir)?;
+    // Over MQTT the platform's lists come through the intake; the line waits until they are in.
+    let via_intake = modbus.mqtt.is_some() && mqtt_config(cfg).platform_intake;
+    let platform_lists = declarations(&world)?;
+    let initial = initial_inputs(&world, &opts.data_dir, !via_intake)?;
+    let lists_in = Arc::new(std::sync::atomic::AtomicBool::new(!via_intake));
     let line = Line::new(cfg.line.settings(), cfg.line.policy(demo_secret(opts.seed), cfg.rules.clone()));
     let mut log = recorder::open_audit(&db, signer, &cfg.line.audit)?;
     let plc_name = match modbus.transport {
@@ -847,13 +892,14 @@ pub fn run_modbus(
         let next_due = Arc::new(AtomicU64::new(u64::MAX));
         let devices_handled = Arc::new(AtomicU64::new(0));
         let gate = {
-            let (due, handled) = (next_due.clone(), devices_handled.clone());
+            let (due, handled, lists_in) = (next_due.clone(), devices_handled.clone(), lists_in.clone());
             let wire = rig.as_ref().map(|r| (r.device.clone(), r.reader.consumed()));
             sim::modbus::LockstepGate(Arc::new(move |to, sent| {
                 let scans_in = wire.as_ref().is_none_or(|(device, consumed)| {
                     device.settled_bytes().is_some_and(|written| consumed.load(Ordering::SeqCst) >= written)
                 });
-                scans_in
+                lists_in.load(Ordering::SeqCst)
+                    && scans_in
                     && handled.load(Ordering::SeqCst) >= sent
                     && to <= due.load(Ordering::SeqCst).saturating_add(LOCKSTEP_SLACK_MS)
             }))
@@ -879,7 +925,8 @@ pub fn run_modbus(
                 let settings = mqtt_config(cfg)
                     .settings(&broker, &cfg.line.site)
                     .map_err(|e| DemoError::Geometry(e.to_string()))?;
-                let prepared = Prepared::open(settings, &opts.data_dir).map_err(mqtt_error)?;
+                let prepared =
+                    Prepared::open(settings, &opts.data_dir, cfg.line.settings().carriers).map_err(mqtt_error)?;
                 writeln!(std::io::stdout(), "mqtt: broker {broker}, topics under {}", prepared.prefix())?;
                 Some((broker, prepared))
             }
@@ -912,8 +959,34 @@ pub fn run_modbus(
                     .as_ref()
                     .map(|r| Box::new(r.reader.stats()) as Box<dyn Fn() -> ScannerStats + Send + Sync>),
             };
-            (broker, prefix, prepared.start(daemon.inputs(), figures, cfg.rules_dir.clone()))
+            let manifests_topic =
+                crate::mqtt::Topics::new(&cfg.line.site.site_id, &cfg.line.site.line_id).platform_manifests();
+            (broker, prefix, manifests_topic, prepared.start(daemon.inputs(), figures, cfg.rules_dir.clone()))
         });
+        if let Some((broker, _, topic, publisher)) = publisher.as_ref().filter(|_| via_intake) {
+            let total = platform_lists.len() as u64;
+            let mut stats = publisher.stats();
+            // Not retained: the platform publishes once the intake's subscription stands.
+            if tokio::time::timeout(Duration::from_secs(30), stats.wait_for(|s| s.subscribed)).await.is_err() {
+                return Err(DemoError::Sim { what: "the platform intake", detail: "not subscribed in 30 s".into() });
+            }
+            publish_platform(broker, topic.clone(), platform_lists).await?;
+            let all_in = stats.wait_for(|s| {
+                let i = &s.intake;
+                i.stored + i.unchanged + i.stale + i.dead_letters >= total
+            });
+            match tokio::time::timeout(Duration::from_secs(60), all_in).await {
+                Ok(Ok(s)) if s.intake.dead_letters > 0 => tracing::warn!(intake = ?s.intake, "platform lists refused"),
+                Ok(Ok(_)) => {}
+                _ => {
+                    return Err(DemoError::Sim {
+                        what: "the platform intake",
+                        detail: format!("not every one of {total} lists was taken in 60 s"),
+                    })
+                }
+            }
+            lists_in.store(true, Ordering::SeqCst);
+        }
         // Officers and bench (and the scanner, on a direct wire): their own task, so that a
         // full core queue never stops this loop from draining the live view (which the core
         // may be waiting on).
@@ -990,7 +1063,7 @@ pub fn run_modbus(
         }
         let mqtt = match publisher {
             // What the outbox still holds after this is delivered on the next start.
-            Some((broker, prefix, p)) => {
+            Some((broker, prefix, _, p)) => {
                 Some(MqttSummary { broker, prefix, stats: p.stop(Duration::from_secs(10)).await.map_err(mqtt_error)? })
             }
             None => None,

@@ -117,7 +117,8 @@ pub fn run(cfg: &Loaded, data_dir: &Path) -> Result<Stopped, ServiceError> {
         let reader = ScannerReader::open(profile, cfg.line.scanner.link.clone()).await?;
         let mqtt = match cfg.line.mqtt.as_ref().and_then(|m| m.broker.as_deref().map(|b| (m, b))) {
             Some((m, broker)) => {
-                let prepared = Prepared::open(m.settings(broker, &cfg.line.site)?, data_dir)?;
+                let prepared =
+                    Prepared::open(m.settings(broker, &cfg.line.site)?, data_dir, cfg.line.settings().carriers)?;
                 tracing::info!(broker, topics = %prepared.prefix(), "publishing over MQTT");
                 Some(prepared)
             }

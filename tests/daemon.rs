@@ -45,7 +45,7 @@ async fn an_idle_line_gets_its_last_entries_signed() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join(DB_FILE);
     let world = sim::World::new(sim::Scenario::demo(12, 5), geometry(&cfg).unwrap());
-    let initial = initial_inputs(&world, dir.path()).unwrap();
+    let initial = initial_inputs(&world, dir.path(), true).unwrap();
     let map = cfg.register_map().unwrap();
     let plc_config = sim::modbus::SimPlcConfig { lockstep_quantum_ms: Some(100), ..Default::default() };
     let (mut plc, _devices) = sim::modbus::SimPlc::start(world, &map, plc_config).await.unwrap();
@@ -93,7 +93,7 @@ async fn a_dead_core_stops_the_driver_and_the_plc_falls_back_to_hold() {
     let cfg = LineConfig::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-config/line.toml")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let world = sim::World::new(sim::Scenario::demo(60, 3), geometry(&cfg).unwrap());
-    let initial = initial_inputs(&world, dir.path()).unwrap();
+    let initial = initial_inputs(&world, dir.path(), true).unwrap();
     let map = cfg.register_map().unwrap();
     let plc_config = sim::modbus::SimPlcConfig { lockstep_quantum_ms: Some(100), ..Default::default() };
     let (plc, _devices) = sim::modbus::SimPlc::start(world, &map, plc_config).await.unwrap();

@@ -120,11 +120,15 @@ fn settings(addr: SocketAddr, client_id: &str) -> Settings {
         metrics_every: Duration::from_millis(100),
         outbox_capacity: 1000,
         inflight: 16,
+        platform_intake: false,
         topics: Topics::new("T1", client_id),
     }
 }
 
 fn start(settings: Settings, dir: &Path) -> (Publisher, client::MqttSink, crossbeam_channel::Receiver<CoreMsg>) {
+    let intake = settings
+        .platform_intake
+        .then(|| sortline::mqtt::intake::Intake::open(dir, sortline::core::Carriers::default()).unwrap());
     let outbox = Outbox::open(&dir.join(outbox::FILE), settings.outbox_capacity).unwrap();
     let (sink, events) = client::sink(64);
     let (inputs, core) = crossbeam_channel::bounded(64);
@@ -141,7 +145,7 @@ fn start(settings: Settings, dir: &Path) -> (Publisher, client::MqttSink, crossb
             Ok(Input::Rules { rules: vec![], officer: Some(officer.clone()) })
         }
     });
-    (Publisher::start(settings, outbox, events, inputs, metrics, Some(reload)), sink, core)
+    (Publisher::start(settings, outbox, events, inputs, metrics, Some(reload), intake), sink, core)
 }
 
 static BROKEN_RULES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -347,4 +351,81 @@ async fn outage_and_restart_deliver_every_parcel_once_in_order() {
     assert!(order.windows(2).all(|w| w[0].0 < w[1].0));
     let end = publisher.stop(GUARD).await.unwrap();
     assert_eq!(end.outbox.depth, 0);
+}
+
+fn declaration(waybill: &str, version: u64) -> Value {
+    serde_json::json!({
+        "waybill": waybill, "list_no": "L2026000001", "version": version,
+        "platform_time": "2026-03-01T08:00:00Z", "direction": "export",
+        "ecommerce_ref": "ORD-1", "logistics_ref": "LOG-1", "payment_ref": "PAY-1",
+        "channel": "green", "status": "accepted", "licence_required": false, "platform_targeted": false,
+        "consignor": "Suzhou Silk Ltd", "consignee": "Jane Doe", "country": "US", "gross_weight_g": 800,
+        "items": [{"name": "连衣裙 Silk Dress", "hs_code": "620442", "quantity": 1, "unit": "pcs",
+                   "value_minor": 25000, "currency": "CNY"}]
+    })
+}
+
+/// The platform intake: declarations and targeting stored before they reach the core, a batch
+/// with a bad element stores the rest, bad messages kept as dead letters with the reason and
+/// raised as alarms, a redelivery changes nothing, and the store holds all of it afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn platform_intake_stores_then_feeds_the_core_and_keeps_dead_letters() {
+    let broker = broker::Embedded::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let s = Settings { platform_intake: true, ..settings(broker.addr(), "intake") };
+    let topics = s.topics.clone();
+    let (publisher, _sink, core) = start(s, dir.path());
+    let mut stats = publisher.stats();
+    wait(&mut stats, "connected", |s| s.connected).await;
+    let platform = subscriber(broker.addr(), "platform", &format!("{}none", topics.prefix())).await;
+    let send = |topic: String, body: String| {
+        let client = platform.client.clone();
+        async move { client.publish(topic, rumqttc::QoS::AtLeastOnce, false, body).await.unwrap() }
+    };
+    // Not retained: the platform publishes once the intake's subscription stands.
+    wait(&mut stats, "subscribed", |s| s.subscribed).await;
+    send(topics.platform_manifests(), declaration("EA123456785CN", 1).to_string()).await;
+    let mut bad = declaration("EA000000000CN", 1);
+    bad["channel"] = "blue".into();
+    let batch = serde_json::json!([declaration("RR123456785CN", 2), bad]);
+    send(topics.platform_manifests(), batch.to_string()).await;
+    send(topics.platform_manifests(), "{not json".into()).await;
+    // The platform says it again (a QoS 1 redelivery): nothing changes.
+    send(topics.platform_manifests(), declaration("EA123456785CN", 1).to_string()).await;
+    let target = serde_json::json!({"action": "add", "target_id": "PT-1", "author": "platform",
+        "criterion": {"by": "consignor", "value": "ACME"}, "reason": "risk model"});
+    send(topics.platform_targets(), target.to_string()).await;
+    send(
+        topics.platform_targets(),
+        serde_json::json!({"action": "remove", "target_id": "NOPE", "author": "p"}).to_string(),
+    )
+    .await;
+    wait(&mut stats, "six messages taken", |s| s.intake.messages >= 6).await;
+    let end = publisher.stop(GUARD).await.unwrap();
+    let i = &end.intake;
+    assert_eq!((i.stored, i.unchanged, i.targets, i.dead_letters, i.store_failures), (2, 1, 1, 3, 0), "{i:?}");
+
+    let mut manifests = Vec::new();
+    let mut alarms = Vec::new();
+    let mut targets = 0;
+    while let Ok(msg) = core.try_recv() {
+        match msg {
+            CoreMsg::Input(Input::Manifest(m)) => manifests.push(m.waybill.to_string()),
+            CoreMsg::Input(Input::TargetAdd(t)) => targets += usize::from(&*t.id == "PT-1"),
+            CoreMsg::Alarm(a) => alarms.push((a.code, a.message)),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(manifests, ["EA123456785CN", "RR123456785CN"]);
+    assert_eq!(targets, 1);
+    assert_eq!(alarms.len(), 3, "{alarms:?}");
+    assert!(alarms.iter().all(|(code, _)| *code == "platform_message_refused"));
+    assert!(alarms[0].1.contains("declaration 2 of the batch") && alarms[0].1.contains("channel"), "{alarms:?}");
+
+    let store = sortline::manifest::ManifestStore::open(&dir.path().join(sortline::manifest::DB_FILE)).unwrap();
+    assert_eq!(store.len(), 2);
+    assert_eq!(store.standing_targets(i64::MAX - 1).unwrap().len(), 1);
+    let letters = store.dead_letters().unwrap();
+    assert_eq!(letters.len(), 3);
+    assert!(letters[2].3.contains("no standing target") || letters[2].3.contains("NOPE"), "{letters:?}");
 }

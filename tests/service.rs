@@ -88,7 +88,7 @@ async fn the_daemon_runs_a_line_over_real_wires_and_stops_cleanly_on_sigterm() {
     };
     let world = sim::World::new(scenario, demo::geometry(&cfg).unwrap());
     // The platform's lists, into the data directory's manifest store, where the daemon finds them.
-    demo::initial_inputs(&world, dir.path()).unwrap();
+    demo::initial_inputs(&world, dir.path(), true).unwrap();
     let plc_config = sim::modbus::SimPlcConfig { speed: 1, ..Default::default() };
     let (mut plc, mut devices) =
         sim::modbus::SimPlc::start(world, &cfg.register_map().unwrap(), plc_config).await.unwrap();

@@ -13,10 +13,11 @@ use std::time::Duration;
 /// The store's file in the data directory.
 pub const DB_FILE: &str = "manifests.db";
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "manifest versions and manual targets",
-    r#"
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "manifest versions and manual targets",
+        r#"
 -- Every version received is kept (law-enforcement data); the current one is the highest.
 CREATE TABLE manifest_versions (
     waybill     TEXT    NOT NULL,
@@ -39,7 +40,25 @@ CREATE TABLE manual_targets (
     removed_by  TEXT
 );
 "#,
-)];
+    ),
+    (
+        2,
+        "dead letters of the platform intake",
+        r#"
+-- Platform messages refused by the intake, with the reason: kept, never retried.
+CREATE TABLE dead_letters (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_ms INTEGER NOT NULL,  -- wall clock
+    topic       TEXT    NOT NULL,
+    reason      TEXT    NOT NULL,
+    payload     BLOB    NOT NULL   -- as received, cut at 64 KiB
+);
+"#,
+    ),
+];
+
+/// How much of a refused message a dead letter keeps.
+pub const DEAD_LETTER_MAX_BYTES: usize = 64 * 1024;
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -238,6 +257,34 @@ impl ManifestStore {
         tx.commit().map_err(sql)?;
         self.index.extend(overlay);
         Ok(outcomes)
+    }
+
+    /// Keeps a refused platform message with the reason (durable when this returns).
+    pub fn dead_letter(
+        &mut self,
+        topic: &str,
+        reason: &str,
+        payload: &[u8],
+        received_ms: i64,
+    ) -> Result<i64, StoreError> {
+        let kept = &payload[..payload.len().min(DEAD_LETTER_MAX_BYTES)];
+        self.conn
+            .execute(
+                "INSERT INTO dead_letters (received_ms, topic, reason, payload) VALUES (?1, ?2, ?3, ?4)",
+                params![received_ms, topic, reason, kept],
+            )
+            .map_err(self.sql())?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// The dead letters, oldest first: (id, received wall ms, topic, reason).
+    pub fn dead_letters(&self) -> Result<Vec<(i64, i64, String, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, received_ms, topic, reason FROM dead_letters ORDER BY id")
+            .map_err(self.sql())?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).map_err(self.sql())?;
+        rows.collect::<Result<_, _>>().map_err(self.sql())
     }
 
     /// The current version of a waybill's declaration.

@@ -1,13 +1,14 @@
 //! The publisher task and the sink the daemon's core hands its events to.
 
 use super::command::{self, Action, Reply};
+use super::intake::{Feed, Intake, IntakeStats};
 use super::outbox::{self, Kind, Level, Outbox, Pushed};
 use super::payload::{self, OutboxFigures};
 use super::{MqttError, Settings};
 use crate::clock;
 use crate::core::{Alarm, ParcelReport, ReviewRequest, Severity};
 use crate::daemon::{CommandRecord, CoreMsg, Screen};
-use rumqttc::{AsyncClient, ConnectionError, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, ConnectionError, Event, LastWill, MqttOptions, Outgoing, Packet, Publish, QoS};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -68,6 +69,8 @@ impl Screen for MqttSink {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct MqttStats {
     pub connected: bool,
+    /// The broker holds this connection's subscriptions (commands, platform intake).
+    pub subscribed: bool,
     /// ConnAcks received.
     pub connects: u64,
     /// Publishes handed to the client (repeats after a reconnect included).
@@ -80,6 +83,8 @@ pub struct MqttStats {
     pub commands_accepted: u64,
     pub commands_refused: u64,
     pub outbox: OutboxFigures,
+    /// The platform intake's counters (zero without it).
+    pub intake: IntakeStats,
 }
 
 /// Line figures for `metrics`, gathered by the caller (core stats, PLC driver, scanner).
@@ -106,6 +111,7 @@ impl Publisher {
         inputs: crossbeam_channel::Sender<CoreMsg>,
         metrics: MetricsFn,
         reload: Option<ReloadFn>,
+        intake: Option<Intake>,
     ) -> Publisher {
         let (stop, stop_rx) = oneshot::channel();
         let (stats_tx, stats) = watch::channel(MqttStats::default());
@@ -116,6 +122,7 @@ impl Publisher {
             inputs,
             metrics,
             reload,
+            intake,
             stats: MqttStats::default(),
             stats_tx,
             level: Level::Normal,
@@ -171,6 +178,7 @@ struct Task {
     inputs: crossbeam_channel::Sender<CoreMsg>,
     metrics: MetricsFn,
     reload: Option<ReloadFn>,
+    intake: Option<Intake>,
     stats: MqttStats,
     stats_tx: watch::Sender<MqttStats>,
     level: Level,
@@ -222,6 +230,7 @@ impl Task {
                                 tracing::warn!(error = %e, retry_in = ?backoff, "MQTT connection lost");
                                 self.conn = None;
                                 self.stats.connected = false;
+                                self.stats.subscribed = false;
                                 next_attempt = Instant::now() + backoff;
                                 backoff = (backoff * 2).min(self.settings.reconnect_max);
                             }
@@ -264,6 +273,8 @@ impl Task {
             .set_keep_alive(s.keep_alive)
             .set_clean_session(s.clean_session)
             .set_inflight(s.inflight)
+            // Acknowledged once handled: a platform message only once it is durable.
+            .set_manual_acks(true)
             .set_last_will(LastWill::new(s.topics.state(), self.state_payload("offline"), QoS::AtLeastOnce, true));
         if let Some((user, password)) = &s.credentials {
             options.set_credentials(user.clone(), password.clone());
@@ -307,13 +318,22 @@ impl Task {
                 if conn.cursor == i64::MAX {
                     conn.cursor = 0;
                 }
-                if !ack.session_present {
-                    // A clean session forgot the subscription; a kept one still has it.
-                    let _ = conn.client.try_subscribe(self.settings.topics.commands(), QoS::AtLeastOnce);
+                if ack.session_present {
+                    self.stats.subscribed = true;
+                } else {
+                    // A clean session forgot the subscriptions; a kept one still has them.
+                    let topics = &self.settings.topics;
+                    let mut filters = vec![topics.commands()];
+                    if self.intake.is_some() {
+                        filters.extend([topics.platform_manifests(), topics.platform_targets()]);
+                    }
+                    let filters = filters.into_iter().map(|f| rumqttc::SubscribeFilter::new(f, QoS::AtLeastOnce));
+                    let _ = conn.client.try_subscribe_many(filters);
                 }
                 tracing::info!(session_present = ack.session_present, "MQTT connected");
                 self.publish_state(if stopping { "stopped" } else { "running" });
             }
+            Event::Incoming(Packet::SubAck(_)) => self.stats.subscribed = true,
             Event::Outgoing(Outgoing::Publish(pkid)) => {
                 if let Some(tag) = conn.sent.pop_front() {
                     conn.pkids.insert(pkid, tag);
@@ -328,8 +348,18 @@ impl Task {
                 None => {}
             },
             Event::Incoming(Packet::Publish(p)) => {
-                if let Some(name) = self.settings.topics.command_of(&p.topic).map(str::to_string) {
-                    self.command(&name, &p.payload)?;
+                let durable = match self.settings.topics.feed_of(&p.topic) {
+                    Some(feed) => self.intake(feed, &p),
+                    None => {
+                        if let Some(name) = self.settings.topics.command_of(&p.topic).map(str::to_string) {
+                            self.command(&name, &p.payload)?;
+                        }
+                        true
+                    }
+                };
+                // Unacknowledged, the broker delivers it again (after a reconnect).
+                if let Some(conn) = self.conn.as_ref().filter(|_| durable) {
+                    let _ = conn.client.try_ack(&p);
                 }
             }
             _ => {}
@@ -387,6 +417,45 @@ impl Task {
         let topic = self.settings.topics.reply(&reply.command);
         let text = serde_json::to_string(&payload::ReplyEvent { reply, wall_ms: clock::wall_ms() }).unwrap_or_default();
         self.push(Kind::Reply, &topic, &text)
+    }
+
+    /// A platform message into the manifest store, then to the core; true once it is durable
+    /// (stored, or a dead letter), false when the store failed and it must not be acknowledged.
+    fn intake(&mut self, feed: Feed, p: &Publish) -> bool {
+        let Some(intake) = self.intake.as_mut() else { return true };
+        let taken = tokio::task::block_in_place(|| intake.take(feed, &p.topic, &p.payload, clock::wall_ms()));
+        self.stats.intake = intake.stats.clone();
+        let (msgs, durable): (Vec<CoreMsg>, bool) = match taken {
+            Ok(taken) => {
+                let refused = taken.refused.into_iter().map(|why| {
+                    CoreMsg::Alarm(Alarm {
+                        code: "platform_message_refused",
+                        severity: Severity::Warning,
+                        tracking: None,
+                        message: format!("platform message on {} refused (dead letter kept): {why}", p.topic),
+                    })
+                });
+                (refused.chain(taken.inputs.into_iter().map(CoreMsg::Input)).collect(), true)
+            }
+            Err(e) => {
+                intake.stats.store_failures += 1;
+                self.stats.intake.store_failures += 1;
+                let alarm = Alarm {
+                    code: "platform_intake_failed",
+                    severity: Severity::Critical,
+                    tracking: None,
+                    message: format!(
+                        "platform message on {} not stored, left for the broker to redeliver: {e}",
+                        p.topic
+                    ),
+                };
+                (vec![CoreMsg::Alarm(alarm)], false)
+            }
+        };
+        for msg in msgs {
+            self.to_core(msg);
+        }
+        durable
     }
 
     /// To the core's bounded queue; false when the core is gone.

@@ -60,7 +60,7 @@ struct TargetAddBody {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CriterionBody {
+pub(super) struct CriterionBody {
     by: String,
     value: String,
 }
@@ -247,7 +247,7 @@ fn check_rates(field: &str, rates: Option<PerChannel<f64>>) -> Result<(), String
     }
 }
 
-fn check_text<'a>(field: &str, s: &'a str, max: usize) -> Result<&'a str, String> {
+pub(super) fn check_text<'a>(field: &str, s: &'a str, max: usize) -> Result<&'a str, String> {
     if s.trim().is_empty() {
         return Err(format!("{field}: empty"));
     }
@@ -260,7 +260,7 @@ fn check_text<'a>(field: &str, s: &'a str, max: usize) -> Result<&'a str, String
     Ok(s)
 }
 
-fn target_id(id: &str) -> Result<Arc<str>, String> {
+pub(super) fn target_id(id: &str) -> Result<Arc<str>, String> {
     check_text("target_id", id, MAX_TARGET_ID)?;
     if id.chars().any(char::is_whitespace) {
         return Err("target_id: spaces".into());
@@ -268,7 +268,7 @@ fn target_id(id: &str) -> Result<Arc<str>, String> {
     Ok(id.into())
 }
 
-fn criterion(c: &CriterionBody) -> Result<TargetCriterion, String> {
+pub(super) fn criterion(c: &CriterionBody) -> Result<TargetCriterion, String> {
     let value = check_text("criterion.value", &c.value, MAX_CRITERION)?.to_string();
     Ok(match c.by.as_str() {
         "waybill" => TargetCriterion::Waybill(

@@ -1,7 +1,8 @@
 //! Monitoring and steering over MQTT (`docs/mqtt.md`): topics under
 //! `sortline/v1/<site>/<line>/`, a publisher whose events go through a durable outbox
 //! ([`outbox`]) before they are published, commands parsed and validated in [`command`]
-//! (pure), and an embedded broker for the demo and tests ([`broker`]).
+//! (pure), the platform intake of declaration lists and targeting ([`intake`]), and an
+//! embedded broker for the demo and tests ([`broker`]).
 //!
 //! The publisher ([`client::Publisher`]) is one tokio task; each connection's rumqttc event
 //! loop is polled by a task of its own and never awaited from the publisher (the request
@@ -12,6 +13,7 @@
 pub mod broker;
 pub mod client;
 pub mod command;
+pub mod intake;
 pub mod outbox;
 pub mod payload;
 pub mod wiring;
@@ -47,6 +49,9 @@ pub struct Settings {
     pub outbox_capacity: u64,
     /// QoS 1 publishes awaiting their PUBACK at once.
     pub inflight: u16,
+    /// Take declaration lists and targeting from the platform on `platform/manifest` and
+    /// `platform/target` ([`intake`]).
+    pub platform_intake: bool,
     pub topics: Topics,
 }
 
@@ -83,6 +88,21 @@ impl Topics {
     }
     pub fn metrics(&self) -> String {
         format!("{}metrics", self.prefix)
+    }
+    /// Where the platform publishes declaration lists (one, or a JSON array of them).
+    pub fn platform_manifests(&self) -> String {
+        format!("{}platform/manifest", self.prefix)
+    }
+    /// Where the platform publishes targeting instructions.
+    pub fn platform_targets(&self) -> String {
+        format!("{}platform/target", self.prefix)
+    }
+    pub fn feed_of(&self, topic: &str) -> Option<intake::Feed> {
+        match topic.strip_prefix(self.prefix.as_str())? {
+            "platform/manifest" => Some(intake::Feed::Manifests),
+            "platform/target" => Some(intake::Feed::Targets),
+            _ => None,
+        }
     }
     /// Subscribed by the line: every command.
     pub fn commands(&self) -> String {

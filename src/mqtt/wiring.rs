@@ -3,9 +3,10 @@
 //! the publisher starts once the daemon can take the commands it receives.
 
 use super::client::{self, MetricsFn, MqttSink, Publisher, ReloadFn, SinkMsg};
+use super::intake::Intake;
 use super::outbox::{self, Outbox};
 use super::{MqttError, Settings};
-use crate::core::LineStats;
+use crate::core::{Carriers, LineStats};
 use crate::daemon::CoreMsg;
 use crate::plc::driver::DriverStats;
 use crate::scanner::reader::ScannerStats;
@@ -22,6 +23,7 @@ pub struct Prepared {
     settings: Settings,
     outbox: Outbox,
     events: mpsc::Receiver<SinkMsg>,
+    intake: Option<Intake>,
 }
 
 /// What the `metrics` topic carries: the core's counters, the PLC link's and the scanner
@@ -33,11 +35,19 @@ pub struct Figures {
 }
 
 impl Prepared {
-    /// Opens the outbox (`outbox.db` in `data_dir`): what an earlier run left in it goes first.
-    pub fn open(settings: Settings, data_dir: &Path) -> Result<Prepared, MqttError> {
+    /// Opens the outbox (`outbox.db` in `data_dir`): what an earlier run left in it goes first;
+    /// and, with the platform intake on, the manifest store it writes to (declarations
+    /// validated against `carriers`).
+    pub fn open(settings: Settings, data_dir: &Path, carriers: Carriers) -> Result<Prepared, MqttError> {
         let outbox = Outbox::open(&data_dir.join(outbox::FILE), settings.outbox_capacity)?;
+        let intake = match settings.platform_intake {
+            true => {
+                Some(Intake::open(data_dir, carriers).map_err(|e| MqttError::Broker(format!("platform intake: {e}")))?)
+            }
+            false => None,
+        };
         let (sink, events) = client::sink(SINK_CAPACITY);
-        Ok(Prepared { sink, settings, outbox, events })
+        Ok(Prepared { sink, settings, outbox, events, intake })
     }
 
     /// The topics' prefix, `sortline/v1/<site>/<line>`.
@@ -62,6 +72,6 @@ impl Prepared {
             m.insert("scanner".into(), value(serde_json::to_value(reader)));
             m
         });
-        Publisher::start(self.settings, self.outbox, self.events, inputs, metrics, Some(reload))
+        Publisher::start(self.settings, self.outbox, self.events, inputs, metrics, Some(reload), self.intake)
     }
 }
