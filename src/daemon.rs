@@ -12,7 +12,7 @@
 
 use crate::audit::{AuditError, GroupCommit, NewEntry, Ticket};
 use crate::clock;
-use crate::core::{Alarm, Input, Line, LineStats, Millis, Output, ParcelReport, ReviewRequest};
+use crate::core::{Alarm, Input, Line, LineMode, LineStats, Millis, Output, ParcelReport, ReviewRequest};
 use crate::plc::driver::{Driver, DriverConfig, DriverOutput, DriverStats, Pace};
 use crate::plc::{Destination, PlcError, RegisterMap};
 use crate::recorder;
@@ -77,7 +77,7 @@ pub enum CoreMsg {
     Input(Input),
     Alarm(Alarm),
     /// A command's record, then the input it carries (none when refused).
-    Command(CommandRecord, Option<Input>),
+    Command(Box<CommandRecord>, Option<Input>),
     /// From the PLC driver (counted, for [`DaemonConfig::paced`]).
     Plc(DriverOutput),
 }
@@ -103,6 +103,8 @@ pub struct DaemonConfig {
     pub next_due: Arc<AtomicU64>,
     /// Where the core copies its counters every [`DaemonConfig::checkpoint_poll`], for metrics.
     pub line_stats: Arc<Mutex<LineStats>>,
+    /// Where the core copies its safe mode and operator stop, as often.
+    pub line_mode: Arc<Mutex<LineMode>>,
 }
 
 impl Default for DaemonConfig {
@@ -115,6 +117,7 @@ impl Default for DaemonConfig {
             checkpoint_poll: Duration::from_secs(1),
             next_due: Arc::new(AtomicU64::new(u64::MAX)),
             line_stats: Arc::default(),
+            line_mode: Arc::default(),
         }
     }
 }
@@ -375,6 +378,7 @@ impl<C: LineClock, S: Screen> Core<C, S> {
                 self.submit()?;
                 self.audit.checkpoint_if_due(clock::wall_ms())?;
                 self.line.stats().clone_into(&mut self.config.line_stats.lock().unwrap_or_else(|e| e.into_inner()));
+                *self.config.line_mode.lock().unwrap_or_else(|e| e.into_inner()) = self.line.mode();
                 checkpoint_poll = clock::Stopwatch::start();
             }
         };

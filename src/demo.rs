@@ -931,7 +931,6 @@ pub fn run_modbus(
                 Some((broker, prepared))
             }
         };
-        let line_stats = Arc::new(std::sync::Mutex::new(LineStats::default()));
         let parts = daemon::Parts {
             line,
             audit,
@@ -946,14 +945,15 @@ pub fn run_modbus(
             // The line waits at a deadline until the core has woken for it.
             tick_max: Duration::from_millis(1),
             next_due,
-            line_stats: line_stats.clone(),
             ..daemon::DaemonConfig::default()
         };
+        let (line_stats, line_mode) = (daemon_config.line_stats.clone(), daemon_config.line_mode.clone());
         let daemon = daemon::Daemon::start(parts, daemon_config)?;
         let publisher = mqtt.map(|(broker, prepared)| {
             let prefix = prepared.prefix();
             let figures = Figures {
                 line: line_stats,
+                mode: line_mode,
                 plc: daemon.driver_stats(),
                 scanner: rig
                     .as_ref()

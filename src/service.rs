@@ -13,7 +13,7 @@
 use crate::audit::{self, AuditError, GroupCommit, Signer};
 use crate::clock;
 use crate::config::{ConfigError, Loaded};
-use crate::core::{Alarm, Line, LineStats, ParcelReport, ReviewRequest};
+use crate::core::{Alarm, Line, ParcelReport, ReviewRequest};
 use crate::daemon::{self, CoreMsg, Daemon, DaemonConfig, DaemonError, LineClock, Parts, Screen};
 use crate::manifest::{self, ManifestStore, StoreError};
 use crate::mqtt::wiring::{Figures, Prepared};
@@ -22,7 +22,6 @@ use crate::recorder;
 use crate::scanner::link::ScannerLinkError;
 use crate::scanner::reader::{ScannerOutput, ScannerReader};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, oneshot};
 
@@ -133,9 +132,10 @@ pub fn run(cfg: &Loaded, data_dir: &Path) -> Result<Stopped, ServiceError> {
             driver: cfg.line.driver_config(None),
             initial,
         };
-        let line_stats = Arc::new(Mutex::new(LineStats::default()));
-        let daemon = Daemon::start(parts, DaemonConfig { line_stats: line_stats.clone(), ..DaemonConfig::default() })?;
-        let figures = Figures { line: line_stats, plc: daemon.driver_stats(), scanner: Some(Box::new(reader.stats())) };
+        let config = DaemonConfig::default();
+        let (line, mode) = (config.line_stats.clone(), config.line_mode.clone());
+        let daemon = Daemon::start(parts, config)?;
+        let figures = Figures { line, mode, plc: daemon.driver_stats(), scanner: Some(Box::new(reader.stats())) };
         let publisher = mqtt.map(|p| p.start(daemon.inputs(), figures, cfg.rules_dir.clone()));
         let inputs = daemon.inputs();
         let (stop_reader, reader_stopped) = oneshot::channel::<()>();

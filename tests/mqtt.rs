@@ -12,6 +12,7 @@ use sortline::mqtt::outbox::{self, Outbox};
 use sortline::mqtt::{broker, MqttStats, Publisher, Settings, Topics};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -126,6 +127,15 @@ fn settings(addr: SocketAddr, client_id: &str) -> Settings {
 }
 
 fn start(settings: Settings, dir: &Path) -> (Publisher, client::MqttSink, crossbeam_channel::Receiver<CoreMsg>) {
+    start_with(settings, dir, Arc::default())
+}
+
+/// As [`start`], the line's health read from `health`.
+fn start_with(
+    settings: Settings,
+    dir: &Path,
+    health: Arc<Mutex<client::Health>>,
+) -> (Publisher, client::MqttSink, crossbeam_channel::Receiver<CoreMsg>) {
     let intake = settings
         .platform_intake
         .then(|| sortline::mqtt::intake::Intake::open(dir, sortline::core::Carriers::default()).unwrap());
@@ -145,7 +155,9 @@ fn start(settings: Settings, dir: &Path) -> (Publisher, client::MqttSink, crossb
             Ok(Input::Rules { rules: vec![], officer: Some(officer.clone()) })
         }
     });
-    (Publisher::start(settings, outbox, events, inputs, metrics, Some(reload), intake), sink, core)
+    let health: client::HealthFn = Box::new(move || health.lock().unwrap().clone());
+    let hooks = client::Hooks { metrics, health, reload: Some(reload) };
+    (Publisher::start(settings, outbox, events, inputs, hooks, intake), sink, core)
 }
 
 static BROKEN_RULES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -428,4 +440,29 @@ async fn platform_intake_stores_then_feeds_the_core_and_keeps_dead_letters() {
     let letters = store.dead_letters().unwrap();
     assert_eq!(letters.len(), 3);
     assert!(letters[2].3.contains("no standing target") || letters[2].3.contains("NOPE"), "{letters:?}");
+}
+
+/// The retained state follows the line: safe mode, an operator's stop, a link down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_follows_safe_mode_stop_and_degraded_links() {
+    let broker = broker::Embedded::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let s = settings(broker.addr(), "health");
+    let mut sub = subscriber(broker.addr(), "watch-health", &s.topics.state()).await;
+    let health = Arc::new(Mutex::new(client::Health::default()));
+    let (publisher, _sink, _core) = start_with(s, dir.path(), health.clone());
+    assert_eq!(sub.next("/state").await["state"], "running");
+    health.lock().unwrap().degraded = vec!["plc_link_down"];
+    let state = sub.next("/state").await;
+    assert_eq!((state["state"].as_str(), state["conditions"][0].as_str()), (Some("degraded"), Some("plc_link_down")));
+    health.lock().unwrap().stopped_by = Some("ops-1".into());
+    let state = sub.next("/state").await;
+    assert_eq!((state["state"].as_str(), state["stopped_by"].as_str()), (Some("stopped"), Some("ops-1")));
+    health.lock().unwrap().safe_mode = true;
+    let state = sub.next("/state").await;
+    assert_eq!((state["state"].as_str(), state["safe_mode"].as_bool()), (Some("safe_mode"), Some(true)));
+    *health.lock().unwrap() = client::Health::default();
+    assert_eq!(sub.next("/state").await["state"], "running");
+    publisher.stop(GUARD).await.unwrap();
+    assert_eq!(sub.next("/state").await["state"], "stopped");
 }

@@ -481,6 +481,14 @@ pub enum Output {
     Alarm(Alarm),
 }
 
+/// The line's standing conditions, for monitoring.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LineMode {
+    pub safe_mode: bool,
+    /// The operator who stopped the line, while it is stopped.
+    pub stopped_by: Option<OfficerId>,
+}
+
 /// Counters for monitoring; all since start.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct LineStats {
@@ -620,9 +628,9 @@ impl Line {
         self.safe_mode
     }
 
-    /// The operator who stopped the line, while it is stopped.
-    pub fn stopped_by(&self) -> Option<&OfficerId> {
-        self.stopped_by.as_ref()
+    /// Safe mode and an operator's stop, as monitoring shows them.
+    pub fn mode(&self) -> LineMode {
+        LineMode { safe_mode: self.safe_mode, stopped_by: self.stopped_by.clone() }
     }
 
     /// Safe mode or an operator's stop: nothing is released, so nothing waits to be decided.

@@ -12,8 +12,8 @@ pub mod waybill;
 
 pub use engine::{Facts, Policy};
 pub use line::{
-    Alarm, Input, LaneMap, Line, LineSettings, LineSnapshot, LineStats, LostWhy, Output, ParcelReport, PlcHoldCause,
-    Record, ReviewRequest, Severity,
+    Alarm, Input, LaneMap, Line, LineMode, LineSettings, LineSnapshot, LineStats, LostWhy, Output, ParcelReport,
+    PlcHoldCause, Record, ReviewRequest, Severity,
 };
 pub use manifest::{Item, Manifest, ManifestStatus};
 pub use policy::{InterceptionRule, ManualTarget, RuleSet, TargetCriterion};

@@ -87,8 +87,46 @@ pub struct MqttStats {
     pub intake: IntakeStats,
 }
 
+/// How often the line's health is read for `state`.
+const HEALTH_EVERY: Duration = Duration::from_secs(1);
+
 /// Line figures for `metrics`, gathered by the caller (core stats, PLC driver, scanner).
 pub type MetricsFn = Box<dyn Fn() -> serde_json::Map<String, serde_json::Value> + Send>;
+
+/// What the retained `state` says of the line beyond "running", from the core and its links.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Health {
+    pub safe_mode: bool,
+    /// The operator who stopped the line, while it is stopped.
+    pub stopped_by: Option<String>,
+    /// Why the line runs degraded (`plc_link_down`, `scanner_link_down`, `mqtt_outbox_high`).
+    pub degraded: Vec<&'static str>,
+}
+
+impl Health {
+    /// The strongest condition names the state.
+    pub fn state(&self) -> &'static str {
+        if self.safe_mode {
+            "safe_mode"
+        } else if self.stopped_by.is_some() {
+            "stopped"
+        } else if !self.degraded.is_empty() {
+            "degraded"
+        } else {
+            "running"
+        }
+    }
+}
+
+/// Read every second by the publisher; a change republishes the retained state.
+pub type HealthFn = Box<dyn Fn() -> Health + Send>;
+
+/// What the publisher asks of the daemon it serves.
+pub struct Hooks {
+    pub metrics: MetricsFn,
+    pub health: HealthFn,
+    pub reload: Option<ReloadFn>,
+}
 
 /// Reads the rule files again for `reload_rules` (the caller knows where they are): the
 /// input that replaces the rules in force, or why not (already raised as an alarm).
@@ -109,8 +147,7 @@ impl Publisher {
         outbox: Outbox,
         events: mpsc::Receiver<SinkMsg>,
         inputs: crossbeam_channel::Sender<CoreMsg>,
-        metrics: MetricsFn,
-        reload: Option<ReloadFn>,
+        hooks: Hooks,
         intake: Option<Intake>,
     ) -> Publisher {
         let (stop, stop_rx) = oneshot::channel();
@@ -120,8 +157,10 @@ impl Publisher {
             settings,
             outbox,
             inputs,
-            metrics,
-            reload,
+            metrics: hooks.metrics,
+            health: hooks.health,
+            health_now: Health::default(),
+            reload: hooks.reload,
             intake,
             stats: MqttStats::default(),
             stats_tx,
@@ -177,6 +216,9 @@ struct Task {
     outbox: Outbox,
     inputs: crossbeam_channel::Sender<CoreMsg>,
     metrics: MetricsFn,
+    health: HealthFn,
+    /// As last published in `state`.
+    health_now: Health,
     reload: Option<ReloadFn>,
     intake: Option<Intake>,
     stats: MqttStats,
@@ -202,6 +244,8 @@ impl Task {
             self.settings.metrics_every.max(Duration::from_millis(10)),
         );
         metrics.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut health = tokio::time::interval(HEALTH_EVERY);
+        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Set once stopping: until when to deliver, and whether `stopped` is acknowledged.
         let mut stopping: Option<Instant> = None;
         let mut stopped_acked = false;
@@ -215,7 +259,7 @@ impl Task {
                 biased;
                 limit = &mut stop, if stopping.is_none() => {
                     stopping = Some(Instant::now() + limit.unwrap_or_default());
-                    self.publish_state("stopped");
+                    self.publish_state(true);
                 }
                 Some((generation, event)) = polled.recv() => {
                     if self.conn.as_ref().is_some_and(|c| c.generation == generation) {
@@ -242,6 +286,7 @@ impl Task {
                     None => events_open = false,
                 },
                 _ = metrics.tick(), if stopping.is_none() => self.push_metrics()?,
+                _ = health.tick(), if stopping.is_none() => self.check_health(),
                 () = tokio::time::sleep_until(next_attempt), if self.conn.is_none() => {}
                 () = tokio::time::sleep_until(stopping.unwrap_or_else(Instant::now)), if stopping.is_some() => break,
             }
@@ -275,7 +320,12 @@ impl Task {
             .set_inflight(s.inflight)
             // Acknowledged once handled: a platform message only once it is durable.
             .set_manual_acks(true)
-            .set_last_will(LastWill::new(s.topics.state(), self.state_payload("offline"), QoS::AtLeastOnce, true));
+            .set_last_will(LastWill::new(
+                s.topics.state(),
+                self.state_payload("offline", None),
+                QoS::AtLeastOnce,
+                true,
+            ));
         if let Some((user, password)) = &s.credentials {
             options.set_credentials(user.clone(), password.clone());
         }
@@ -331,7 +381,7 @@ impl Task {
                     let _ = conn.client.try_subscribe_many(filters);
                 }
                 tracing::info!(session_present = ack.session_present, "MQTT connected");
-                self.publish_state(if stopping { "stopped" } else { "running" });
+                self.publish_state(stopping);
             }
             Event::Incoming(Packet::SubAck(_)) => self.stats.subscribed = true,
             Event::Outgoing(Outgoing::Publish(pkid)) => {
@@ -388,7 +438,7 @@ impl Task {
                 let reply = Reply::accepted(&accepted);
                 // The command's record (request id, operator), then the input it carries,
                 // which the core records in turn.
-                if self.to_core(CoreMsg::Command(CommandRecord::of(&reply), Some(input))) {
+                if self.to_core(CoreMsg::Command(Box::new(CommandRecord::of(&reply)), Some(input))) {
                     self.stats.commands_accepted += 1;
                     reply
                 } else {
@@ -398,7 +448,7 @@ impl Task {
             Err(refusal) => {
                 self.stats.commands_refused += 1;
                 let reply = Reply::refused(&refusal);
-                self.to_core(CoreMsg::Command(CommandRecord::of(&reply), None));
+                self.to_core(CoreMsg::Command(Box::new(CommandRecord::of(&reply)), None));
                 self.to_core(CoreMsg::Alarm(Alarm {
                     code: "mqtt_command_refused",
                     severity: Severity::Warning,
@@ -555,7 +605,8 @@ impl Task {
         Ok(())
     }
 
-    fn state_payload(&self, state: &str) -> String {
+    /// `state` with the conditions behind it (none for `offline` and a clean `stopped`).
+    fn state_payload(&self, state: &str, health: Option<&Health>) -> String {
         let s = &self.settings;
         let (site, line) = s.topics.site_line();
         serde_json::to_string(&payload::State {
@@ -566,13 +617,33 @@ impl Task {
             schema: payload::SCHEMA_VERSION,
             started_wall_ms: self.started_wall_ms,
             wall_ms: clock::wall_ms(),
+            conditions: health.map(|h| h.degraded.clone()).unwrap_or_default(),
+            safe_mode: health.is_some_and(|h| h.safe_mode),
+            stopped_by: health.and_then(|h| h.stopped_by.as_deref()),
         })
         .unwrap_or_default()
     }
 
-    /// Retained, outside the outbox: it is the line's current state, not an event.
-    fn publish_state(&mut self, state: &str) {
-        let text = self.state_payload(state);
+    /// Reads the line's health; a change republishes the state.
+    fn check_health(&mut self) {
+        let mut now = (self.health)();
+        if self.level != Level::Normal {
+            now.degraded.push("mqtt_outbox_high");
+        }
+        if now != self.health_now {
+            tracing::info!(state = now.state(), conditions = ?now.degraded, "line state changed");
+            self.health_now = now;
+            self.publish_state(false);
+        }
+    }
+
+    /// Retained, outside the outbox: it is the line's current state, not an event. `stopping`:
+    /// the daemon stops cleanly.
+    fn publish_state(&mut self, stopping: bool) {
+        let text = match stopping {
+            true => self.state_payload("stopped", None),
+            false => self.state_payload(self.health_now.state(), Some(&self.health_now)),
+        };
         let Some(conn) = self.conn.as_mut().filter(|c| c.connected) else { return };
         if conn.client.try_publish(self.settings.topics.state(), QoS::AtLeastOnce, true, text).is_ok() {
             conn.sent.push_back(Tag::State);

@@ -9,7 +9,8 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// `state` (retained): what the line is doing.
 #[derive(Clone, Debug, Serialize)]
 pub struct State<'a> {
-    /// `running`, `stopped` or `offline` (the last will).
+    /// `running`, `degraded`, `safe_mode`, `stopped` (by an operator, or the daemon stopped
+    /// cleanly) or `offline` (the last will).
     pub state: &'a str,
     pub site: &'a str,
     pub line: &'a str,
@@ -17,6 +18,11 @@ pub struct State<'a> {
     pub schema: u32,
     pub started_wall_ms: i64,
     pub wall_ms: i64,
+    /// What degrades the line (`plc_link_down`, `scanner_link_down`, `mqtt_outbox_high`).
+    pub conditions: Vec<&'a str>,
+    pub safe_mode: bool,
+    /// The operator who stopped the line, while it is stopped.
+    pub stopped_by: Option<&'a str>,
 }
 
 /// `parcel`: one parcel's final story.

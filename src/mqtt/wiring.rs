@@ -2,11 +2,11 @@
 //! the daemon's screen feeds is opened before the daemon starts (with the durable outbox), and
 //! the publisher starts once the daemon can take the commands it receives.
 
-use super::client::{self, MetricsFn, MqttSink, Publisher, ReloadFn, SinkMsg};
+use super::client::{self, Health, HealthFn, Hooks, MetricsFn, MqttSink, Publisher, ReloadFn, SinkMsg};
 use super::intake::Intake;
 use super::outbox::{self, Outbox};
 use super::{MqttError, Settings};
-use crate::core::{Carriers, LineStats};
+use crate::core::{Carriers, LineMode, LineStats};
 use crate::daemon::CoreMsg;
 use crate::plc::driver::DriverStats;
 use crate::scanner::reader::ScannerStats;
@@ -30,6 +30,8 @@ pub struct Prepared {
 /// reader's figures.
 pub struct Figures {
     pub line: Arc<Mutex<LineStats>>,
+    /// The core's safe mode and operator stop, for `state`.
+    pub mode: Arc<Mutex<LineMode>>,
     pub plc: Arc<Mutex<DriverStats>>,
     pub scanner: Option<Box<dyn Fn() -> ScannerStats + Send + Sync>>,
 }
@@ -61,6 +63,21 @@ impl Prepared {
         let reload: ReloadFn = Box::new(move |officer| {
             crate::config::rules_input(&rules_dir, Some(officer.clone())).map_err(|e| e.to_string())
         });
+        let figures = Arc::new(figures);
+        let health: HealthFn = {
+            let figures = figures.clone();
+            Box::new(move || {
+                let mode = figures.mode.lock().map(|m| m.clone()).unwrap_or_default();
+                let mut degraded = Vec::new();
+                if !figures.plc.lock().is_ok_and(|s| s.connected) {
+                    degraded.push("plc_link_down");
+                }
+                if figures.scanner.as_ref().is_some_and(|stats| !stats().link.connected) {
+                    degraded.push("scanner_link_down");
+                }
+                Health { safe_mode: mode.safe_mode, stopped_by: mode.stopped_by.map(String::from), degraded }
+            })
+        };
         let metrics: MetricsFn = Box::new(move || {
             let value = |v: serde_json::Result<serde_json::Value>| v.unwrap_or_default();
             let mut m = serde_json::Map::new();
@@ -72,6 +89,7 @@ impl Prepared {
             m.insert("scanner".into(), value(serde_json::to_value(reader)));
             m
         });
-        Publisher::start(self.settings, self.outbox, self.events, inputs, metrics, Some(reload), self.intake)
+        let hooks = Hooks { metrics, health, reload: Some(reload) };
+        Publisher::start(self.settings, self.outbox, self.events, inputs, hooks, self.intake)
     }
 }

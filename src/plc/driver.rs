@@ -180,6 +180,8 @@ pub enum DriverOutput {
 /// The driver's counters, for metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DriverStats {
+    /// A connection to the PLC is open now.
+    pub connected: bool,
     pub connects: u64,
     pub polls: u64,
     pub link_errors: u64,
@@ -303,7 +305,10 @@ impl Driver {
             };
             let ended = match ctx {
                 Ok(Ok(ctx)) => {
-                    self.stat(|s| s.connects += 1);
+                    self.stat(|s| {
+                        s.connects += 1;
+                        s.connected = true;
+                    });
                     tracing::info!(link = %self.config.link, "connected to the PLC");
                     self.heartbeat.reconnected();
                     self.writer.link_lost();
@@ -327,7 +332,10 @@ impl Driver {
                     return Err(e);
                 }
                 Ended::Broken => {
-                    self.stat(|s| s.link_errors += 1);
+                    self.stat(|s| {
+                        s.link_errors += 1;
+                        s.connected = false;
+                    });
                     // The context is gone (dropped with its socket or port): a late reply cannot
                     // reach us.
                     tokio::select! {

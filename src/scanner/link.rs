@@ -153,6 +153,8 @@ impl LinkEvent {
 /// The link's counters, for metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ScannerLinkStats {
+    /// The link is open now.
+    pub connected: bool,
     pub connects: u64,
     pub connect_failures: u64,
     pub disconnects: u64,
@@ -249,7 +251,10 @@ impl ScannerLink {
             };
             let ended = match opened {
                 Ok((stream, peer)) => {
-                    self.stat(|s| s.connects += 1);
+                    self.stat(|s| {
+                        s.connects += 1;
+                        s.connected = true;
+                    });
                     tracing::info!(%peer, "scanner link up");
                     self.down_sent = false;
                     if !self.emit(LinkEvent::Up).await {
@@ -265,7 +270,10 @@ impl ScannerLink {
             match ended {
                 Ended::Stop => return,
                 Ended::Replaced(stream, peer) => {
-                    self.stat(|s| s.disconnects += 1);
+                    self.stat(|s| {
+                        s.disconnects += 1;
+                        s.connected = false;
+                    });
                     if !self.down(ScannerLinkError::Replaced { peer }).await {
                         return;
                     }
@@ -385,7 +393,10 @@ impl ScannerLink {
     }
 
     fn lost(&self, e: ScannerLinkError) -> Ended {
-        self.stat(|s| s.disconnects += 1);
+        self.stat(|s| {
+            s.disconnects += 1;
+            s.connected = false;
+        });
         Ended::Lost(e)
     }
 }
