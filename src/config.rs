@@ -296,12 +296,19 @@ impl LineConfig {
     /// Reads `line.toml` and the rule files it names.
     pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
-        let line = LineConfig::parse(&text, path)?;
+        let mut line = LineConfig::parse(&text, path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         let rules_dir = base.join(&line.rules.dir);
         let rules = Arc::new(load_rules(&rules_dir)?);
         let plc_map = base.join(&line.plc.map);
         let scanner_profile = base.join(&line.scanner.profile);
+        if let Some(t) = line.mqtt.as_mut().and_then(|m| m.tls.as_mut()) {
+            for file in
+                [Some(&mut t.ca_file), t.client_cert_file.as_mut(), t.client_key_file.as_mut()].into_iter().flatten()
+            {
+                *file = base.join(&*file);
+            }
+        }
         Ok(Loaded { line, rules, rules_dir, plc_map, scanner_profile })
     }
 
@@ -608,6 +615,22 @@ pub struct Mqtt {
     /// `platform/target` under the line's prefix).
     #[serde(default = "yes")]
     pub platform_intake: bool,
+    /// TLS to the broker; absent: plain TCP.
+    #[serde(default)]
+    pub tls: Option<MqttTls>,
+}
+
+/// `[mqtt.tls]`: PEM files, relative to the configuration file's folder.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttTls {
+    /// The CA certificates the broker's certificate must chain to (only these are trusted).
+    pub ca_file: PathBuf,
+    /// A client certificate chain and its key, for brokers that authenticate clients by them.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
 }
 
 fn yes() -> bool {
@@ -626,6 +649,11 @@ impl Mqtt {
         }
         if self.username.is_none() && self.password.is_some() {
             return Err(invalid("mqtt.password", "given without mqtt.username"));
+        }
+        if let Some(t) = &self.tls {
+            if t.client_cert_file.is_some() != t.client_key_file.is_some() {
+                return Err(invalid("mqtt.tls.client_key_file", "client_cert_file and client_key_file go together"));
+            }
         }
         if !(1..=65535).contains(&self.keep_alive_s) {
             return Err(invalid("mqtt.keep_alive_s", format!("must be 1 to 65535, got {}", self.keep_alive_s)));
@@ -661,6 +689,16 @@ impl Mqtt {
             outbox_capacity: self.outbox_capacity,
             inflight: self.inflight,
             platform_intake: self.platform_intake,
+            tls: match &self.tls {
+                None => None,
+                Some(t) => Some(
+                    crate::mqtt::tls_config(
+                        &t.ca_file,
+                        t.client_cert_file.as_deref().zip(t.client_key_file.as_deref()),
+                    )
+                    .map_err(|e| invalid("mqtt.tls", e))?,
+                ),
+            },
             topics: crate::mqtt::Topics::new(&site.site_id, &site.line_id),
         })
     }

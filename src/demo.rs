@@ -847,6 +847,7 @@ fn mqtt_config(cfg: &Loaded) -> crate::config::Mqtt {
         outbox_capacity: 100_000,
         inflight: 32,
         platform_intake: true,
+        tls: None,
     })
 }
 

@@ -122,6 +122,7 @@ fn settings(addr: SocketAddr, client_id: &str) -> Settings {
         outbox_capacity: 1000,
         inflight: 16,
         platform_intake: false,
+        tls: None,
         topics: Topics::new("T1", client_id),
     }
 }
@@ -465,4 +466,108 @@ async fn state_follows_safe_mode_stop_and_degraded_links() {
     assert_eq!(sub.next("/state").await["state"], "running");
     publisher.stop(GUARD).await.unwrap();
     assert_eq!(sub.next("/state").await["state"], "stopped");
+}
+
+/// A test CA, and a certificate it signed for 127.0.0.1 (the broker) and one for a client.
+struct Pki {
+    ca_pem: String,
+    server: (Vec<rustls::pki_types::CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>),
+    client_pem: (String, String),
+    ca_der: rustls::pki_types::CertificateDer<'static>,
+}
+
+fn pki() -> Pki {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(rcgen::DnType::CommonName, "sortline test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let signed = |names: Vec<String>| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(names).unwrap().signed_by(&key, &issuer).unwrap();
+        (cert, key)
+    };
+    let (server_cert, server_key) = signed(vec!["127.0.0.1".into()]);
+    let (client_cert, client_key) = signed(vec!["sortline-client".into()]);
+    Pki {
+        ca_pem: ca_cert.pem(),
+        ca_der: ca_cert.der().clone(),
+        server: (
+            vec![server_cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into()),
+        ),
+        client_pem: (client_cert.pem(), client_key.serialize_pem()),
+    }
+}
+
+/// A TLS front for the broker that requires a client certificate from `pki`'s CA: the
+/// decrypted stream is passed on to `target`.
+async fn tls_front(pki: &Pki, target: SocketAddr) -> SocketAddr {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca_der.clone()).unwrap();
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider.clone()).build().unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(pki.server.0.clone(), pki.server.1.clone_key())
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(socket).await else { return };
+                let Ok(mut plain) = TcpStream::connect(target).await else { return };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    addr
+}
+
+/// TLS with a client certificate: the publisher trusts only the configured CA and presents
+/// its own certificate; a publisher trusting another CA never connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_client_certificate() {
+    let broker = broker::Embedded::start().unwrap();
+    let ours = pki();
+    let front = tls_front(&ours, broker.addr()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let ca = file("ca.pem", &ours.ca_pem);
+    let (cert, key) = (file("client.pem", &ours.client_pem.0), file("client.key", &ours.client_pem.1));
+    let tls = sortline::mqtt::tls_config(&ca, Some((&cert, &key))).unwrap();
+    let s = Settings { tls: Some(tls), ..settings(front, "tls") };
+    let mut sub = subscriber(broker.addr(), "watch-tls", &s.topics.parcel()).await;
+    let (publisher, sink, _core) = start(s, dir.path());
+    sink.send(SinkMsg::Parcel(report(3), 0)).await.unwrap();
+    assert_eq!(sub.next("/parcel").await["tracking"], 3);
+    publisher.stop(GUARD).await.unwrap();
+
+    // Another CA: the broker's certificate is not trusted, so no connection is made.
+    let other = pki();
+    let stranger = file("other-ca.pem", &other.ca_pem);
+    let s = Settings {
+        tls: Some(sortline::mqtt::tls_config(&stranger, Some((&cert, &key))).unwrap()),
+        ..settings(front, "tls-2")
+    };
+    let other_dir = tempfile::tempdir().unwrap();
+    let (publisher, _sink, _core) = start(s, other_dir.path());
+    let mut stats = publisher.stats();
+    wait(&mut stats, "a failed handshake", |s| s.connection_errors >= 2).await;
+    assert_eq!(stats.borrow().connects, 0);
+    publisher.stop(Duration::ZERO).await.unwrap();
+    // Files that hold no certificate are refused before any connection.
+    let empty = file("empty.pem", "");
+    assert!(sortline::mqtt::tls_config(&empty, None).unwrap_err().contains("no certificate"));
 }

@@ -73,6 +73,8 @@ pub struct MqttStats {
     pub subscribed: bool,
     /// ConnAcks received.
     pub connects: u64,
+    /// Connections that failed or broke (refused, TLS handshake, lost).
+    pub connection_errors: u64,
     /// Publishes handed to the client (repeats after a reconnect included).
     pub published: u64,
     /// Events acknowledged by the broker and gone from the outbox.
@@ -275,6 +277,7 @@ impl Task {
                                 self.conn = None;
                                 self.stats.connected = false;
                                 self.stats.subscribed = false;
+                                self.stats.connection_errors += 1;
                                 next_attempt = Instant::now() + backoff;
                                 backoff = (backoff * 2).min(self.settings.reconnect_max);
                             }
@@ -328,6 +331,9 @@ impl Task {
             ));
         if let Some((user, password)) = &s.credentials {
             options.set_credentials(user.clone(), password.clone());
+        }
+        if let Some(tls) = &s.tls {
+            options.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls.clone())));
         }
         // Room for every in-flight publish, the subscription, the state and a disconnect: a
         // `try_` call never finds it full.

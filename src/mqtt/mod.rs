@@ -20,6 +20,8 @@ pub mod wiring;
 
 pub use client::{MqttSink, MqttStats, Publisher};
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +51,8 @@ pub struct Settings {
     pub outbox_capacity: u64,
     /// QoS 1 publishes awaiting their PUBACK at once.
     pub inflight: u16,
+    /// TLS to the broker ([`tls_config`]); `None`: plain TCP.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// Take declaration lists and targeting from the platform on `platform/manifest` and
     /// `platform/target` ([`intake`]).
     pub platform_intake: bool,
@@ -115,4 +119,35 @@ impl Topics {
     pub fn command_of<'t>(&self, topic: &'t str) -> Option<&'t str> {
         topic.strip_prefix(self.prefix.as_str())?.strip_prefix("cmd/").filter(|n| !n.contains('/'))
     }
+}
+
+/// A TLS client configuration that trusts the CA certificates in the PEM file `ca_file` (and
+/// nothing else) and, given a certificate chain and its private key (PEM), authenticates with
+/// them. The broker's name (or IP address) must be in its certificate.
+pub fn tls_config(ca_file: &Path, client: Option<(&Path, &Path)>) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let shown = |p: &Path, e: &dyn std::fmt::Display| format!("{}: {e}", p.display());
+    let certs = |p: &Path| {
+        CertificateDer::pem_file_iter(p)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| shown(p, &e))
+            .and_then(|c| if c.is_empty() { Err(shown(p, &"no certificate in it")) } else { Ok(c) })
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs(ca_file)? {
+        roots.add(cert).map_err(|e| shown(ca_file, &e))?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some((cert_file, key_file)) => {
+            let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| shown(key_file, &e))?;
+            builder.with_client_auth_cert(certs(cert_file)?, key).map_err(|e| shown(cert_file, &e))?
+        }
+    };
+    Ok(Arc::new(config))
 }
