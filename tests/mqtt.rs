@@ -1,15 +1,20 @@
-//! The MQTT publisher against the embedded broker: every topic, the retained state, the last
-//! will, commands accepted and refused, and an outage (a proxy between publisher and broker
-//! cut and restored, and a publisher restart) after which every parcel record arrives exactly
-//! once by event id, in order, and the outbox is empty. Waits are on channels, with timeouts
-//! as guards only.
+//! The MQTT publisher against a broker: every topic, the retained state and what changes it,
+//! the last will, commands accepted and refused, the platform intake, TLS with a client
+//! certificate, and an outage (a proxy between publisher and broker cut and restored, and a
+//! publisher restart) after which every parcel record arrives exactly once by event id, in
+//! order, and the outbox is empty. Waits are on channels, with timeouts as guards only.
+//!
+//! Every scenario runs twice: against the embedded broker (`embedded::…`) and, for interop,
+//! against Debian's Mosquitto (`mosquitto::…`) started on a free loopback port. Without a
+//! `mosquitto` binary the Mosquitto runs say so and pass, except under CI (`CI` set), where
+//! `.ci/run` installs it and a missing one fails them.
 
 use serde_json::Value;
 use sortline::core::{Alarm, Input, Lane, Millis, ParcelReport, Severity, TrackingId};
 use sortline::daemon::CoreMsg;
 use sortline::mqtt::client::{self, SinkMsg};
 use sortline::mqtt::outbox::{self, Outbox};
-use sortline::mqtt::{broker, MqttStats, Publisher, Settings, Topics};
+use sortline::mqtt::{MqttStats, Publisher, Settings, Topics};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -148,9 +153,9 @@ fn start_with(
         m.insert("line".into(), serde_json::json!({ "parcels": 0 }));
         m
     });
-    // `reload_rules` as a daemon whose rule files are good until `BROKEN` is set.
+    // `reload_rules` as a daemon whose rule files are good, but for the operator `bad-rules`.
     let reload: client::ReloadFn = Box::new(|officer| {
-        if BROKEN_RULES.load(std::sync::atomic::Ordering::SeqCst) {
+        if officer.as_str() == "bad-rules" {
             Err("rules/bad.toml: rule \"X\": action: unknown".into())
         } else {
             Ok(Input::Rules { rules: vec![], officer: Some(officer.clone()) })
@@ -160,8 +165,6 @@ fn start_with(
     let hooks = client::Hooks { metrics, health, reload: Some(reload) };
     (Publisher::start(settings, outbox, events, inputs, hooks, intake), sink, core)
 }
-
-static BROKEN_RULES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// The next message to the core: an accepted command's record and input, checked against
 /// the request id.
@@ -196,17 +199,15 @@ fn report(tracking: u32) -> ParcelReport {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_topic_retained_state_and_commands() {
-    let broker = broker::Embedded::start().unwrap();
+async fn every_topic_retained_state_and_commands(broker: SocketAddr) {
     let dir = tempfile::tempdir().unwrap();
-    let s = settings(broker.addr(), "topics");
+    let s = settings(broker, "topics");
     let prefix = s.topics.prefix().to_string();
     let (publisher, sink, core) = start(s, dir.path());
     let mut stats = publisher.stats();
     wait(&mut stats, "connected", |s| s.connected).await;
     // Subscribed after the state was published: retained, it still arrives.
-    let mut sub = subscriber(broker.addr(), "watch-topics", &format!("{prefix}#")).await;
+    let mut sub = subscriber(broker, "watch-topics", &format!("{prefix}#")).await;
     let state = sub.next("/state").await;
     assert_eq!(state["state"], "running");
     assert_eq!(state["version"], env!("CARGO_PKG_VERSION"));
@@ -274,9 +275,8 @@ async fn every_topic_retained_state_and_commands() {
         ),
         ("reboot", serde_json::json!({"request_id": "r8", "operator": "o"}), "unknown command"),
         ("set_rates", serde_json::json!({"request_id": "r9", "operator": "o", "sample_rate": 0.5}), "invalid type"),
-        ("reload_rules", serde_json::json!({"request_id": "r10", "operator": "o"}), "action: unknown"),
+        ("reload_rules", serde_json::json!({"request_id": "r10", "operator": "bad-rules"}), "action: unknown"),
     ] {
-        BROKEN_RULES.store(name == "reload_rules", std::sync::atomic::Ordering::SeqCst);
         command(name, body).await;
         let reply = sub.next(&format!("/cmd/{name}/result")).await;
         assert_eq!(reply["status"], "refused", "{reply}");
@@ -300,13 +300,11 @@ async fn every_topic_retained_state_and_commands() {
     assert_eq!(sub.next("/state").await["state"], "stopped");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn last_will_marks_the_line_offline() {
-    let broker = broker::Embedded::start().unwrap();
-    let mut proxy = Proxy::start(broker.addr()).await;
+async fn last_will_marks_the_line_offline(broker: SocketAddr) {
+    let mut proxy = Proxy::start(broker).await;
     let dir = tempfile::tempdir().unwrap();
     let s = settings(proxy.addr, "will");
-    let mut sub = subscriber(broker.addr(), "watch-will", &s.topics.state()).await;
+    let mut sub = subscriber(broker, "watch-will", &s.topics.state()).await;
     let (publisher, _sink, _core) = start(s, dir.path());
     assert_eq!(sub.next("/state").await["state"], "running");
     proxy.cut();
@@ -317,13 +315,11 @@ async fn last_will_marks_the_line_offline() {
     assert_eq!(sub.next("/state").await["state"], "stopped");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn outage_and_restart_deliver_every_parcel_once_in_order() {
-    let broker = broker::Embedded::start().unwrap();
-    let mut proxy = Proxy::start(broker.addr()).await;
+async fn outage_and_restart_deliver_every_parcel_once_in_order(broker: SocketAddr) {
+    let mut proxy = Proxy::start(broker).await;
     let dir = tempfile::tempdir().unwrap();
     let s = settings(proxy.addr, "outage");
-    let mut sub = subscriber(broker.addr(), "watch-outage", &s.topics.parcel()).await;
+    let mut sub = subscriber(broker, "watch-outage", &s.topics.parcel()).await;
     let (publisher, sink, _core) = start(s.clone(), dir.path());
     let mut stats = publisher.stats();
     wait(&mut stats, "connected", |s| s.connected).await;
@@ -381,16 +377,14 @@ fn declaration(waybill: &str, version: u64) -> Value {
 /// The platform intake: declarations and targeting stored before they reach the core, a batch
 /// with a bad element stores the rest, bad messages kept as dead letters with the reason and
 /// raised as alarms, a redelivery changes nothing, and the store holds all of it afterwards.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn platform_intake_stores_then_feeds_the_core_and_keeps_dead_letters() {
-    let broker = broker::Embedded::start().unwrap();
+async fn platform_intake_stores_then_feeds_the_core_and_keeps_dead_letters(broker: SocketAddr) {
     let dir = tempfile::tempdir().unwrap();
-    let s = Settings { platform_intake: true, ..settings(broker.addr(), "intake") };
+    let s = Settings { platform_intake: true, ..settings(broker, "intake") };
     let topics = s.topics.clone();
     let (publisher, _sink, core) = start(s, dir.path());
     let mut stats = publisher.stats();
     wait(&mut stats, "connected", |s| s.connected).await;
-    let platform = subscriber(broker.addr(), "platform", &format!("{}none", topics.prefix())).await;
+    let platform = subscriber(broker, "platform", &format!("{}none", topics.prefix())).await;
     let send = |topic: String, body: String| {
         let client = platform.client.clone();
         async move { client.publish(topic, rumqttc::QoS::AtLeastOnce, false, body).await.unwrap() }
@@ -444,12 +438,10 @@ async fn platform_intake_stores_then_feeds_the_core_and_keeps_dead_letters() {
 }
 
 /// The retained state follows the line: safe mode, an operator's stop, a link down.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn state_follows_safe_mode_stop_and_degraded_links() {
-    let broker = broker::Embedded::start().unwrap();
+async fn state_follows_safe_mode_stop_and_degraded_links(broker: SocketAddr) {
     let dir = tempfile::tempdir().unwrap();
-    let s = settings(broker.addr(), "health");
-    let mut sub = subscriber(broker.addr(), "watch-health", &s.topics.state()).await;
+    let s = settings(broker, "health");
+    let mut sub = subscriber(broker, "watch-health", &s.topics.state()).await;
     let health = Arc::new(Mutex::new(client::Health::default()));
     let (publisher, _sink, _core) = start_with(s, dir.path(), health.clone());
     assert_eq!(sub.next("/state").await["state"], "running");
@@ -473,6 +465,7 @@ struct Pki {
     ca_pem: String,
     server: (Vec<rustls::pki_types::CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>),
     client_pem: (String, String),
+    server_pem: (String, String),
     ca_der: rustls::pki_types::CertificateDer<'static>,
 }
 
@@ -498,6 +491,7 @@ fn pki() -> Pki {
             rustls::pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into()),
         ),
         client_pem: (client_cert.pem(), client_key.serialize_pem()),
+        server_pem: (server_cert.pem(), server_key.serialize_pem()),
     }
 }
 
@@ -533,11 +527,9 @@ async fn tls_front(pki: &Pki, target: SocketAddr) -> SocketAddr {
 
 /// TLS with a client certificate: the publisher trusts only the configured CA and presents
 /// its own certificate; a publisher trusting another CA never connects.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_with_a_client_certificate() {
-    let broker = broker::Embedded::start().unwrap();
+async fn tls_with_a_client_certificate(broker: SocketAddr) {
     let ours = pki();
-    let front = tls_front(&ours, broker.addr()).await;
+    let front = tls_front(&ours, broker).await;
     let dir = tempfile::tempdir().unwrap();
     let file = |name: &str, text: &str| {
         let path = dir.path().join(name);
@@ -548,7 +540,7 @@ async fn tls_with_a_client_certificate() {
     let (cert, key) = (file("client.pem", &ours.client_pem.0), file("client.key", &ours.client_pem.1));
     let tls = sortline::mqtt::tls_config(&ca, Some((&cert, &key))).unwrap();
     let s = Settings { tls: Some(tls), ..settings(front, "tls") };
-    let mut sub = subscriber(broker.addr(), "watch-tls", &s.topics.parcel()).await;
+    let mut sub = subscriber(broker, "watch-tls", &s.topics.parcel()).await;
     let (publisher, sink, _core) = start(s, dir.path());
     sink.send(SinkMsg::Parcel(report(3), 0)).await.unwrap();
     assert_eq!(sub.next("/parcel").await["tracking"], 3);
@@ -570,4 +562,144 @@ async fn tls_with_a_client_certificate() {
     // Files that hold no certificate are refused before any connection.
     let empty = file("empty.pem", "");
     assert!(sortline::mqtt::tls_config(&empty, None).unwrap_err().contains("no certificate"));
+}
+
+/// A Mosquitto broker of its own on a free loopback port, stopped when dropped.
+struct Mosquitto {
+    child: std::process::Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    /// `None` when Mosquitto is not installed here (said on stderr); under CI that fails.
+    async fn start() -> Option<Mosquitto> {
+        Mosquitto::start_with(|_| String::new()).await
+    }
+
+    /// With `listener(dir)`'s lines added to its configuration (files it names go in `dir`).
+    async fn start_with(listener: impl FnOnce(&Path) -> String) -> Option<Mosquitto> {
+        let Some(bin) = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
+            .into_iter()
+            .map(Path::new)
+            .find(|p| p.exists())
+        else {
+            assert!(std::env::var_os("CI").is_none(), "CI must run the Mosquitto interop tests: install mosquitto");
+            eprintln!("Mosquitto interop NOT RUN: no mosquitto binary (apt-get install mosquitto)");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let conf = dir.path().join("mosquitto.conf");
+        let extra = listener(dir.path());
+        let text = format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}");
+        std::fs::write(&conf, text).unwrap();
+        let child = std::process::Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut broker = Mosquitto { child, addr, _dir: dir };
+        for _ in 0..200 {
+            if TcpStream::connect(addr).await.is_ok() {
+                return Some(broker);
+            }
+            assert!(broker.child.try_wait().unwrap().is_none(), "mosquitto exited at start");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("mosquitto did not listen on {addr}");
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Each scenario against each broker.
+macro_rules! against_each_broker {
+    ($($scenario:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let broker = sortline::mqtt::broker::Embedded::start().unwrap();
+                    super::$scenario(broker.addr()).await;
+                }
+            )*
+        }
+        mod mosquitto {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let Some(broker) = super::Mosquitto::start().await else { return };
+                    super::$scenario(broker.addr).await;
+                }
+            )*
+        }
+    };
+}
+
+against_each_broker!(
+    every_topic_retained_state_and_commands,
+    last_will_marks_the_line_offline,
+    outage_and_restart_deliver_every_parcel_once_in_order,
+    platform_intake_stores_then_feeds_the_core_and_keeps_dead_letters,
+    state_follows_safe_mode_stop_and_degraded_links,
+    tls_with_a_client_certificate
+);
+
+/// Interop of TLS itself: Mosquitto's own TLS listener, requiring client certificates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_tls_listener_takes_our_client_certificate() {
+    let ours = pki();
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (cert_pem, key_pem) = ours.server_pem.clone();
+    let Some(broker) = Mosquitto::start_with(|dir| {
+        let file = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        };
+        let (ca, cert, key) =
+            (file("ca.pem", &ours.ca_pem), file("server.pem", &cert_pem), file("server.key", &key_pem));
+        format!(
+            "listener {tls_port} 127.0.0.1\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\nrequire_certificate true\n"
+        )
+    })
+    .await
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let ca = file("ca.pem", &ours.ca_pem);
+    let (cert, key) = (file("client.pem", &ours.client_pem.0), file("client.key", &ours.client_pem.1));
+    let tls = sortline::mqtt::tls_config(&ca, Some((&cert, &key))).unwrap();
+    let s = Settings { tls: Some(tls), ..settings(SocketAddr::from(([127, 0, 0, 1], tls_port)), "mtls") };
+    let mut sub = subscriber(broker.addr, "watch-mtls", &s.topics.parcel()).await;
+    let (publisher, sink, _core) = start(s, dir.path());
+    sink.send(SinkMsg::Parcel(report(5), 0)).await.unwrap();
+    assert_eq!(sub.next("/parcel").await["tracking"], 5);
+    publisher.stop(GUARD).await.unwrap();
+    // Without a client certificate Mosquitto refuses the handshake.
+    let s = Settings {
+        tls: Some(sortline::mqtt::tls_config(&ca, None).unwrap()),
+        ..settings(SocketAddr::from(([127, 0, 0, 1], tls_port)), "mtls-anon")
+    };
+    let other = tempfile::tempdir().unwrap();
+    let (publisher, _sink, _core) = start(s, other.path());
+    let mut stats = publisher.stats();
+    wait(&mut stats, "a refused handshake", |s| s.connection_errors >= 2).await;
+    assert_eq!(stats.borrow().connects, 0);
+    publisher.stop(Duration::ZERO).await.unwrap();
 }
