@@ -64,6 +64,11 @@ pub struct Manifests {
 }
 
 impl Manifests {
+    /// Declarations last received before this wall time (ms) are past retention.
+    pub fn retention_cutoff_ms(&self, wall_now_ms: i64) -> i64 {
+        wall_now_ms - i64::from(self.retention_days) * 86_400_000
+    }
+
     fn default_retention_days() -> u32 {
         180
     }

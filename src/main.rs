@@ -559,9 +559,9 @@ fn manifest_command(command: ManifestCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ManifestCommand::Purge { data, config } => {
-            let days = load(&config)?.line.manifests.retention_days;
+            let retention = load(&config)?.line.manifests;
             let mut store = open_store(&data)?;
-            let before = sortline::clock::wall_ms() - i64::from(days) * 86_400_000;
+            let before = retention.retention_cutoff_ms(sortline::clock::wall_ms());
             let n = store.purge_before(before)?;
             println!(
                 "{n} declaration versions removed (not amended since {}); {} held",

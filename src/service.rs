@@ -1,7 +1,8 @@
 //! `sortline run`: the daemon on a real line. The core runs on the machine's monotonic clock,
 //! the PLC and the scanner are the ones `line.toml` names, the record is the data directory's;
 //! SIGTERM or SIGINT drains the parcels on the belt (bounded) and stops with a closing entry;
-//! SIGHUP reloads the interception rules (a bad rule file keeps the rules in force).
+//! SIGHUP reloads the interception rules (a bad rule file keeps the rules in force). Declaration
+//! lists past `[manifests] retention_days` are purged at start and every hour.
 //!
 //! At start the core takes in the manifest store's current declarations and standing manual
 //! targets (`manifests.db`, filled by `sortline manifest import` and `sortline target`);
@@ -169,6 +170,22 @@ pub fn run(cfg: &Loaded, data_dir: &Path) -> Result<Stopped, ServiceError> {
                 tracing::info!(dir = %rules_dir.display(), "SIGHUP: reloading the interception rules");
                 if tokio::task::block_in_place(|| reload_to.send(msg)).is_err() {
                     break;
+                }
+            }
+        });
+        // Retention of the declaration lists, at start and every hour, as `manifest purge` does.
+        let (retention, store_path) = (cfg.line.manifests.clone(), data_dir.join(manifest::DB_FILE));
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                every.tick().await;
+                let (cutoff_ms, path) = (retention.retention_cutoff_ms(clock::wall_ms()), store_path.clone());
+                let purged =
+                    tokio::task::spawn_blocking(move || ManifestStore::open(&path)?.purge_before(cutoff_ms)).await;
+                match purged {
+                    Ok(Ok(n)) => tracing::info!(versions = n, days = retention.retention_days, "manifest retention"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "manifest retention failed; retried in an hour"),
+                    Err(_) => break,
                 }
             }
         });

@@ -160,6 +160,47 @@ fn a_failed_batch_is_absent_whole_and_the_batches_before_it_stay() {
     assert!(stdout(&o).contains("20 new, 0 amended, 30 already held, 0 rejected; 50 held"), "{}", stdout(&o));
 }
 
+/// SIGKILL in the middle of an import: the store opens consistent, holding whole batches only,
+/// and the same import run again completes it.
+#[test]
+fn a_killed_import_leaves_whole_batches_and_completes_on_a_second_run() {
+    const LINES: u32 = 40_000;
+    const BATCH: u32 = 500;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let file = data.join("big.jsonl");
+    let text: String = (1..=LINES).map(|n| line(&s10(n), 1).to_string() + "\n").collect();
+    std::fs::write(&file, text).unwrap();
+    held(data);
+    let batch = BATCH.to_string();
+    let args = ["manifest", "import", file.to_str().unwrap(), "--data", data.to_str().unwrap(), "--batch-size", &batch];
+    let mut import = Command::new(env!("CARGO_BIN_EXE_sortline"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let conn = rusqlite::Connection::open(data.join(DB_FILE)).unwrap();
+    let count = || -> u32 { conn.query_row("SELECT COUNT(*) FROM manifest_versions", [], |r| r.get(0)).unwrap_or(0) };
+    // At most a minute for the first batch.
+    let committed = (0..30_000).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        count() >= BATCH
+    });
+    assert!(committed, "no batch committed");
+    import.kill().unwrap();
+    import.wait().unwrap();
+    let s = ManifestStore::open(&data.join(DB_FILE)).unwrap();
+    let kept = s.len() as u32;
+    assert!(kept < LINES, "killed before the end ({kept} of {LINES} held)");
+    assert_eq!(kept % BATCH, 0, "{kept} held: only whole batches");
+    drop(s);
+    let o = sortline(&args);
+    assert!(o.status.success(), "{}", stdout(&o));
+    assert_eq!(held(data), LINES as usize);
+}
+
 #[test]
 fn targets_are_stored_listed_removed_and_recorded() {
     let dir = tempfile::tempdir().unwrap();
