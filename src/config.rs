@@ -48,6 +48,9 @@ pub struct LineConfig {
     /// Optional: monitoring and commands over MQTT (`docs/mqtt.md`).
     #[serde(default)]
     pub mqtt: Option<Mqtt>,
+    /// Optional: the weight check against the line scale (`pct`, `min_g`); absent: none.
+    #[serde(default)]
+    pub weight: Option<crate::core::WeightTolerance>,
 }
 
 /// `[manifests]`: the declaration store (`manifests.db` in the data directory).
@@ -318,6 +321,11 @@ impl LineConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(w) = &self.weight {
+            if !(w.pct.is_finite() && (0.0..=100.0).contains(&w.pct)) {
+                return Err(invalid("weight.pct", format!("must be 0 to 100, got {}", w.pct)));
+            }
+        }
         if let Some(m) = &self.mqtt {
             m.validate()?;
         }
@@ -570,6 +578,7 @@ impl LineConfig {
             rules,
             targets: Vec::new(),
             max_parcel_length_mm: self.limits.max_parcel_length_mm,
+            weight_tolerance: self.weight,
         }
     }
 }

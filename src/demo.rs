@@ -211,6 +211,7 @@ pub fn input(event: sim::SimEvent) -> Result<Input, DemoError> {
         }
         E::Scan { trigger, codes } => Input::Scan { trigger: Some(TriggerCount(trigger)), codes },
         E::XrayEntered { tracking, image_seq } => Input::XrayEntered { tracking: TrackingId(tracking), image_seq },
+        E::Weighed { tracking, weight_g } => Input::Weighed { tracking: TrackingId(tracking), weight_g },
         E::Verdict { tracking, officer: o, verdict } => Input::Verdict {
             tracking: TrackingId(tracking),
             officer: officer(&o)?,

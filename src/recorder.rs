@@ -155,6 +155,7 @@ pub fn describe(record: &Record, lanes: &LaneMap) -> String {
             )
             .to_lowercase(),
             Input::XrayEntered { image_seq, .. } => format!("entered the X-ray tunnel (image {image_seq})"),
+            Input::Weighed { weight_g, .. } => format!("weighed {weight_g} g by the line scale"),
             Input::XrayScreened { flags, .. } if flags.is_empty() => "X-ray pre-screen: clean".into(),
             Input::XrayScreened { flags, .. } => format!("X-ray pre-screen flagged: {}", flags.join(", ")),
             Input::Verdict { officer, verdict, .. } => {

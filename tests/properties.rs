@@ -37,6 +37,7 @@ struct Case {
     identity: Option<Identity>,
     manifest: Option<Manifest>,
     length_mm: Option<u32>,
+    weight_g: Option<u32>,
     flags: Vec<Arc<str>>,
     verdict: Option<Verdict>,
     transfer: bool,
@@ -52,6 +53,7 @@ prop_compose! {
         identity in proptest::option::weighted(0.9, identity()),
         manifest in proptest::option::weighted(0.8, any_manifest()),
         length_mm in proptest::option::of(100u32..2000),
+        weight_g in proptest::option::of(0u32..5000),
         flag: bool,
         verdict in verdict(),
         transfer in proptest::bool::weighted(0.1),
@@ -62,7 +64,7 @@ prop_compose! {
         review in prop_oneof![Just(0.0), Just(1.0), 0.0f64..1.0],
     ) -> Case {
         let flags = if flag { vec![Arc::from("dense object")] } else { vec![] };
-        Case { identity, manifest, length_mm, flags, verdict, transfer, late, safe_mode, line_stopped, sample, review }
+        Case { identity, manifest, length_mm, weight_g, flags, verdict, transfer, late, safe_mode, line_stopped, sample, review }
     }
 }
 
@@ -71,6 +73,7 @@ fn decide(case: &Case, p: &Policy) -> Decision {
     let facts = Facts {
         identity: case.identity.as_ref(),
         length_mm: case.length_mm,
+        weight_g: case.weight_g,
         manifest: case.manifest.as_ref(),
         rule_hits: &[],
         xray_flags: &case.flags,
@@ -108,6 +111,10 @@ proptest! {
         let doubt = !identified
             || !clean_manifest
             || case.length_mm.is_some_and(|l| l > p.max_parcel_length_mm)
+            // The line scale off the declaration by more than 10 % or 100 g (the test policy's).
+            || case.manifest.as_ref().zip(case.weight_g).is_some_and(|(m, w)| {
+                (f64::from(m.gross_weight_g) - f64::from(w)).abs() > (f64::from(m.gross_weight_g) * 0.1).max(100.0)
+            })
             || !case.flags.is_empty()
             || matches!(case.verdict, Some(Verdict::Inspect | Verdict::Hold))
             || case.transfer

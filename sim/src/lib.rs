@@ -170,6 +170,9 @@ pub struct Scenario {
     pub window_eye_upstream_mm: u32,
     /// From firing a diverter to the lane-mouth eye seeing the parcel.
     pub confirm_delay_ms: RangeInclusive<Ms>,
+    /// A line scale under the reading gate, within this many percent of the true weight;
+    /// `None`: the line has no scale.
+    pub scale_error_pct: Option<f64>,
 }
 
 impl Scenario {
@@ -211,6 +214,7 @@ impl Scenario {
             window_tolerance_mm: 60,
             window_eye_upstream_mm: 150,
             confirm_delay_ms: 270..=330,
+            scale_error_pct: Some(2.0),
         }
     }
 
@@ -229,6 +233,8 @@ pub enum SimEvent {
     /// Scanner: codes read at that trigger; empty is a no-read. Usually 20–80 ms after the
     /// Gate event, sometimes a few ms before it: match by trigger.
     Scan { trigger: u32, codes: Vec<String> },
+    /// PLC: the line scale's reading, right after the Gate event (lines with a scale).
+    Weighed { tracking: u32, weight_g: u32 },
     /// PLC: the parcel entered the X-ray tunnel.
     XrayEntered { tracking: u32, image_seq: u32 },
     /// Officer at the X-ray screen, after [`World::request_review`].

@@ -223,6 +223,7 @@ impl Shared {
                     SimEvent::XrayEntered { tracking, image_seq } => {
                         st.regs.event(at, codes.xray_entered, tracking, image_seq, 0)
                     }
+                    SimEvent::Weighed { tracking, weight_g } => st.regs.event(at, codes.weighed, tracking, weight_g, 0),
                     SimEvent::Divert { tracking, lane_id } => {
                         st.regs.event(at, codes.divert_confirmed, tracking, u32::from(lane_id), 0)
                     }

@@ -45,6 +45,9 @@ const STREAM_PHYSICS: u64 = 1;
 const STREAM_PHYSICS_UNITS: u64 = 2;
 const STREAM_FAULTS: u64 = 3;
 const STREAM_OFFICERS: u64 = 4;
+const STREAM_SCALE: u64 = 5;
+/// A parcel without a declaration list weighs this, give or take the scale's error.
+const UNLISTED_WEIGHT_G: u32 = 500;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Label {
@@ -71,6 +74,17 @@ impl Undeclared {
         Undeclared::DenseObject,
         Undeclared::LicenceGoods,
     ];
+
+    /// What the hidden goods add to the parcel's weight.
+    fn weight_g(self) -> u32 {
+        match self {
+            Undeclared::MetalTool => 450,
+            Undeclared::Battery => 180,
+            Undeclared::Liquid => 550,
+            Undeclared::DenseObject => 1_500,
+            Undeclared::LicenceGoods => 350,
+        }
+    }
 
     fn label(self) -> &'static str {
         match self {
@@ -223,6 +237,7 @@ pub struct World {
     queue: BinaryHeap<Reverse<Scheduled>>,
     seq: u64,
     officer_rng: ChaCha8Rng,
+    scale_rng: ChaCha8Rng,
     pending_reviews: u32,
     late_destinations: u32,
     ignored_destinations: u32,
@@ -358,6 +373,7 @@ impl World {
         validate(&scenario, &geometry);
         let mut world = World {
             officer_rng: stream(scenario.seed, STREAM_OFFICERS),
+            scale_rng: stream(scenario.seed, STREAM_SCALE),
             scenario,
             geometry,
             now_ms: 0,
@@ -924,6 +940,22 @@ impl World {
         window_ms(&self.geometry, unit.lead_ms, self.geometry.end_mm) + unit.slip_ms
     }
 
+    /// What the scale reads for unit `u`: every parcel on it (declared or not, hidden goods
+    /// included), within `error_pct`.
+    fn weigh(&mut self, u: usize, error_pct: f64) -> u32 {
+        let unit = &self.units[u];
+        let first = unit.first_parcel as usize;
+        let true_g: u32 = self.parcels[first..first + unit.parcel_count as usize]
+            .iter()
+            .map(|p| {
+                let listed = p.manifest.map_or(UNLISTED_WEIGHT_G, |m| self.manifests[m as usize].gross_weight_g);
+                listed + p.undeclared.map_or(0, Undeclared::weight_g)
+            })
+            .sum();
+        let error = self.scale_rng.random_range(-error_pct..=error_pct) / 100.0;
+        (f64::from(true_g) * (1.0 + error)).round().max(1.0) as u32
+    }
+
     fn schedule(&mut self, at_ms: Ms, unit: usize, action: Action) {
         self.seq += 1;
         self.queue.push(Reverse(Scheduled {
@@ -984,6 +1016,10 @@ impl World {
                 unit.forced_hold |= safe_mode;
                 let (lead_ms, latch_ms, length_mm) = (unit.lead_ms, unit.latch_ms, unit.length_mm);
                 out.push((now, SimEvent::Gate { tracking, trigger: tracking, length_mm }));
+                if let Some(error_pct) = self.scenario.scale_error_pct.filter(|_| tracking != 0) {
+                    let weight_g = self.weigh(u, error_pct);
+                    out.push((now, SimEvent::Weighed { tracking, weight_g }));
+                }
                 let xray_ms = window_ms(&self.geometry, lead_ms, self.geometry.xray_mm);
                 self.schedule(xray_ms, u, Action::Xray);
                 self.schedule(latch_ms, u, Action::Latch);

@@ -7,6 +7,7 @@ use super::reason::{Decision, Reason};
 use super::sampling::{Purpose, SiteSecret};
 use super::types::{Channel, Lane, Millis, OfficerId, PerChannel, Verdict};
 use super::waybill::Identity;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// Everything the line's parameters say about decisions.
@@ -21,6 +22,24 @@ pub struct Policy {
     pub targets: Vec<ManualTarget>,
     /// Longer than this, the tracking window holds more than one parcel.
     pub max_parcel_length_mm: u32,
+    /// How far the line scale may differ from the declared gross weight; `None`: no check.
+    pub weight_tolerance: Option<WeightTolerance>,
+}
+
+/// A measured weight differs from the declared one when it is further off than the larger of
+/// `pct` percent of the declaration and `min_g`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightTolerance {
+    pub pct: f64,
+    pub min_g: u32,
+}
+
+impl WeightTolerance {
+    pub fn mismatch(&self, declared_g: u32, measured_g: u32) -> bool {
+        let allowed = (f64::from(declared_g) * self.pct / 100.0).max(f64::from(self.min_g));
+        f64::from(declared_g.abs_diff(measured_g)) > allowed
+    }
 }
 
 /// What is known about one parcel when it is decided.
@@ -29,6 +48,8 @@ pub struct Facts<'a> {
     /// `None` until the scan arrived (or timed out, which is a no-read).
     pub identity: Option<&'a Identity>,
     pub length_mm: Option<u32>,
+    /// From the line scale.
+    pub weight_g: Option<u32>,
     pub manifest: Option<&'a Manifest>,
     /// The interception rules the manifest matches, from [`Policy::rule_hits`]:
     /// worked out once when the manifest arrives, not at every decision.
@@ -64,7 +85,14 @@ impl Policy {
             Some(Identity::BadCheckDigit) => r.push(Reason::BadCheckDigit),
             Some(Identity::Waybill { waybill }) => match f.manifest.filter(|m| m.waybill == *waybill) {
                 None => r.push(Reason::NoManifest),
-                Some(m) => self.assess(m, f.rule_hits, now, &mut r),
+                Some(m) => {
+                    self.assess(m, f.rule_hits, now, &mut r);
+                    if let (Some(measured_g), Some(t)) = (f.weight_g, self.weight_tolerance) {
+                        if t.mismatch(m.gross_weight_g, measured_g) {
+                            r.push(Reason::WeightMismatch { declared_g: m.gross_weight_g, measured_g });
+                        }
+                    }
+                }
             },
         }
         r.extend(f.xray_flags.iter().map(|flag| Reason::XrayFlag { flag: flag.clone() }));
@@ -139,6 +167,7 @@ mod tests {
             rules: Arc::new(RuleSet::default()),
             targets: vec![],
             max_parcel_length_mm: 1200,
+            weight_tolerance: Some(WeightTolerance { pct: 10.0, min_g: 100 }),
         }
     }
 
@@ -196,6 +225,24 @@ mod tests {
         let d = p.decide(&Facts { identity: Some(&other), manifest: Some(&m), ..Facts::default() }, Millis(0));
         assert_eq!(d.reasons, vec![Reason::NoManifest], "a manifest for another waybill is no manifest");
         assert_eq!(p.decide(&Facts::default(), Millis(0)).lane, Lane::Hold);
+    }
+
+    #[test]
+    fn a_weight_off_the_declaration_beyond_the_tolerance_is_inspected() {
+        let p = policy();
+        let m = manifest();
+        let declared_g = m.gross_weight_g;
+        // Within the larger of 10 % and 100 g: released.
+        let d = decide(&p, &m, |f| f.weight_g = Some(declared_g + 100));
+        assert_eq!(d.lane, Lane::Release, "{d:?}");
+        let d = decide(&p, &m, |f| f.weight_g = Some(declared_g + declared_g / 10 + 101));
+        assert_eq!(d.lane, Lane::Inspection);
+        let measured_g = declared_g + declared_g / 10 + 101;
+        assert!(d.reasons.contains(&Reason::WeightMismatch { declared_g, measured_g }));
+        // No scale reading, or no tolerance configured: no check.
+        assert_eq!(decide(&p, &m, |_| {}).lane, Lane::Release);
+        let unchecked = Policy { weight_tolerance: None, ..p };
+        assert_eq!(decide(&unchecked, &m, |f| f.weight_g = Some(measured_g)).lane, Lane::Release);
     }
 
     #[test]

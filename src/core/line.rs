@@ -9,7 +9,7 @@
 //! destination is sent once. The PLC then confirms the lane the parcel
 //! physically took, or reports it lost.
 
-use super::engine::{Facts, Policy};
+use super::engine::{Facts, Policy, WeightTolerance};
 use super::manifest::Manifest;
 use super::policy::{InterceptionRule, ManualTarget, RuleError, RuleSet};
 use super::reason::{Decision, Reason};
@@ -79,6 +79,9 @@ pub struct LineSnapshot {
     pub sample_rate: PerChannel<f64>,
     pub xray_review_ratio: PerChannel<f64>,
     pub max_parcel_length_mm: u32,
+    /// Absent in records from before the weight check.
+    #[serde(default)]
+    pub weight_tolerance: Option<WeightTolerance>,
     pub rules: Vec<InterceptionRule>,
     pub targets: Vec<ManualTarget>,
 }
@@ -92,6 +95,7 @@ impl LineSnapshot {
             rules: Arc::new(RuleSet::new(self.rules)?),
             targets: self.targets,
             max_parcel_length_mm: self.max_parcel_length_mm,
+            weight_tolerance: self.weight_tolerance,
         };
         Ok(Line::new(self.settings, policy))
     }
@@ -118,6 +122,11 @@ pub enum Input {
     },
     /// Platform: a declaration list, new or amended.
     Manifest(Arc<Manifest>),
+    /// PLC: the line scale weighed the parcel at the gate (lines with a scale only).
+    Weighed {
+        tracking: TrackingId,
+        weight_g: u32,
+    },
     /// PLC: the parcel entered the X-ray tunnel; the image will carry this sequence number.
     XrayEntered {
         tracking: TrackingId,
@@ -205,7 +214,7 @@ pub enum Input {
 
 impl Input {
     /// Audit kinds of the inputs that are recorded (all but ticks).
-    pub const RECORDED_KINDS: [&'static str; 19] = [
+    pub const RECORDED_KINDS: [&'static str; 20] = [
         "gate",
         "scan",
         "manifest",
@@ -225,6 +234,7 @@ impl Input {
         "parameters",
         "rules",
         "line_control",
+        "weighed",
     ];
 
     /// The audit kind of this input.
@@ -249,6 +259,7 @@ impl Input {
             Input::Parameters { .. } => "parameters",
             Input::Rules { .. } => "rules",
             Input::LineControl { .. } => "line_control",
+            Input::Weighed { .. } => "weighed",
             Input::Tick => "tick",
         }
     }
@@ -258,6 +269,7 @@ impl Input {
         match self {
             Input::Gate { tracking, .. }
             | Input::XrayEntered { tracking, .. }
+            | Input::Weighed { tracking, .. }
             | Input::XrayScreened { tracking, .. }
             | Input::Verdict { tracking, .. }
             | Input::ManualTransfer { tracking, .. }
@@ -522,6 +534,8 @@ struct Parcel {
     entered_at: Millis,
     cutoff_at: Millis,
     length_mm: Option<u32>,
+    /// From the line scale, when the line has one.
+    weight_g: Option<u32>,
     codes: Vec<String>,
     identity: Option<Identity>,
     /// For matching the X-ray image to the parcel.
@@ -651,6 +665,7 @@ impl Line {
             sample_rate: self.policy.sample_rate,
             xray_review_ratio: self.policy.xray_review_ratio,
             max_parcel_length_mm: self.policy.max_parcel_length_mm,
+            weight_tolerance: self.policy.weight_tolerance,
             rules: self.policy.rules.rules().to_vec(),
             targets: self.policy.targets.clone(),
         }
@@ -700,6 +715,15 @@ impl Line {
             Input::XrayEntered { tracking, image_seq } => match self.parcels.get_mut(&tracking) {
                 Some(p) => p.image_seq = Some(image_seq),
                 None => self.refuse("xray_entered", Some(tracking), "unknown tracking id".into(), out),
+            },
+            Input::Weighed { tracking, weight_g } => match self.parcels.get_mut(&tracking) {
+                // A decision already sent (a hold nothing lifts) keeps the reading on record only.
+                Some(p) if p.sent.is_some() => p.weight_g = Some(weight_g),
+                Some(p) => {
+                    p.weight_g = Some(weight_g);
+                    self.evaluate(tracking, now, false, out);
+                }
+                None => self.refuse("weighed", Some(tracking), "unknown tracking id".into(), out),
             },
             Input::XrayScreened { tracking, flags } => {
                 self.amend(tracking, "xray_screened", now, out, |p| p.xray_flags = flags);
@@ -787,6 +811,7 @@ impl Line {
                 entered_at: now,
                 cutoff_at,
                 length_mm,
+                weight_g: None,
                 codes: Vec::new(),
                 identity: None,
                 image_seq: None,
@@ -1187,6 +1212,7 @@ impl Line {
         let facts = Facts {
             identity: p.identity.as_ref(),
             length_mm: p.length_mm,
+            weight_g: p.weight_g,
             manifest: manifest.map(|m| &**m),
             rule_hits: held.map_or(&[], |h| &h.rule_hits),
             xray_flags: &p.xray_flags,

@@ -10,7 +10,7 @@ pub mod sampling;
 pub mod types;
 pub mod waybill;
 
-pub use engine::{Facts, Policy};
+pub use engine::{Facts, Policy, WeightTolerance};
 pub use line::{
     Alarm, Input, LaneMap, Line, LineMode, LineSettings, LineSnapshot, LineStats, LostWhy, Output, ParcelReport,
     PlcHoldCause, Record, ReviewRequest, Severity,

@@ -35,6 +35,11 @@ pub enum Reason {
     XrayFlag {
         flag: Arc<str>,
     },
+    /// The line scale disagrees with the declared gross weight beyond the tolerance.
+    WeightMismatch {
+        declared_g: u32,
+        measured_g: u32,
+    },
     /// A green parcel moved to review by hand (人工转至现场审核).
     ManualTransfer {
         officer: OfficerId,
@@ -78,6 +83,7 @@ impl Reason {
             | ManualTarget { .. }
             | RandomSample { .. }
             | XrayFlag { .. }
+            | WeightMismatch { .. }
             | ManualTransfer { .. } => Lane::Inspection,
             Interception { action, .. } => *action,
             OfficerVerdict { verdict, .. } => verdict.lane(),
@@ -112,6 +118,9 @@ impl Reason {
             Interception { rule, .. } => format!("rule {rule}"),
             RandomSample { channel } => format!("random sample ({})", channel.as_str()),
             XrayFlag { flag } => format!("x-ray: {flag}"),
+            WeightMismatch { declared_g, measured_g } => {
+                format!("weight mismatch (declared {declared_g} g, weighed {measured_g} g)")
+            }
             ManualTransfer { officer } => format!("transferred by {officer}"),
             OfficerVerdict { officer, verdict } => format!("verdict {verdict:?} by {officer}").to_lowercase(),
             NoRead => "no read".into(),

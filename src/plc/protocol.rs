@@ -71,6 +71,11 @@ pub enum PlcEvent {
         tracking: TrackingId,
         reason: u32,
     },
+    /// The line scale's reading for the parcel (never 0: an empty scale sends nothing).
+    Weighed {
+        tracking: TrackingId,
+        weight_g: u32,
+    },
     UntrackedParcel {
         eye: u32,
     },
@@ -116,6 +121,8 @@ impl PlcEvent {
             })
         } else if c == codes.forced_hold {
             parcel.map(|tracking| PlcEvent::ForcedHold { tracking, reason: raw.arg1 })
+        } else if c == codes.weighed {
+            parcel.filter(|_| raw.arg1 > 0).map(|tracking| PlcEvent::Weighed { tracking, weight_g: raw.arg1 })
         } else if c == codes.untracked_parcel {
             Some(PlcEvent::UntrackedParcel { eye: raw.arg1 })
         } else {
@@ -131,7 +138,8 @@ impl PlcEvent {
             | PlcEvent::DivertConfirmed { tracking, .. }
             | PlcEvent::ParcelLost { tracking, .. }
             | PlcEvent::DestinationRejected { tracking, .. }
-            | PlcEvent::ForcedHold { tracking, .. } => Some(*tracking),
+            | PlcEvent::ForcedHold { tracking, .. }
+            | PlcEvent::Weighed { tracking, .. } => Some(*tracking),
             _ => None,
         }
     }
@@ -154,6 +162,7 @@ impl PlcEvent {
             PlcEvent::ForcedHold { tracking, reason } => {
                 Input::PlcHold { tracking, cause: PlcHoldCause::Forced { code: reason } }
             }
+            PlcEvent::Weighed { tracking, weight_g } => Input::Weighed { tracking, weight_g },
             _ => return None,
         })
     }

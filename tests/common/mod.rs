@@ -33,6 +33,7 @@ pub fn policy() -> Policy {
         rules: Arc::new(RuleSet::default()),
         targets: vec![],
         max_parcel_length_mm: 1000,
+        weight_tolerance: Some(WeightTolerance { pct: 10.0, min_g: 100 }),
     }
 }
 

@@ -187,10 +187,11 @@ pub struct EventCodes {
     pub dest_rejected: u16,
     pub forced_hold: u16,
     pub untracked_parcel: u16,
+    pub weighed: u16,
 }
 
 impl EventCodes {
-    pub fn entries(&self) -> [(&'static str, u16); 10] {
+    pub fn entries(&self) -> [(&'static str, u16); 11] {
         [
             ("GATE_ENTERED", self.gate_entered),
             ("XRAY_ENTERED", self.xray_entered),
@@ -202,6 +203,7 @@ impl EventCodes {
             ("DEST_REJECTED", self.dest_rejected),
             ("FORCED_HOLD", self.forced_hold),
             ("UNTRACKED_PARCEL", self.untracked_parcel),
+            ("WEIGHED", self.weighed),
         ]
     }
 }
