@@ -806,6 +806,7 @@ fn mqtt_config(cfg: &Loaded) -> crate::config::Mqtt {
         metrics_every_s: 10,
         outbox_capacity: 100_000,
         inflight: 32,
+        sparkplug: None,
     })
 }
 

@@ -1,15 +1,17 @@
 //! The publisher task and the sink the daemon's core hands its events to.
 
 use super::command::{self, Reply};
-use super::outbox::{self, Kind, Level, Outbox, Pushed};
+use super::outbox::{self, Kind, Level, Outbox, Pushed, Stored};
 use super::payload::{self, OutboxFigures};
-use super::{MqttError, Settings};
+use super::sparkplug::{self, Edge, Rendered};
+use super::{MqttError, Output, Settings};
 use crate::clock;
 use crate::core::{Alarm, ParcelReport, ReviewRequest, Severity};
 use crate::daemon::{CoreMsg, Screen};
 use rumqttc::{AsyncClient, ConnectionError, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
+use std::path::Path;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -104,8 +106,13 @@ impl Publisher {
     ) -> Publisher {
         let (stop, stop_rx) = oneshot::channel();
         let (stats_tx, stats) = watch::channel(MqttStats::default());
+        let edge = match &settings.output {
+            Output::Json => None,
+            Output::SparkplugB(c) => Some(Edge::new(c.ids.clone(), &sparkplug::figures_template())),
+        };
         let task = Task {
             started_wall_ms: clock::wall_ms(),
+            edge,
             settings,
             outbox,
             inputs,
@@ -160,6 +167,8 @@ impl Drop for Conn {
 
 struct Task {
     settings: Settings,
+    /// Sparkplug B output: the edge node's session.
+    edge: Option<Edge>,
     started_wall_ms: i64,
     outbox: Outbox,
     inputs: crossbeam_channel::Sender<CoreMsg>,
@@ -235,6 +244,7 @@ impl Task {
                 break;
             }
         }
+        self.publish_death();
         if let Some(conn) = self.conn.take() {
             // A clean DISCONNECT: the broker discards the last will. Waiting for the event loop
             // to send it is bounded by the poll task's own end.
@@ -249,6 +259,7 @@ impl Task {
     }
 
     fn connect(&mut self, polled: mpsc::Sender<Polled>, stopping: bool) {
+        let will = self.last_will();
         let s = &self.settings;
         self.generation += 1;
         let generation = self.generation;
@@ -257,7 +268,7 @@ impl Task {
             .set_keep_alive(s.keep_alive)
             .set_clean_session(s.clean_session)
             .set_inflight(s.inflight)
-            .set_last_will(LastWill::new(s.topics.state(), self.state_payload("offline"), QoS::AtLeastOnce, true));
+            .set_last_will(will);
         if let Some((user, password)) = &s.credentials {
             options.set_credentials(user.clone(), password.clone());
         }
@@ -305,7 +316,7 @@ impl Task {
                     let _ = conn.client.try_subscribe(self.settings.topics.commands(), QoS::AtLeastOnce);
                 }
                 tracing::info!(session_present = ack.session_present, "MQTT connected");
-                self.publish_state(if stopping { "stopped" } else { "running" });
+                self.announce(if stopping { "stopped" } else { "running" });
             }
             Event::Outgoing(Outgoing::Publish(pkid)) => {
                 if let Some(tag) = conn.sent.pop_front() {
@@ -324,6 +335,7 @@ impl Task {
                 if let Some(name) = self.settings.topics.command_of(&p.topic).map(str::to_string) {
                     self.command(&name, &p.payload)?;
                 }
+                self.node_command(&p.topic, &p.payload);
             }
             _ => {}
         }
@@ -450,10 +462,13 @@ impl Task {
             return Ok(());
         }
         for event in self.outbox.after(conn.cursor, room)? {
-            let text = outbox::with_event_id(event.id, &event.payload);
-            if conn.client.try_publish(event.topic, QoS::AtLeastOnce, false, text).is_err() {
+            let (topic, body, data) = render(self.edge.as_ref(), &event);
+            if conn.client.try_publish(topic, QoS::AtLeastOnce, false, body).is_err() {
                 // Full or closed: the next ConnAck replays from the oldest unacknowledged.
                 break;
+            }
+            if let Some(edge) = self.edge.as_mut().filter(|_| data) {
+                edge.sent();
             }
             conn.sent.push_back(Tag::Event(event.id));
             conn.cursor = event.id;
@@ -477,13 +492,104 @@ impl Task {
         .unwrap_or_default()
     }
 
-    /// Retained, outside the outbox: it is the line's current state, not an event.
+    /// Retained, outside the outbox: it is the line's current state, not an event. Sparkplug:
+    /// a DDATA of the `state` metric.
     fn publish_state(&mut self, state: &str) {
-        let text = self.state_payload(state);
-        let Some(conn) = self.conn.as_mut().filter(|c| c.connected) else { return };
-        if conn.client.try_publish(self.settings.topics.state(), QoS::AtLeastOnce, true, text).is_ok() {
+        let Some(edge) = self.edge.as_mut() else {
+            let text = self.state_payload(state).into_bytes();
+            self.publish_tagged(self.settings.topics.state(), text, true);
+            return;
+        };
+        let data = edge.state(state, wall_u64());
+        if self.publish_tagged(data.topic, data.payload, false) {
+            if let Some(edge) = self.edge.as_mut() {
+                edge.sent();
+            }
+        }
+    }
+
+    /// On each ConnAck: the state, or Sparkplug's births (after subscribing to the node's
+    /// commands: the broker keeps no subscription of a clean session, and one made under the
+    /// JSON output is not there either).
+    fn announce(&mut self, state: &str) {
+        let Some(edge) = self.edge.as_ref() else { return self.publish_state(state) };
+        let ncmd = edge.ids().topic(sparkplug::MessageType::NCmd);
+        if let Some(conn) = self.conn.as_ref().filter(|c| c.connected) {
+            let _ = conn.client.try_subscribe(ncmd, QoS::AtLeastOnce);
+        }
+        self.publish_births(state);
+    }
+
+    fn publish_births(&mut self, state: &str) {
+        let mut figures = (self.metrics)();
+        figures.insert("outbox".into(), serde_json::to_value(self.figures()).unwrap_or_default());
+        let started_wall_ms = self.started_wall_ms;
+        let Some(edge) = self.edge.as_mut() else { return };
+        let births = edge.births(state, &figures, env!("CARGO_PKG_VERSION"), started_wall_ms, wall_u64());
+        for birth in births {
+            self.publish_tagged(birth.topic, birth.payload, false);
+        }
+    }
+
+    /// A Sparkplug NCMD: `Node Control/Rebirth` publishes the births again (same bdSeq, seq
+    /// from 0). Changes nothing on the line, so it is logged, not recorded.
+    fn node_command(&mut self, topic: &str, payload: &[u8]) {
+        let Some(edge) = self.edge.as_ref() else { return };
+        if topic != edge.ids().topic(sparkplug::MessageType::NCmd) {
+            return;
+        }
+        match Edge::is_rebirth(payload) {
+            Ok(true) => {
+                tracing::info!("Sparkplug rebirth requested");
+                let state = edge.line_state().to_string();
+                self.publish_births(&state);
+            }
+            Ok(false) => tracing::warn!("Sparkplug NCMD ignored: only Node Control/Rebirth is supported"),
+            Err(e) => tracing::warn!(error = %e, "Sparkplug NCMD ignored"),
+        }
+    }
+
+    /// QoS 1, tagged as the state: true when the client took it.
+    fn publish_tagged(&mut self, topic: String, payload: Vec<u8>, retain: bool) -> bool {
+        let Some(conn) = self.conn.as_mut().filter(|c| c.connected) else { return false };
+        let taken = conn.client.try_publish(topic, QoS::AtLeastOnce, retain, payload).is_ok();
+        if taken {
             conn.sent.push_back(Tag::State);
         }
+        taken
+    }
+
+    /// The last will of a new connection: the `offline` state, or the NDEATH of a new bdSeq
+    /// (one past the last, kept on disk when a file is configured).
+    fn last_will(&mut self) -> LastWill {
+        let Some(edge) = self.edge.as_mut() else {
+            return LastWill::new(self.settings.topics.state(), self.state_payload("offline"), QoS::AtLeastOnce, true);
+        };
+        let file = match &self.settings.output {
+            Output::SparkplugB(c) => c.bd_seq_file.as_deref(),
+            Output::Json => None,
+        };
+        let last = match file.map(read_bd_seq) {
+            Some(Ok(last)) => last,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "Sparkplug bdSeq file unreadable: counting on from memory");
+                edge.bd_seq()
+            }
+            None => edge.bd_seq(),
+        };
+        let bd_seq = Edge::next_bd_seq(last);
+        if let Some(Err(e)) = file.map(|f| write_bd_seq(f, bd_seq)) {
+            tracing::warn!(error = %e, bd_seq, "Sparkplug bdSeq not saved: a restart may repeat it");
+        }
+        let death = edge.connect(bd_seq, wall_u64());
+        // Retain false: a host takes a death for the session it saw born, never a stale one.
+        LastWill::new(death.topic, death.payload, QoS::AtLeastOnce, false)
+    }
+
+    /// Sparkplug, on a clean stop: the NDEATH ahead of the DISCONNECT (which discards the will).
+    fn publish_death(&mut self) {
+        let Some(death) = self.edge.as_ref().map(|e| e.death(wall_u64())) else { return };
+        self.publish_tagged(death.topic, death.payload, false);
     }
 
     fn publish_stats(&mut self) {
@@ -495,4 +601,49 @@ impl Task {
             changed
         });
     }
+}
+
+/// An outbox event as published: its topic, body, and whether it is a Sparkplug message (which
+/// takes the session's next seq). Rendered now, not when stored: seq belongs to the session
+/// that sends it, and a replay after a reconnect is a new session.
+fn render(edge: Option<&Edge>, event: &Stored) -> (String, Vec<u8>, bool) {
+    let as_stored = || (event.topic.clone(), outbox::with_event_id(event.id, &event.payload).into_bytes(), false);
+    let Some(edge) = edge else { return as_stored() };
+    match edge.render(&event.topic, &event.payload, event.id, wall_u64()) {
+        Ok(Rendered::Data(p)) => (p.topic, p.payload, true),
+        Ok(Rendered::AsStored) => as_stored(),
+        Err(e) => {
+            // Delivered as stored rather than held forever: the record is never lost.
+            tracing::warn!(error = %e, event_id = event.id, "event not renderable as Sparkplug: published as JSON");
+            as_stored()
+        }
+    }
+}
+
+fn wall_u64() -> u64 {
+    u64::try_from(clock::wall_ms()).unwrap_or(0)
+}
+
+/// The bdSeq of the last connection, `None` when there was none (no file yet).
+fn read_bd_seq(file: &Path) -> std::io::Result<Option<u8>> {
+    match std::fs::read_to_string(file) {
+        Ok(text) => text
+            .trim()
+            .parse::<u8>()
+            .map(Some)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", file.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Written whole and synced before the CONNECT that carries it: a power cut leaves the old
+/// value or the new one, never a torn file.
+fn write_bd_seq(file: &Path, bd_seq: u8) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = file.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(format!("{bd_seq}\n").as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, file)
 }
