@@ -569,14 +569,16 @@ impl Task {
             Output::SparkplugB(c) => c.bd_seq_file.as_deref(),
             Output::Json => None,
         };
-        let last = match file.map(read_bd_seq) {
-            Some(Ok(last)) => last,
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "Sparkplug bdSeq file unreadable: counting on from memory");
-                edge.bd_seq()
-            }
-            None => edge.bd_seq(),
-        };
+        // The file matters at this process's first connection; after it, memory is the truth
+        // (and stays so if a write fails).
+        let last = edge.bd_seq().or_else(|| {
+            file.and_then(|f| {
+                read_bd_seq(f).unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "Sparkplug bdSeq file unreadable: starting again from 0");
+                    None
+                })
+            })
+        });
         let bd_seq = Edge::next_bd_seq(last);
         if let Some(Err(e)) = file.map(|f| write_bd_seq(f, bd_seq)) {
             tracing::warn!(error = %e, bd_seq, "Sparkplug bdSeq not saved: a restart may repeat it");
@@ -646,4 +648,24 @@ fn write_bd_seq(file: &Path, bd_seq: u8) -> std::io::Result<()> {
     f.write_all(format!("{bd_seq}\n").as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bd_seq_file_round_trips_and_refuses_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(sparkplug::BD_SEQ_FILE);
+        assert_eq!(read_bd_seq(&file).unwrap(), None, "no file: no connection yet");
+        write_bd_seq(&file, 255).unwrap();
+        assert_eq!(read_bd_seq(&file).unwrap(), Some(255));
+        write_bd_seq(&file, 0).unwrap();
+        assert_eq!(read_bd_seq(&file).unwrap(), Some(0));
+        std::fs::write(&file, "256\n").unwrap();
+        let e = read_bd_seq(&file).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains(sparkplug::BD_SEQ_FILE), "{e}");
+    }
 }
