@@ -272,8 +272,8 @@ pub fn figures_template() -> Map<String, Json> {
     m
 }
 
-/// Leaves of `figures` as `a/b/c` paths, depth-first in field order; nulls and arrays are not
-/// figures.
+/// Leaves of `figures` as `a/b/c` paths, depth-first in key order (serde_json's maps are
+/// sorted); nulls and arrays are not figures.
 fn leaves<'j>(figures: &'j Map<String, Json>) -> Vec<(String, &'j Json)> {
     fn walk<'j>(prefix: &str, m: &'j Map<String, Json>, depth: usize, out: &mut Vec<(String, &'j Json)>) {
         for (k, v) in m {
@@ -798,6 +798,32 @@ mod tests {
         let off = Metric { name: Some(REBIRTH.into()), value: Some(Value::BooleanValue(false)), ..Default::default() };
         assert!(!Edge::is_rebirth(&cmd(off)).unwrap());
         assert!(matches!(Edge::is_rebirth(&[0xff, 0xff, 0xff]), Err(SparkplugError::Decode(_))));
+    }
+
+    #[test]
+    fn docs_table_the_catalogue() {
+        let docs = include_str!("../../docs/mqtt.md");
+        let section = &docs[docs.find("## Sparkplug B").unwrap()..];
+        let rows: std::collections::HashSet<(String, String, String)> = section
+            .lines()
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                let name = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+                Some((name.to_string(), cells.get(2)?.to_string(), cells.get(3)?.to_string()))
+            })
+            .collect();
+        let e = edge();
+        let (node, device) = e.catalogue();
+        let fixed: Vec<&Def> = node.iter().chain(device).filter(|d| d.alias < FIGURES_ALIAS).collect();
+        for d in &fixed {
+            let row = (d.name.clone(), d.alias.to_string(), format!("{:?}", d.datatype));
+            assert!(rows.contains(&row), "docs/mqtt.md lacks {row:?}");
+        }
+        assert!(rows.contains(&(BD_SEQ.into(), "–".into(), "Int64".into())));
+        assert_eq!(rows.iter().filter(|r| r.0.contains('/') || r.0 == "state").count(), fixed.len(), "extra rows");
+        let first = &device[fixed.len() - node.len()];
+        assert_eq!((first.name.as_str(), first.alias, first.datatype), ("line/confirmed", 1000, DataType::UInt64));
+        assert!(section.contains("`line/confirmed` (1000, UInt64)"));
     }
 
     proptest! {
