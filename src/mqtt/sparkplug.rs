@@ -274,7 +274,7 @@ pub fn figures_template() -> Map<String, Json> {
 
 /// Leaves of `figures` as `a/b/c` paths, depth-first in key order (serde_json's maps are
 /// sorted); nulls and arrays are not figures.
-fn leaves<'j>(figures: &'j Map<String, Json>) -> Vec<(String, &'j Json)> {
+fn leaves(figures: &Map<String, Json>) -> Vec<(String, &Json)> {
     fn walk<'j>(prefix: &str, m: &'j Map<String, Json>, depth: usize, out: &mut Vec<(String, &'j Json)>) {
         for (k, v) in m {
             let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}/{k}") };

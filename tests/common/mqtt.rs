@@ -72,7 +72,8 @@ pub async fn subscriber(broker: SocketAddr, id: &str, filter: &str) -> Subscribe
         while let Ok(event) = eventloop.poll().await {
             match event {
                 rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) => {
-                    if tx.send((p.topic, p.payload.to_vec())).is_err() {
+                    let message = (p.topic, p.payload.to_vec());
+                    if tx.send(message).is_err() {
                         break;
                     }
                 }
