@@ -603,40 +603,13 @@ pub struct Mqtt {
     pub reconnect_backoff_min_ms: u64,
     pub reconnect_backoff_max_ms: u64,
     pub metrics_every_s: u64,
+    /// `[mqtt.sparkplug]`: present, the monitoring output is Sparkplug B instead of JSON.
+    #[serde(default)]
+    pub sparkplug: Option<Sparkplug>,
     /// Events held while the broker is away; alarm at 80 %, metrics dropped at 100 %.
     pub outbox_capacity: u64,
     /// QoS 1 publishes awaiting acknowledgement at once.
     pub inflight: u16,
-    /// `[mqtt.sparkplug]`: present, the monitoring output is Sparkplug B instead of JSON.
-    #[serde(default)]
-    pub sparkplug: Option<Sparkplug>,
-}
-
-/// `[mqtt.sparkplug]`: the Sparkplug B names of this line (`docs/mqtt.md`).
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Sparkplug {
-    /// Default: `site.site_id`.
-    #[serde(default)]
-    pub group_id: Option<String>,
-    /// The edge box. Default: `site.line_id`.
-    #[serde(default)]
-    pub edge_node_id: Option<String>,
-    /// The line. Default: `line`.
-    #[serde(default)]
-    pub device_id: Option<String>,
-}
-
-impl Sparkplug {
-    fn ids(&self, site: &Site) -> Result<crate::mqtt::sparkplug::Ids, ConfigError> {
-        let or = |v: &Option<String>, default: &str| v.clone().unwrap_or_else(|| default.to_string());
-        crate::mqtt::sparkplug::Ids::new(
-            &or(&self.group_id, &site.site_id),
-            &or(&self.edge_node_id, &site.line_id),
-            &or(&self.device_id, "line"),
-        )
-        .map_err(|e| invalid("mqtt.sparkplug", e.to_string()))
-    }
 }
 
 impl Mqtt {
@@ -695,6 +668,33 @@ impl Mqtt {
                 }),
             },
         })
+    }
+}
+
+/// `[mqtt.sparkplug]`: the Sparkplug B names of this line (`docs/mqtt.md`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sparkplug {
+    /// Default: `site.site_id`.
+    #[serde(default)]
+    pub group_id: Option<String>,
+    /// The edge box. Default: `site.line_id`.
+    #[serde(default)]
+    pub edge_node_id: Option<String>,
+    /// The line. Default: `line`.
+    #[serde(default)]
+    pub device_id: Option<String>,
+}
+
+impl Sparkplug {
+    fn ids(&self, site: &Site) -> Result<crate::mqtt::sparkplug::Ids, ConfigError> {
+        let or = |v: &Option<String>, default: &str| v.clone().unwrap_or_else(|| default.to_string());
+        crate::mqtt::sparkplug::Ids::new(
+            &or(&self.group_id, &site.site_id),
+            &or(&self.edge_node_id, &site.line_id),
+            &or(&self.device_id, "line"),
+        )
+        .map_err(|e| invalid("mqtt.sparkplug", e.to_string()))
     }
 }
 

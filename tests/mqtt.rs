@@ -6,13 +6,51 @@
 
 mod common;
 
-use common::mqtt::{report, settings, start, subscriber, wait, Proxy, GUARD};
+use common::mqtt::{report, subscriber, Proxy, GUARD};
 use serde_json::Value;
 use sortline::core::{Alarm, Input, Severity};
 use sortline::daemon::CoreMsg;
-use sortline::mqtt::broker;
-use sortline::mqtt::client::SinkMsg;
+use sortline::mqtt::client::{self, SinkMsg};
+use sortline::mqtt::outbox::{self, Outbox};
+use sortline::mqtt::{broker, MqttStats, Output, Publisher, Settings, Topics};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
+use tokio::sync::watch;
+
+fn settings(addr: SocketAddr, client_id: &str) -> Settings {
+    Settings {
+        host: addr.ip().to_string(),
+        port: addr.port(),
+        client_id: client_id.into(),
+        credentials: None,
+        keep_alive: Duration::from_secs(5),
+        clean_session: true,
+        reconnect_min: Duration::from_millis(20),
+        reconnect_max: Duration::from_millis(200),
+        metrics_every: Duration::from_millis(100),
+        outbox_capacity: 1000,
+        inflight: 16,
+        topics: Topics::new("T1", client_id),
+        output: Output::Json,
+    }
+}
+
+fn start(settings: Settings, dir: &Path) -> (Publisher, client::MqttSink, crossbeam_channel::Receiver<CoreMsg>) {
+    let outbox = Outbox::open(&dir.join(outbox::FILE), settings.outbox_capacity).unwrap();
+    let (sink, events) = client::sink(64);
+    let (inputs, core) = crossbeam_channel::bounded(64);
+    let metrics: client::MetricsFn = Box::new(|| {
+        let mut m = serde_json::Map::new();
+        m.insert("line".into(), serde_json::json!({ "parcels": 0 }));
+        m
+    });
+    (Publisher::start(settings, outbox, events, inputs, metrics), sink, core)
+}
+
+async fn wait(stats: &mut watch::Receiver<MqttStats>, what: &str, f: impl FnMut(&MqttStats) -> bool) {
+    tokio::time::timeout(GUARD, stats.wait_for(f)).await.unwrap_or_else(|_| panic!("timed out: {what}")).unwrap();
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_topic_retained_state_and_commands() {

@@ -6,21 +6,47 @@
 
 mod common;
 
-use common::mqtt::{report, settings, start, subscriber, Proxy, Subscriber};
+use common::mqtt::{report, subscriber, Proxy, Subscriber, GUARD};
 use prost::Message as _;
-use sortline::mqtt::client::SinkMsg;
+use sortline::config::{Mqtt, Site};
+use sortline::mqtt::client::{MqttSink, SinkMsg};
 use sortline::mqtt::sparkplug::{self, Ids, MessageType, Metric, Payload, Value};
-use sortline::mqtt::{broker, Output, Settings};
+use sortline::mqtt::wiring::{Figures, Prepared};
+use sortline::mqtt::{broker, Output, Publisher, Settings};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
-fn sparkplug_settings(addr: SocketAddr, node: &str, dir: &Path) -> (Settings, Ids) {
-    let ids = Ids::new("T1", node, "line").unwrap();
-    let mut s = settings(addr, node);
-    s.output =
-        Output::SparkplugB(sparkplug::Config { ids: ids.clone(), bd_seq_file: Some(dir.join(sparkplug::BD_SEQ_FILE)) });
+/// `[mqtt]` with `[mqtt.sparkplug]` as a site would write it, through the configuration's own
+/// conversion: edge node `node` of group `T1`.
+fn sparkplug_settings(addr: SocketAddr, node: &str) -> (Settings, Ids) {
+    let text = format!(
+        "keep_alive_s = 5\nclean_session = true\nreconnect_backoff_min_ms = 20\nreconnect_backoff_max_ms = 200\n\
+         metrics_every_s = 1\noutbox_capacity = 1000\ninflight = 16\n\
+         [sparkplug]\ngroup_id = \"T1\"\nedge_node_id = \"{node}\"\n"
+    );
+    let mqtt: Mqtt = toml::from_str(&text).unwrap();
+    let s = mqtt.settings(&addr.to_string(), &Site { site_id: "site".into(), line_id: node.into() }).unwrap();
+    let Output::SparkplugB(c) = &s.output else { panic!("not Sparkplug: {:?}", s.output) };
+    let ids = c.ids.clone();
     (s, ids)
+}
+
+/// The publisher as the daemon wires it (the bdSeq file in the data directory `dir`).
+fn start(
+    settings: Settings,
+    dir: &Path,
+) -> (Publisher, MqttSink, crossbeam_channel::Receiver<sortline::daemon::CoreMsg>) {
+    let prepared = Prepared::open(settings, dir).unwrap();
+    let sink = prepared.sink.clone();
+    let (inputs, core) = crossbeam_channel::bounded(64);
+    let figures = Figures {
+        line: Arc::new(Mutex::new(Default::default())),
+        plc: Arc::new(Mutex::new(Default::default())),
+        scanner: None,
+    };
+    (prepared.start(inputs, figures), sink, core)
 }
 
 /// What a Sparkplug host keeps of one edge node: the aliases its DBIRTH declared and the seq
@@ -118,7 +144,7 @@ fn long(v: &Option<Value>) -> u64 {
 async fn births_then_parcels_as_ddata_and_bd_seq_across_a_restart() {
     let broker = broker::Embedded::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (s, ids) = sparkplug_settings(broker.addr(), "spb-data", dir.path());
+    let (s, ids) = sparkplug_settings(broker.addr(), "spb-data");
     let mut host = Host::new(broker.addr(), &ids, "host-data").await;
     let (publisher, sink, _core) = start(s.clone(), dir.path());
 
@@ -145,7 +171,7 @@ async fn births_then_parcels_as_ddata_and_bd_seq_across_a_restart() {
     assert!(event_ids.windows(2).all(|w| w[0] < w[1]), "{event_ids:?}");
 
     // A clean stop: the line's state, then the NDEATH of this session before the disconnect.
-    let end = publisher.stop(common::mqtt::GUARD).await.unwrap();
+    let end = publisher.stop(GUARD).await.unwrap();
     assert_eq!(end.outbox.depth, 0);
     let death = loop {
         let m = host.next().await;
@@ -156,11 +182,12 @@ async fn births_then_parcels_as_ddata_and_bd_seq_across_a_restart() {
     assert_eq!(death.bd_seq(), Some(0));
     drop(sink);
 
-    // bdSeq is kept on disk: the next run's first connection is one more.
+    // bdSeq is kept on disk, in the data directory: the next run's first connection is one more.
+    assert!(dir.path().join(sparkplug::BD_SEQ_FILE).is_file());
     let (publisher, _sink, _core) = start(s, dir.path());
     assert_eq!(host.expect(MessageType::NBirth).await.bd_seq(), Some(1));
     host.expect(MessageType::DBirth).await;
-    publisher.stop(common::mqtt::GUARD).await.unwrap();
+    publisher.stop(GUARD).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,7 +195,7 @@ async fn the_ndeath_is_the_last_will() {
     let broker = broker::Embedded::start().unwrap();
     let mut proxy = Proxy::start(broker.addr()).await;
     let dir = tempfile::tempdir().unwrap();
-    let (s, ids) = sparkplug_settings(proxy.addr, "spb-will", dir.path());
+    let (s, ids) = sparkplug_settings(proxy.addr, "spb-will");
     let mut host = Host::new(broker.addr(), &ids, "host-will").await;
     let (publisher, _sink, _core) = start(s, dir.path());
     let first = host.expect(MessageType::NBirth).await.bd_seq().unwrap();
@@ -185,14 +212,14 @@ async fn the_ndeath_is_the_last_will() {
     let reborn = host.expect(MessageType::NBirth).await;
     assert_eq!(reborn.bd_seq(), Some(first + 1), "a new connection, a new bdSeq");
     host.expect(MessageType::DBirth).await;
-    publisher.stop(common::mqtt::GUARD).await.unwrap();
+    publisher.stop(GUARD).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebirth_command_is_answered_with_new_births() {
     let broker = broker::Embedded::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (s, ids) = sparkplug_settings(broker.addr(), "spb-rebirth", dir.path());
+    let (s, ids) = sparkplug_settings(broker.addr(), "spb-rebirth");
     let mut host = Host::new(broker.addr(), &ids, "host-rebirth").await;
     let (publisher, sink, _core) = start(s, dir.path());
     let bd_seq = host.expect(MessageType::NBirth).await.bd_seq();
@@ -225,6 +252,6 @@ async fn a_rebirth_command_is_answered_with_new_births() {
     host.expect(MessageType::DBirth).await;
     sink.send(SinkMsg::Parcel(report(6), 0)).await.unwrap();
     assert_eq!(long(&host.parcel().await["parcel/tracking"]), 6);
-    let end = publisher.stop(common::mqtt::GUARD).await.unwrap();
+    let end = publisher.stop(GUARD).await.unwrap();
     assert_eq!(end.outbox.depth, 0);
 }

@@ -1,7 +1,7 @@
 //! The publisher task and the sink the daemon's core hands its events to.
 
 use super::command::{self, Reply};
-use super::outbox::{self, Kind, Level, Outbox, Pushed, Stored};
+use super::outbox::{self, Kind, Level, Outbox, Pushed};
 use super::payload::{self, OutboxFigures};
 use super::sparkplug::{self, Edge, Rendered};
 use super::{MqttError, Output, Settings};
@@ -259,7 +259,7 @@ impl Task {
     }
 
     fn connect(&mut self, polled: mpsc::Sender<Polled>, stopping: bool) {
-        let will = self.last_will();
+        let ndeath = self.sparkplug_will();
         let s = &self.settings;
         self.generation += 1;
         let generation = self.generation;
@@ -268,9 +268,12 @@ impl Task {
             .set_keep_alive(s.keep_alive)
             .set_clean_session(s.clean_session)
             .set_inflight(s.inflight)
-            .set_last_will(will);
+            .set_last_will(LastWill::new(s.topics.state(), self.state_payload("offline"), QoS::AtLeastOnce, true));
         if let Some((user, password)) = &s.credentials {
             options.set_credentials(user.clone(), password.clone());
+        }
+        if let Some(will) = ndeath {
+            options.set_last_will(will);
         }
         // Room for every in-flight publish, the subscription, the state and a disconnect: a
         // `try_` call never finds it full.
@@ -316,7 +319,7 @@ impl Task {
                     let _ = conn.client.try_subscribe(self.settings.topics.commands(), QoS::AtLeastOnce);
                 }
                 tracing::info!(session_present = ack.session_present, "MQTT connected");
-                self.announce(if stopping { "stopped" } else { "running" });
+                self.publish_state(if stopping { "stopped" } else { "running" });
             }
             Event::Outgoing(Outgoing::Publish(pkid)) => {
                 if let Some(tag) = conn.sent.pop_front() {
@@ -492,42 +495,47 @@ impl Task {
         .unwrap_or_default()
     }
 
-    /// Retained, outside the outbox: it is the line's current state, not an event. Sparkplug:
-    /// a DDATA of the `state` metric.
+    /// Retained, outside the outbox: it is the line's current state, not an event.
     fn publish_state(&mut self, state: &str) {
-        let Some(edge) = self.edge.as_mut() else {
-            let text = self.state_payload(state).into_bytes();
-            self.publish_tagged(self.settings.topics.state(), text, true);
-            return;
-        };
-        let data = edge.state(state, wall_u64());
-        if self.publish_tagged(data.topic, data.payload, false) {
-            if let Some(edge) = self.edge.as_mut() {
-                edge.sent();
-            }
+        if self.edge.is_some() {
+            return self.publish_sparkplug_state(state);
+        }
+        let text = self.state_payload(state);
+        let Some(conn) = self.conn.as_mut().filter(|c| c.connected) else { return };
+        if conn.client.try_publish(self.settings.topics.state(), QoS::AtLeastOnce, true, text).is_ok() {
+            conn.sent.push_back(Tag::State);
         }
     }
 
-    /// On each ConnAck: the state, or Sparkplug's births (after subscribing to the node's
+    /// Sparkplug's state: the births, first in a connection (after subscribing to the node's
     /// commands: the broker keeps no subscription of a clean session, and one made under the
-    /// JSON output is not there either).
-    fn announce(&mut self, state: &str) {
-        let Some(edge) = self.edge.as_ref() else { return self.publish_state(state) };
+    /// JSON output is not there either); a DDATA of the `state` metric after them.
+    fn publish_sparkplug_state(&mut self, state: &str) {
+        let Some(edge) = self.edge.as_mut() else { return };
+        if edge.born() {
+            let data = edge.state(state, wall_u64());
+            if self.publish_tagged(data.topic, data.payload) {
+                if let Some(edge) = self.edge.as_mut() {
+                    edge.sent();
+                }
+            }
+            return;
+        }
+        edge.set_state(state);
         let ncmd = edge.ids().topic(sparkplug::MessageType::NCmd);
         if let Some(conn) = self.conn.as_ref().filter(|c| c.connected) {
             let _ = conn.client.try_subscribe(ncmd, QoS::AtLeastOnce);
+            self.publish_births();
         }
-        self.publish_births(state);
     }
 
-    fn publish_births(&mut self, state: &str) {
+    fn publish_births(&mut self) {
         let mut figures = (self.metrics)();
         figures.insert("outbox".into(), serde_json::to_value(self.figures()).unwrap_or_default());
         let started_wall_ms = self.started_wall_ms;
         let Some(edge) = self.edge.as_mut() else { return };
-        let births = edge.births(state, &figures, env!("CARGO_PKG_VERSION"), started_wall_ms, wall_u64());
-        for birth in births {
-            self.publish_tagged(birth.topic, birth.payload, false);
+        for birth in edge.births(&figures, env!("CARGO_PKG_VERSION"), started_wall_ms, wall_u64()) {
+            self.publish_tagged(birth.topic, birth.payload);
         }
     }
 
@@ -541,30 +549,28 @@ impl Task {
         match Edge::is_rebirth(payload) {
             Ok(true) => {
                 tracing::info!("Sparkplug rebirth requested");
-                let state = edge.line_state().to_string();
-                self.publish_births(&state);
+                self.publish_births();
             }
             Ok(false) => tracing::warn!("Sparkplug NCMD ignored: only Node Control/Rebirth is supported"),
             Err(e) => tracing::warn!(error = %e, "Sparkplug NCMD ignored"),
         }
     }
 
-    /// QoS 1, tagged as the state: true when the client took it.
-    fn publish_tagged(&mut self, topic: String, payload: Vec<u8>, retain: bool) -> bool {
+    /// A Sparkplug message outside the outbox: QoS 1, not retained, tagged as the state; true
+    /// when the client took it.
+    fn publish_tagged(&mut self, topic: String, payload: Vec<u8>) -> bool {
         let Some(conn) = self.conn.as_mut().filter(|c| c.connected) else { return false };
-        let taken = conn.client.try_publish(topic, QoS::AtLeastOnce, retain, payload).is_ok();
+        let taken = conn.client.try_publish(topic, QoS::AtLeastOnce, false, payload).is_ok();
         if taken {
             conn.sent.push_back(Tag::State);
         }
         taken
     }
 
-    /// The last will of a new connection: the `offline` state, or the NDEATH of a new bdSeq
-    /// (one past the last, kept on disk when a file is configured).
-    fn last_will(&mut self) -> LastWill {
-        let Some(edge) = self.edge.as_mut() else {
-            return LastWill::new(self.settings.topics.state(), self.state_payload("offline"), QoS::AtLeastOnce, true);
-        };
+    /// Sparkplug: the last will of a new connection, the NDEATH of a new bdSeq (one past the
+    /// last, kept on disk when a file is configured).
+    fn sparkplug_will(&mut self) -> Option<LastWill> {
+        let edge = self.edge.as_mut()?;
         let file = match &self.settings.output {
             Output::SparkplugB(c) => c.bd_seq_file.as_deref(),
             Output::Json => None,
@@ -585,13 +591,13 @@ impl Task {
         }
         let death = edge.connect(bd_seq, wall_u64());
         // Retain false: a host takes a death for the session it saw born, never a stale one.
-        LastWill::new(death.topic, death.payload, QoS::AtLeastOnce, false)
+        Some(LastWill::new(death.topic, death.payload, QoS::AtLeastOnce, false))
     }
 
     /// Sparkplug, on a clean stop: the NDEATH ahead of the DISCONNECT (which discards the will).
     fn publish_death(&mut self) {
         let Some(death) = self.edge.as_ref().map(|e| e.death(wall_u64())) else { return };
-        self.publish_tagged(death.topic, death.payload, false);
+        self.publish_tagged(death.topic, death.payload);
     }
 
     fn publish_stats(&mut self) {
@@ -608,7 +614,7 @@ impl Task {
 /// An outbox event as published: its topic, body, and whether it is a Sparkplug message (which
 /// takes the session's next seq). Rendered now, not when stored: seq belongs to the session
 /// that sends it, and a replay after a reconnect is a new session.
-fn render(edge: Option<&Edge>, event: &Stored) -> (String, Vec<u8>, bool) {
+fn render(edge: Option<&Edge>, event: &outbox::Stored) -> (String, Vec<u8>, bool) {
     let as_stored = || (event.topic.clone(), outbox::with_event_id(event.id, &event.payload).into_bytes(), false);
     let Some(edge) = edge else { return as_stored() };
     match edge.render(&event.topic, &event.payload, event.id, wall_u64()) {

@@ -312,8 +312,10 @@ pub struct Edge {
     bd_seq: Option<u8>,
     /// The seq of the session's next message.
     seq: u8,
-    /// The line's state as last published, for a rebirth.
+    /// The line's state as last published, for the births.
     state: String,
+    /// The births went out in this connection.
+    born: bool,
 }
 
 impl Edge {
@@ -336,7 +338,7 @@ impl Edge {
             device.push(def(name, alias, figure_type(v)));
         }
         let by_name = device.iter().enumerate().map(|(i, d)| (d.name.clone(), i)).collect();
-        Edge { ids, node, device, by_name, bd_seq: None, seq: 0, state: "running".into() }
+        Edge { ids, node, device, by_name, bd_seq: None, seq: 0, state: "running".into(), born: false }
     }
 
     pub fn ids(&self) -> &Ids {
@@ -348,9 +350,14 @@ impl Edge {
         (&self.node, &self.device)
     }
 
-    /// The line's state as last published.
-    pub fn line_state(&self) -> &str {
-        &self.state
+    /// The line's state for the next births.
+    pub fn set_state(&mut self, state: &str) {
+        self.state = state.into();
+    }
+
+    /// Whether the births went out in this connection.
+    pub fn born(&self) -> bool {
+        self.born
     }
 
     pub fn bd_seq(&self) -> Option<u8> {
@@ -366,6 +373,7 @@ impl Edge {
     pub fn connect(&mut self, bd_seq: u8, now_ms: u64) -> Publish {
         self.bd_seq = Some(bd_seq);
         self.seq = 0;
+        self.born = false;
         self.death(now_ms)
     }
 
@@ -384,10 +392,10 @@ impl Edge {
     }
 
     /// NBIRTH (seq 0, with the session's bdSeq) and DBIRTH (seq 1): every metric with its
-    /// name, alias, datatype and current value; the fields of events not yet seen are null.
+    /// name, alias, datatype and current value (the line's state as last set); the fields of
+    /// events not yet seen are null.
     pub fn births(
         &mut self,
-        state: &str,
         figures: &Map<String, Json>,
         version: &str,
         started_wall_ms: i64,
@@ -418,7 +426,7 @@ impl Edge {
             .iter()
             .map(|d| {
                 let value = if d.alias == STATE_ALIAS {
-                    Some(Value::StringValue(state.into()))
+                    Some(Value::StringValue(self.state.clone()))
                 } else if d.alias >= FIGURES_ALIAS {
                     current.get(&d.name).and_then(|v| value_of(d.datatype, v).ok().flatten())
                 } else {
@@ -428,7 +436,7 @@ impl Edge {
             })
             .collect();
         self.seq = 0;
-        self.state = state.into();
+        self.born = true;
         let nbirth = self.message(MessageType::NBirth, node, now_ms);
         self.sent();
         let dbirth = self.message(MessageType::DBirth, device, now_ms);
@@ -668,7 +676,7 @@ mod tests {
         let mut figures = Map::new();
         figures.insert("line".into(), serde_json::json!({"parcels": 120, "late": 1}));
         figures.insert("scanner".into(), Json::Null);
-        let [nbirth, dbirth] = e.births("running", &figures, "9.9.9", 1_000, 2_000);
+        let [nbirth, dbirth] = e.births(&figures, "9.9.9", 1_000, 2_000);
         assert_eq!(
             (nbirth.topic.as_str(), dbirth.topic.as_str()),
             ("spBv1.0/zjg/NBIRTH/line-1", "spBv1.0/zjg/DBIRTH/line-1/line")
@@ -702,13 +710,22 @@ mod tests {
         assert_eq!(by_name["scanner/read_rate"].datatype, Some(DataType::Double.code()));
         assert_eq!(by_name["parcel/tracking"].is_null, Some(true));
         assert_eq!(by_name["parcel/wall_ms"].datatype, Some(DataType::DateTime.code()));
+
+        // A rebirth in the same connection: same bdSeq, seq from 0, the state as last set.
+        e.set_state("stopped");
+        let [nbirth, dbirth] = e.births(&figures, "9.9.9", 1_000, 3_000);
+        let n = Payload::decode(&nbirth.payload[..]).unwrap();
+        assert_eq!((n.seq, n.metrics[0].value.clone()), (Some(0), Some(Value::LongValue(42))));
+        let d = Payload::decode(&dbirth.payload[..]).unwrap();
+        let state = d.metrics.iter().find(|m| m.name.as_deref() == Some("state")).unwrap();
+        assert_eq!(state.value, Some(Value::StringValue("stopped".into())));
     }
 
     #[test]
     fn a_parcel_record_is_one_ddata_of_its_fields() {
         let mut e = edge();
         e.connect(0, 1);
-        let [_, dbirth] = e.births("running", &Map::new(), "v", 0, 1);
+        let [_, dbirth] = e.births(&Map::new(), "v", 0, 1);
         let names = names(&dbirth.payload);
         let stored = serde_json::to_string(&payload::Parcel::new(&report(), 1_764_410_785_012)).unwrap();
         let Rendered::Data(data) = e.render("sortline/v1/s/l/parcel", &stored, 77, 5).unwrap() else {
@@ -762,7 +779,7 @@ mod tests {
     fn alarms_and_metrics_render_replies_pass_through() {
         let mut e = edge();
         e.connect(0, 1);
-        let [_, dbirth] = e.births("running", &Map::new(), "v", 0, 1);
+        let [_, dbirth] = e.births(&Map::new(), "v", 0, 1);
         let names = names(&dbirth.payload);
         let alarm = Alarm { code: "plc_link", severity: Severity::Critical, tracking: None, message: "down".into() };
         let stored = serde_json::to_string(&payload::AlarmEvent::new(&alarm, 9)).unwrap();
@@ -842,7 +859,7 @@ mod tests {
             for op in ops {
                 let seqs: Vec<u64> = if op == 0 {
                     expected = Some(2);
-                    e.births("running", &Map::new(), "v", 0, 1)
+                    e.births(&Map::new(), "v", 0, 1)
                         .iter()
                         .map(|b| Payload::decode(&b.payload[..]).unwrap().seq.unwrap())
                         .collect()

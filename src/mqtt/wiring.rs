@@ -4,7 +4,7 @@
 
 use super::client::{self, MetricsFn, MqttSink, Publisher, SinkMsg};
 use super::outbox::{self, Outbox};
-use super::{sparkplug, MqttError, Output, Settings};
+use super::{MqttError, Settings};
 use crate::core::LineStats;
 use crate::daemon::CoreMsg;
 use crate::plc::driver::DriverStats;
@@ -36,8 +36,8 @@ impl Prepared {
     /// Opens the outbox (`outbox.db` in `data_dir`): what an earlier run left in it goes first.
     /// Sparkplug's bdSeq is kept beside it.
     pub fn open(mut settings: Settings, data_dir: &Path) -> Result<Prepared, MqttError> {
-        if let Output::SparkplugB(spb) = &mut settings.output {
-            spb.bd_seq_file.get_or_insert_with(|| data_dir.join(sparkplug::BD_SEQ_FILE));
+        if let super::Output::SparkplugB(spb) = &mut settings.output {
+            spb.bd_seq_file.get_or_insert_with(|| data_dir.join(super::sparkplug::BD_SEQ_FILE));
         }
         let outbox = Outbox::open(&data_dir.join(outbox::FILE), settings.outbox_capacity)?;
         let (sink, events) = client::sink(SINK_CAPACITY);

@@ -1,17 +1,11 @@
-//! The MQTT tests' fixtures: a proxy to cut, a subscriber on the broker, the publisher's
-//! settings and start, and a parcel report.
+//! The MQTT tests' fixtures: a proxy to cut, a subscriber on the broker, a parcel report.
 
 use serde_json::Value;
 use sortline::core::{Lane, Millis, ParcelReport, TrackingId};
-use sortline::daemon::CoreMsg;
-use sortline::mqtt::client;
-use sortline::mqtt::outbox::{self, Outbox};
-use sortline::mqtt::{MqttStats, Output, Publisher, Settings, Topics};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 pub const GUARD: Duration = Duration::from_secs(20);
 
@@ -108,40 +102,6 @@ impl Subscriber {
         .await
         .unwrap_or_else(|_| panic!("nothing on …{suffix}"))
     }
-}
-
-pub fn settings(addr: SocketAddr, client_id: &str) -> Settings {
-    Settings {
-        host: addr.ip().to_string(),
-        port: addr.port(),
-        client_id: client_id.into(),
-        credentials: None,
-        keep_alive: Duration::from_secs(5),
-        clean_session: true,
-        reconnect_min: Duration::from_millis(20),
-        reconnect_max: Duration::from_millis(200),
-        metrics_every: Duration::from_millis(100),
-        outbox_capacity: 1000,
-        inflight: 16,
-        topics: Topics::new("T1", client_id),
-        output: Output::Json,
-    }
-}
-
-pub fn start(settings: Settings, dir: &Path) -> (Publisher, client::MqttSink, crossbeam_channel::Receiver<CoreMsg>) {
-    let outbox = Outbox::open(&dir.join(outbox::FILE), settings.outbox_capacity).unwrap();
-    let (sink, events) = client::sink(64);
-    let (inputs, core) = crossbeam_channel::bounded(64);
-    let metrics: client::MetricsFn = Box::new(|| {
-        let mut m = serde_json::Map::new();
-        m.insert("line".into(), serde_json::json!({ "parcels": 0 }));
-        m
-    });
-    (Publisher::start(settings, outbox, events, inputs, metrics), sink, core)
-}
-
-pub async fn wait(stats: &mut watch::Receiver<MqttStats>, what: &str, f: impl FnMut(&MqttStats) -> bool) {
-    tokio::time::timeout(GUARD, stats.wait_for(f)).await.unwrap_or_else(|_| panic!("timed out: {what}")).unwrap();
 }
 
 pub fn report(tracking: u32) -> ParcelReport {
