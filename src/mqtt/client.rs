@@ -629,7 +629,7 @@ fn render(edge: Option<&Edge>, event: &outbox::Stored) -> (String, Vec<u8>, bool
 }
 
 fn wall_u64() -> u64 {
-    u64::try_from(clock::wall_ms()).unwrap_or(0)
+    sparkplug::datetime(clock::wall_ms())
 }
 
 /// The bdSeq of the last connection, `None` when there was none (no file yet).

@@ -417,8 +417,11 @@ impl Edge {
             value: Some(Value::LongValue(u64::from(self.bd_seq.unwrap_or(0)))),
             ..Metric::default()
         }];
-        let node_values =
-            [Value::BooleanValue(false), Value::StringValue(version.into()), Value::LongValue(wall(started_wall_ms))];
+        let node_values = [
+            Value::BooleanValue(false),
+            Value::StringValue(version.into()),
+            Value::LongValue(datetime(started_wall_ms)),
+        ];
         node.extend(self.node.iter().zip(node_values).map(|(d, v)| birth(d, Some(v))));
         let current: HashMap<String, &Json> = leaves(figures).into_iter().collect();
         let device = self
@@ -468,7 +471,7 @@ impl Edge {
             Err(e) => return Err(SparkplugError::Json(format!("not JSON: {e}"))),
         };
         object.insert("event_id".into(), event_id.into());
-        let at_ms = object.get("wall_ms").and_then(Json::as_i64).map(wall);
+        let at_ms = object.get("wall_ms").and_then(Json::as_i64).map(datetime);
         let metric = |name: &str, alias: u64, datatype: DataType, v: Option<&Json>| -> Result<Metric, SparkplugError> {
             let value = match v {
                 Some(v) => value_of(datatype, v)
@@ -539,7 +542,7 @@ impl Edge {
 }
 
 /// Unix ms as Sparkplug's DateTime (before 1970 is not a time this line records).
-fn wall(ms: i64) -> u64 {
+pub fn datetime(ms: i64) -> u64 {
     u64::try_from(ms).unwrap_or(0)
 }
 
