@@ -328,6 +328,9 @@ impl LineConfig {
         }
         if let Some(m) = &self.mqtt {
             m.validate()?;
+            if let Some(spb) = &m.sparkplug {
+                spb.ids(&self.site)?;
+            }
         }
         for (field, id) in [("site.site_id", &self.site.site_id), ("site.line_id", &self.site.line_id)] {
             // They become MQTT topic levels and file names.
@@ -621,6 +624,9 @@ pub struct Mqtt {
     pub reconnect_backoff_min_ms: u64,
     pub reconnect_backoff_max_ms: u64,
     pub metrics_every_s: u64,
+    /// `[mqtt.sparkplug]`: present, the monitoring output is Sparkplug B instead of JSON.
+    #[serde(default)]
+    pub sparkplug: Option<Sparkplug>,
     /// Events held while the broker is away; alarm at 80 %, metrics dropped at 100 %.
     pub outbox_capacity: u64,
     /// QoS 1 publishes awaiting acknowledgement at once.
@@ -714,7 +720,42 @@ impl Mqtt {
                 ),
             },
             topics: crate::mqtt::Topics::new(&site.site_id, &site.line_id),
+            output: match &self.sparkplug {
+                None => crate::mqtt::Output::Json,
+                // The bdSeq file goes in the data directory, which `wiring` knows.
+                Some(spb) => crate::mqtt::Output::SparkplugB(crate::mqtt::sparkplug::Config {
+                    ids: spb.ids(site)?,
+                    bd_seq_file: None,
+                }),
+            },
         })
+    }
+}
+
+/// `[mqtt.sparkplug]`: the Sparkplug B names of this line (`docs/mqtt.md`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sparkplug {
+    /// Default: `site.site_id`.
+    #[serde(default)]
+    pub group_id: Option<String>,
+    /// The edge box. Default: `site.line_id`.
+    #[serde(default)]
+    pub edge_node_id: Option<String>,
+    /// The line. Default: `line`.
+    #[serde(default)]
+    pub device_id: Option<String>,
+}
+
+impl Sparkplug {
+    fn ids(&self, site: &Site) -> Result<crate::mqtt::sparkplug::Ids, ConfigError> {
+        let or = |v: &Option<String>, default: &str| v.clone().unwrap_or_else(|| default.to_string());
+        crate::mqtt::sparkplug::Ids::new(
+            &or(&self.group_id, &site.site_id),
+            &or(&self.edge_node_id, &site.line_id),
+            &or(&self.device_id, "line"),
+        )
+        .map_err(|e| invalid("mqtt.sparkplug", e.to_string()))
     }
 }
 
@@ -950,6 +991,34 @@ mod tests {
             matches!(r, Err(ConfigError::Parse { ref message, .. }) if message.contains("SF Express") && message.contains("waybills")),
             "{r:?}"
         );
+    }
+
+    #[test]
+    fn sparkplug_table_switches_the_output() {
+        let site = Site { site_id: "zjg".into(), line_id: "line-1".into() };
+        let json = with(|_| {}).unwrap();
+        let m = json.mqtt.as_ref().unwrap();
+        assert_eq!(m.settings("h:1", &site).unwrap().output, crate::mqtt::Output::Json);
+        let sparkplug = |keys: &[(&str, &str)]| {
+            with(|t| {
+                let mut s = toml::Table::new();
+                for (k, v) in keys {
+                    s.insert((*k).into(), (*v).into());
+                }
+                table(t, "mqtt").insert("sparkplug".into(), s.into());
+            })
+        };
+        let ids = |cfg: LineConfig| match cfg.mqtt.unwrap().settings("h:1", &site).unwrap().output {
+            crate::mqtt::Output::SparkplugB(c) => c.ids.topic(crate::mqtt::sparkplug::MessageType::DData),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(ids(sparkplug(&[]).unwrap()), "spBv1.0/zjg/DDATA/line-1/line");
+        let named = sparkplug(&[("group_id", "Customs"), ("edge_node_id", "box-7"), ("device_id", "L1")]);
+        assert_eq!(ids(named.unwrap()), "spBv1.0/Customs/DDATA/box-7/L1");
+        let e = sparkplug(&[("device_id", "a/b")]).unwrap_err();
+        assert!(e.to_string().starts_with("mqtt.sparkplug: device_id: \"a/b\""), "{e}");
+        let r = sparkplug(&[("groupid", "x")]);
+        assert!(matches!(r, Err(ConfigError::Parse { ref message, .. }) if message.contains("groupid")), "{r:?}");
     }
 
     #[test]

@@ -845,6 +845,7 @@ fn mqtt_config(cfg: &Loaded) -> crate::config::Mqtt {
         reconnect_backoff_min_ms: 200,
         reconnect_backoff_max_ms: 30_000,
         metrics_every_s: 10,
+        sparkplug: None,
         outbox_capacity: 100_000,
         inflight: 32,
         platform_intake: true,

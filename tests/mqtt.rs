@@ -9,109 +9,21 @@
 //! `mosquitto` binary the Mosquitto runs say so and pass, except under CI (`CI` set), where
 //! `.ci/run` installs it and a missing one fails them.
 
+mod common;
+
+use common::mqtt::{report, subscriber, Proxy, GUARD};
 use serde_json::Value;
-use sortline::core::{Alarm, Input, Lane, Millis, ParcelReport, Severity, TrackingId};
+use sortline::core::{Alarm, Input, Severity};
 use sortline::daemon::CoreMsg;
 use sortline::mqtt::client::{self, SinkMsg};
 use sortline::mqtt::outbox::{self, Outbox};
-use sortline::mqtt::{MqttStats, Publisher, Settings, Topics};
+use sortline::mqtt::{MqttStats, Output, Publisher, Settings, Topics};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
-
-const GUARD: Duration = Duration::from_secs(20);
-
-/// A TCP proxy in front of the broker that the test can cut (every connection dropped, no
-/// DISCONNECT: the broker fires the last will) and restore on the same port.
-struct Proxy {
-    addr: SocketAddr,
-    target: SocketAddr,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Proxy {
-    async fn start(target: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        Proxy { addr, target, task: Some(tokio::spawn(Self::serve(listener, target))) }
-    }
-
-    async fn serve(listener: TcpListener, target: SocketAddr) {
-        // Dropped with this task: every connection goes with it.
-        let mut connections = tokio::task::JoinSet::new();
-        while let Ok((mut inbound, _)) = listener.accept().await {
-            connections.spawn(async move {
-                if let Ok(mut outbound) = TcpStream::connect(target).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }
-            });
-        }
-    }
-
-    fn cut(&mut self) {
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
-    }
-
-    async fn restore(&mut self) {
-        let listener = TcpListener::bind(self.addr).await.unwrap();
-        self.task = Some(tokio::spawn(Self::serve(listener, self.target)));
-    }
-}
-
-/// A subscriber on the broker itself (not through the proxy), every message on a channel.
-struct Subscriber {
-    client: rumqttc::AsyncClient,
-    rx: mpsc::UnboundedReceiver<(String, Value)>,
-}
-
-async fn subscriber(broker: SocketAddr, id: &str, filter: &str) -> Subscriber {
-    let mut options = rumqttc::MqttOptions::new(id, broker.ip().to_string(), broker.port());
-    options.set_keep_alive(Duration::from_secs(5));
-    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 64);
-    let (tx, rx) = mpsc::unbounded_channel();
-    let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
-    let mut subscribed_tx = Some(subscribed_tx);
-    client.subscribe(filter, rumqttc::QoS::AtLeastOnce).await.unwrap();
-    tokio::spawn(async move {
-        while let Ok(event) = eventloop.poll().await {
-            match event {
-                rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) => {
-                    let v = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
-                    if tx.send((p.topic, v)).is_err() {
-                        break;
-                    }
-                }
-                rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)) => {
-                    let _ = subscribed_tx.take().map(|s| s.send(()));
-                }
-                _ => {}
-            }
-        }
-    });
-    tokio::time::timeout(GUARD, subscribed).await.expect("no SUBACK").unwrap();
-    Subscriber { client, rx }
-}
-
-impl Subscriber {
-    /// The next message whose topic ends with `suffix` (others are skipped).
-    async fn next(&mut self, suffix: &str) -> Value {
-        tokio::time::timeout(GUARD, async {
-            loop {
-                let (topic, v) = self.rx.recv().await.expect("subscriber gone");
-                if topic.ends_with(suffix) {
-                    return v;
-                }
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("nothing on …{suffix}"))
-    }
-}
+use tokio::sync::watch;
 
 fn settings(addr: SocketAddr, client_id: &str) -> Settings {
     Settings {
@@ -129,6 +41,7 @@ fn settings(addr: SocketAddr, client_id: &str) -> Settings {
         platform_intake: false,
         tls: None,
         topics: Topics::new("T1", client_id),
+        output: Output::Json,
     }
 }
 
@@ -180,23 +93,6 @@ fn accepted(core: &crossbeam_channel::Receiver<CoreMsg>, request_id: &str) -> In
 
 async fn wait(stats: &mut watch::Receiver<MqttStats>, what: &str, f: impl FnMut(&MqttStats) -> bool) {
     tokio::time::timeout(GUARD, stats.wait_for(f)).await.unwrap_or_else(|_| panic!("timed out: {what}")).unwrap();
-}
-
-fn report(tracking: u32) -> ParcelReport {
-    ParcelReport {
-        tracking: TrackingId(tracking),
-        waybill: None,
-        channel: None,
-        reasons: vec![],
-        decided: Some(Lane::Hold),
-        confirmed: Some(Lane::Hold),
-        lost: false,
-        held_by_plc: None,
-        image_seq: None,
-        entered_at: Millis(u64::from(tracking) * 100),
-        decided_at: Some(Millis(u64::from(tracking) * 100 + 40)),
-        done_at: Millis(u64::from(tracking) * 100 + 900),
-    }
 }
 
 async fn every_topic_retained_state_and_commands(broker: SocketAddr) {

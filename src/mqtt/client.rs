@@ -4,13 +4,15 @@ use super::command::{self, Action, Reply};
 use super::intake::{Feed, Intake, IntakeStats};
 use super::outbox::{self, Kind, Level, Outbox, Pushed};
 use super::payload::{self, OutboxFigures};
-use super::{MqttError, Settings};
+use super::sparkplug::{self, Edge, Rendered};
+use super::{MqttError, Output, Settings};
 use crate::clock;
 use crate::core::{Alarm, ParcelReport, ReviewRequest, Severity};
 use crate::daemon::{CommandRecord, CoreMsg, Screen};
 use rumqttc::{AsyncClient, ConnectionError, Event, LastWill, MqttOptions, Outgoing, Packet, Publish, QoS};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
+use std::path::Path;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -154,8 +156,13 @@ impl Publisher {
     ) -> Publisher {
         let (stop, stop_rx) = oneshot::channel();
         let (stats_tx, stats) = watch::channel(MqttStats::default());
+        let edge = match &settings.output {
+            Output::Json => None,
+            Output::SparkplugB(c) => Some(Edge::new(c.ids.clone(), &sparkplug::figures_template())),
+        };
         let task = Task {
             started_wall_ms: clock::wall_ms(),
+            edge,
             settings,
             outbox,
             inputs,
@@ -214,6 +221,8 @@ impl Drop for Conn {
 
 struct Task {
     settings: Settings,
+    /// Sparkplug B output: the edge node's session.
+    edge: Option<Edge>,
     started_wall_ms: i64,
     outbox: Outbox,
     inputs: crossbeam_channel::Sender<CoreMsg>,
@@ -299,6 +308,7 @@ impl Task {
                 break;
             }
         }
+        self.publish_death();
         if let Some(conn) = self.conn.take() {
             // A clean DISCONNECT: the broker discards the last will. Waiting for the event loop
             // to send it is bounded by the poll task's own end.
@@ -313,6 +323,7 @@ impl Task {
     }
 
     fn connect(&mut self, polled: mpsc::Sender<Polled>, stopping: bool) {
+        let ndeath = self.sparkplug_will();
         let s = &self.settings;
         self.generation += 1;
         let generation = self.generation;
@@ -334,6 +345,9 @@ impl Task {
         }
         if let Some(tls) = &s.tls {
             options.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls.clone())));
+        }
+        if let Some(will) = ndeath {
+            options.set_last_will(will);
         }
         // Room for every in-flight publish, the subscription, the state and a disconnect: a
         // `try_` call never finds it full.
@@ -417,6 +431,7 @@ impl Task {
                 if let Some(conn) = self.conn.as_ref().filter(|_| durable) {
                     let _ = conn.client.try_ack(&p);
                 }
+                self.node_command(&p.topic, &p.payload);
             }
             _ => {}
         }
@@ -599,10 +614,13 @@ impl Task {
             return Ok(());
         }
         for event in self.outbox.after(conn.cursor, room)? {
-            let text = outbox::with_event_id(event.id, &event.payload);
-            if conn.client.try_publish(event.topic, QoS::AtLeastOnce, false, text).is_err() {
+            let (topic, body, data) = render(self.edge.as_ref(), &event);
+            if conn.client.try_publish(topic, QoS::AtLeastOnce, false, body).is_err() {
                 // Full or closed: the next ConnAck replays from the oldest unacknowledged.
                 break;
+            }
+            if let Some(edge) = self.edge.as_mut().filter(|_| data) {
+                edge.sent();
             }
             conn.sent.push_back(Tag::Event(event.id));
             conn.cursor = event.id;
@@ -646,6 +664,10 @@ impl Task {
     /// Retained, outside the outbox: it is the line's current state, not an event. `stopping`:
     /// the daemon stops cleanly.
     fn publish_state(&mut self, stopping: bool) {
+        if self.edge.is_some() {
+            let state = if stopping { "stopped" } else { self.health_now.state() };
+            return self.publish_sparkplug_state(state);
+        }
         let text = match stopping {
             true => self.state_payload("stopped", None),
             false => self.state_payload(self.health_now.state(), Some(&self.health_now)),
@@ -656,6 +678,99 @@ impl Task {
         }
     }
 
+    /// Sparkplug's state: the births, first in a connection (after subscribing to the node's
+    /// commands: the broker keeps no subscription of a clean session, and one made under the
+    /// JSON output is not there either); a DDATA of the `state` metric after them.
+    fn publish_sparkplug_state(&mut self, state: &str) {
+        let Some(edge) = self.edge.as_mut() else { return };
+        if edge.born() {
+            let data = edge.state(state, wall_u64());
+            if self.publish_tagged(data.topic, data.payload) {
+                if let Some(edge) = self.edge.as_mut() {
+                    edge.sent();
+                }
+            }
+            return;
+        }
+        edge.set_state(state);
+        let ncmd = edge.ids().topic(sparkplug::MessageType::NCmd);
+        if let Some(conn) = self.conn.as_ref().filter(|c| c.connected) {
+            let _ = conn.client.try_subscribe(ncmd, QoS::AtLeastOnce);
+            self.publish_births();
+        }
+    }
+
+    fn publish_births(&mut self) {
+        let mut figures = (self.metrics)();
+        figures.insert("outbox".into(), serde_json::to_value(self.figures()).unwrap_or_default());
+        let started_wall_ms = self.started_wall_ms;
+        let Some(edge) = self.edge.as_mut() else { return };
+        for birth in edge.births(&figures, env!("CARGO_PKG_VERSION"), started_wall_ms, wall_u64()) {
+            self.publish_tagged(birth.topic, birth.payload);
+        }
+    }
+
+    /// A Sparkplug NCMD: `Node Control/Rebirth` publishes the births again (same bdSeq, seq
+    /// from 0). Changes nothing on the line, so it is logged, not recorded.
+    fn node_command(&mut self, topic: &str, payload: &[u8]) {
+        let Some(edge) = self.edge.as_ref() else { return };
+        if topic != edge.ids().topic(sparkplug::MessageType::NCmd) {
+            return;
+        }
+        match Edge::is_rebirth(payload) {
+            Ok(true) => {
+                tracing::info!("Sparkplug rebirth requested");
+                self.publish_births();
+            }
+            Ok(false) => tracing::warn!("Sparkplug NCMD ignored: only Node Control/Rebirth is supported"),
+            Err(e) => tracing::warn!(error = %e, "Sparkplug NCMD ignored"),
+        }
+    }
+
+    /// A Sparkplug message outside the outbox: QoS 1, not retained, tagged as the state; true
+    /// when the client took it.
+    fn publish_tagged(&mut self, topic: String, payload: Vec<u8>) -> bool {
+        let Some(conn) = self.conn.as_mut().filter(|c| c.connected) else { return false };
+        let taken = conn.client.try_publish(topic, QoS::AtLeastOnce, false, payload).is_ok();
+        if taken {
+            conn.sent.push_back(Tag::State);
+        }
+        taken
+    }
+
+    /// Sparkplug: the last will of a new connection, the NDEATH of a new bdSeq (one past the
+    /// last, kept on disk when a file is configured).
+    fn sparkplug_will(&mut self) -> Option<LastWill> {
+        let edge = self.edge.as_mut()?;
+        let file = match &self.settings.output {
+            Output::SparkplugB(c) => c.bd_seq_file.as_deref(),
+            Output::Json => None,
+        };
+        // The file matters at this process's first connection; after it, memory is the truth
+        // (and stays so if a write fails).
+        let last = edge.bd_seq().or_else(|| {
+            file.and_then(|f| {
+                read_bd_seq(f).unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "Sparkplug bdSeq file unreadable: starting again from 0");
+                    None
+                })
+            })
+        });
+        let bd_seq = Edge::next_bd_seq(last);
+        if let Some(Err(e)) = file.map(|f| write_bd_seq(f, bd_seq)) {
+            tracing::warn!(error = %e, bd_seq, "Sparkplug bdSeq not saved: a restart may repeat it");
+        }
+        let death = edge.connect(bd_seq, wall_u64());
+        // Retain false: a host takes a death for the session it saw born, never a stale one.
+        Some(LastWill::new(death.topic, death.payload, QoS::AtLeastOnce, false))
+    }
+
+    /// Sparkplug, on a clean stop: the NDEATH ahead of the DISCONNECT (which discards the will).
+    fn publish_death(&mut self) {
+        let Some(death) = self.edge.as_ref().map(|e| e.death(wall_u64())) else { return };
+        self.publish_tagged(death.topic, death.payload);
+    }
+
     fn publish_stats(&mut self) {
         self.stats.outbox = self.figures();
         let stats = self.stats.clone();
@@ -664,5 +779,70 @@ impl Task {
             *s = stats;
             changed
         });
+    }
+}
+
+/// An outbox event as published: its topic, body, and whether it is a Sparkplug message (which
+/// takes the session's next seq). Rendered now, not when stored: seq belongs to the session
+/// that sends it, and a replay after a reconnect is a new session.
+fn render(edge: Option<&Edge>, event: &outbox::Stored) -> (String, Vec<u8>, bool) {
+    let as_stored = || (event.topic.clone(), outbox::with_event_id(event.id, &event.payload).into_bytes(), false);
+    let Some(edge) = edge else { return as_stored() };
+    match edge.render(&event.topic, &event.payload, event.id, wall_u64()) {
+        Ok(Rendered::Data(p)) => (p.topic, p.payload, true),
+        Ok(Rendered::AsStored) => as_stored(),
+        Err(e) => {
+            // Delivered as stored rather than held forever: the record is never lost.
+            tracing::warn!(error = %e, event_id = event.id, "event not renderable as Sparkplug: published as JSON");
+            as_stored()
+        }
+    }
+}
+
+fn wall_u64() -> u64 {
+    sparkplug::datetime(clock::wall_ms())
+}
+
+/// The bdSeq of the last connection, `None` when there was none (no file yet).
+fn read_bd_seq(file: &Path) -> std::io::Result<Option<u8>> {
+    match std::fs::read_to_string(file) {
+        Ok(text) => text
+            .trim()
+            .parse::<u8>()
+            .map(Some)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{}: {e}", file.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Written whole and synced before the CONNECT that carries it: a power cut leaves the old
+/// value or the new one, never a torn file.
+fn write_bd_seq(file: &Path, bd_seq: u8) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = file.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(format!("{bd_seq}\n").as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bd_seq_file_round_trips_and_refuses_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(sparkplug::BD_SEQ_FILE);
+        assert_eq!(read_bd_seq(&file).unwrap(), None, "no file: no connection yet");
+        write_bd_seq(&file, 255).unwrap();
+        assert_eq!(read_bd_seq(&file).unwrap(), Some(255));
+        write_bd_seq(&file, 0).unwrap();
+        assert_eq!(read_bd_seq(&file).unwrap(), Some(0));
+        std::fs::write(&file, "256\n").unwrap();
+        let e = read_bd_seq(&file).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains(sparkplug::BD_SEQ_FILE), "{e}");
     }
 }

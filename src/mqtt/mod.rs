@@ -9,6 +9,9 @@
 //! channel is bounded: awaiting the client inside the loop that polls it deadlocks). A new
 //! connection is a new client and event loop: rumqttc's memory-only in-flight queue is dropped
 //! and the outbox, which is durable, is replayed from its oldest unacknowledged event instead.
+//!
+//! [`Settings::output`] switches the monitoring output to Sparkplug B ([`sparkplug`]): the
+//! outbox holds the same JSON events, rendered to Sparkplug as they are published.
 
 pub mod broker;
 pub mod client;
@@ -16,6 +19,7 @@ pub mod command;
 pub mod intake;
 pub mod outbox;
 pub mod payload;
+pub mod sparkplug;
 pub mod wiring;
 
 pub use client::{MqttSink, MqttStats, Publisher};
@@ -57,6 +61,16 @@ pub struct Settings {
     /// `platform/target` ([`intake`]).
     pub platform_intake: bool,
     pub topics: Topics,
+    pub output: Output,
+}
+
+/// What the monitoring topics carry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// `sortline/v1/<site>/<line>/…` JSON (the default).
+    Json,
+    /// `spBv1.0/…` Sparkplug B; commands and their replies stay JSON.
+    SparkplugB(sparkplug::Config),
 }
 
 /// The topic tree of one line.

@@ -39,8 +39,11 @@ pub struct Figures {
 impl Prepared {
     /// Opens the outbox (`outbox.db` in `data_dir`): what an earlier run left in it goes first;
     /// and, with the platform intake on, the manifest store it writes to (declarations
-    /// validated against `carriers`).
-    pub fn open(settings: Settings, data_dir: &Path, carriers: Carriers) -> Result<Prepared, MqttError> {
+    /// validated against `carriers`). Sparkplug's bdSeq is kept beside them.
+    pub fn open(mut settings: Settings, data_dir: &Path, carriers: Carriers) -> Result<Prepared, MqttError> {
+        if let super::Output::SparkplugB(spb) = &mut settings.output {
+            spb.bd_seq_file.get_or_insert_with(|| data_dir.join(super::sparkplug::BD_SEQ_FILE));
+        }
         let outbox = Outbox::open(&data_dir.join(outbox::FILE), settings.outbox_capacity)?;
         let intake = match settings.platform_intake {
             true => {

@@ -1,5 +1,7 @@
-//! Fixtures shared by the pure (socket-free) tests of the core.
+//! Fixtures shared by the pure (socket-free) tests of the core, and the MQTT tests' ([`mqtt`]).
 #![allow(dead_code)] // each test binary uses its own subset
+
+pub mod mqtt;
 
 use sortline::core::*;
 use std::sync::Arc;
