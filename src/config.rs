@@ -565,6 +565,9 @@ impl LineConfig {
             carriers: self.waybills.carriers.clone(),
             untriggered_after_ms: self.timing.untriggered_scan_after_ms,
             untriggered_before_ms: self.timing.untriggered_scan_before_ms,
+            // No X-ray station is configured yet ([xray] comes with its intake): no parcel
+            // waits for a pre-screen.
+            xray: None,
         }
     }
 

@@ -417,6 +417,11 @@ impl<C: LineClock, S: Screen> Core<C, S> {
                     destinations.push(Destination { tracking, lane_id })
                 }
                 Output::ReviewRequested(r) => self.screen.review_requested(&r),
+                // No pre-screen worker is wired yet: without `[xray]` no parcel waits for one,
+                // and the station's images are only matched and recorded.
+                Output::ScreenImage { tracking, image_seq, .. } => {
+                    tracing::debug!(%tracking, image_seq, "X-ray image matched; no pre-screen configured")
+                }
                 Output::ReviewClosed { .. } => {}
                 Output::ParcelDone(report) => self.done.push(report),
             }

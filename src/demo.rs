@@ -277,7 +277,8 @@ impl Harness<'_> {
                 }
                 Output::SetDestination { tracking, lane_id, .. } => destinations.push((tracking, lane_id)),
                 Output::ReviewRequested(r) => self.world.request_review(now.0, r.tracking.0),
-                Output::ReviewClosed { .. } => {}
+                // The simulated line has no X-ray images yet: none is matched, none screened.
+                Output::ScreenImage { .. } | Output::ReviewClosed { .. } => {}
                 // Shown once its story (destination written, divert, completed) is durable.
                 Output::ParcelDone(report) => self.done.push(report),
             }

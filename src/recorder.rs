@@ -156,6 +156,10 @@ pub fn describe(record: &Record, lanes: &LaneMap) -> String {
             .to_lowercase(),
             Input::XrayEntered { image_seq, .. } => format!("entered the X-ray tunnel (image {image_seq})"),
             Input::Weighed { weight_g, .. } => format!("weighed {weight_g} g by the line scale"),
+            Input::XrayImage { image_seq, sha256, barcode } => format!(
+                "X-ray image {image_seq} received (sha256 {sha256}{})",
+                barcode.as_ref().map(|b| format!(", barcode {b}")).unwrap_or_default()
+            ),
             Input::XrayScreened { flags, .. } if flags.is_empty() => "X-ray pre-screen: clean".into(),
             Input::XrayScreened { flags, .. } => format!("X-ray pre-screen flagged: {}", flags.join(", ")),
             Input::Verdict { officer, verdict, .. } => {
@@ -230,6 +234,12 @@ pub fn describe(record: &Record, lanes: &LaneMap) -> String {
         ),
         Record::Refused { input, why, .. } => format!("{input} refused: {why}"),
         Record::UnmatchedScan { codes, .. } => format!("scan matched no parcel: {}", codes.join(" ")),
+        Record::ImageAttached { image_seq, sha256, .. } => {
+            format!("X-ray image {image_seq} is its own (sha256 {sha256})")
+        }
+        Record::UnmatchedImage { image_seq, sha256 } => {
+            format!("X-ray image {image_seq} matched no parcel (sha256 {sha256})")
+        }
         Record::Completed { decided, confirmed, .. } => format!(
             "story complete: decided {}, confirmed {}",
             decided.map_or("nothing", Lane::as_str),

@@ -499,3 +499,83 @@ fn a_rules_reload_applies_to_manifests_already_held() {
     assert_eq!(b.destinations(2), vec![Lane::Hold], "the held manifest matches the new rule");
     assert!(b.decision(2).unwrap().1.contains(&Reason::Interception { rule: "CUS-TSHIRT".into(), action: Lane::Hold }));
 }
+
+fn xray_line(missing_image_lane: Lane) -> Bench {
+    let xray = Some(XraySettings { missing_image_lane, image_match_window_ms: 2_000 });
+    let mut b = Bench { line: Line::new(LineSettings { xray, ..settings() }, policy()), out: Vec::new(), now: 0 };
+    b.manifest(manifest(1)).manifest(manifest(2));
+    b
+}
+
+fn image(seq: u32, barcode: Option<&str>) -> Input {
+    Input::XrayImage { image_seq: seq, sha256: format!("{seq:064x}").into(), barcode: barcode.map(str::to_string) }
+}
+
+fn screen_requests(b: &Bench) -> Vec<(TrackingId, u32, bool)> {
+    b.out
+        .iter()
+        .filter_map(|o| match o {
+            Output::ScreenImage { tracking, image_seq, manifest, .. } => {
+                Some((*tracking, *image_seq, manifest.is_some()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn with_an_xray_station_release_waits_for_the_pre_screen() {
+    let mut b = xray_line(Lane::Inspection);
+    b.gate(0, 1).scan(10, 1, &[&waybill(1).to_string()]);
+    b.at(3_000, Input::XrayEntered { tracking: TrackingId(1), image_seq: 7 }).at(3_100, image(7, None));
+    assert_eq!(screen_requests(&b), vec![(TrackingId(1), 7, true)], "screened against its declaration");
+    assert_eq!(b.records("image_attached").len(), 1);
+    b.at(3_200, Input::XrayScreened { tracking: TrackingId(1), flags: vec![] });
+    b.tick(CUTOFF_MS);
+    assert_eq!(b.destinations(1), vec![Lane::Release], "clean pre-screen: released");
+
+    // The image came, its screening never did: the configured lane, never release.
+    let t0 = CUTOFF_MS + 100;
+    b.gate(t0, 2).scan(t0 + 10, 2, &[&waybill(2).to_string()]);
+    b.at(t0 + 3_000, Input::XrayEntered { tracking: TrackingId(2), image_seq: 8 }).at(t0 + 3_050, image(8, None));
+    b.tick(t0 + CUTOFF_MS);
+    let (lane, reasons) = b.decision(2).unwrap();
+    assert_eq!(lane, Lane::Inspection);
+    assert!(reasons.contains(&Reason::XrayImageMissing { action: Lane::Inspection }), "{reasons:?}");
+}
+
+#[test]
+fn an_image_before_its_tunnel_event_waits_and_one_nobody_claims_is_recorded() {
+    let mut b = xray_line(Lane::Hold);
+    b.gate(0, 1).scan(10, 1, &[&waybill(1).to_string()]);
+    b.at(2_900, image(7, Some(&waybill(1).to_string())));
+    assert!(screen_requests(&b).is_empty());
+    b.at(3_000, Input::XrayEntered { tracking: TrackingId(1), image_seq: 7 });
+    assert_eq!(screen_requests(&b), vec![(TrackingId(1), 7, true)]);
+    b.at(3_100, Input::XrayScreened { tracking: TrackingId(1), flags: vec!["undeclared metal".into()] });
+    b.tick(CUTOFF_MS);
+    assert_eq!(b.destinations(1), vec![Lane::Inspection], "the pre-screen's flag is a reason");
+    // No parcel ever entered the tunnel with image 99: recorded, alarmed, nothing decided on it.
+    b.at(CUTOFF_MS + 10, image(99, None)).tick(CUTOFF_MS + 3_000);
+    assert_eq!(b.records("unmatched_image").len(), 1);
+    assert_eq!(b.alarms("xray_image_unmatched"), 1);
+    // No image at all by the cut-off: held, as configured.
+    let t0 = CUTOFF_MS + 3_100;
+    b.gate(t0, 2).scan(t0 + 10, 2, &[&waybill(2).to_string()]).tick(t0 + CUTOFF_MS);
+    assert_eq!(b.destinations(2), vec![Lane::Hold]);
+}
+
+#[test]
+fn an_image_naming_another_waybill_holds_the_parcel() {
+    let mut b = xray_line(Lane::Inspection);
+    b.gate(0, 1).scan(10, 1, &[&waybill(1).to_string()]);
+    b.at(3_000, Input::XrayEntered { tracking: TrackingId(1), image_seq: 7 });
+    b.at(3_100, image(7, Some(&waybill(2).to_string())));
+    assert_eq!(b.alarms("xray_image_mismatch"), 1);
+    let (lane, reasons) = b.decision(1).expect("a hold nothing lifts goes out at once");
+    assert_eq!(lane, Lane::Hold);
+    assert!(reasons.contains(&Reason::ImageBarcodeMismatch));
+    // A second image under the same number is refused, not swapped in.
+    b.at(3_200, image(7, None));
+    assert_eq!(b.records("refused").len(), 1);
+}

@@ -44,6 +44,10 @@ struct Case {
     late: bool,
     safe_mode: bool,
     line_stopped: bool,
+    /// The X-ray station's missing-image lane (release too: a misconfiguration must not release).
+    xray_missing_lane: Option<Lane>,
+    screened: bool,
+    image_mismatch: bool,
     sample: f64,
     review: f64,
 }
@@ -60,11 +64,14 @@ prop_compose! {
         late: bool,
         safe_mode in proptest::bool::weighted(0.1),
         line_stopped in proptest::bool::weighted(0.1),
+        xray_missing_lane in proptest::option::of(prop_oneof![Just(Lane::Release), Just(Lane::Inspection), Just(Lane::Hold)]),
+        screened: bool,
+        image_mismatch in proptest::bool::weighted(0.1),
         sample in prop_oneof![Just(0.0), Just(1.0), 0.0f64..1.0],
         review in prop_oneof![Just(0.0), Just(1.0), 0.0f64..1.0],
     ) -> Case {
         let flags = if flag { vec![Arc::from("dense object")] } else { vec![] };
-        Case { identity, manifest, length_mm, weight_g, flags, verdict, transfer, late, safe_mode, line_stopped, sample, review }
+        Case { identity, manifest, length_mm, weight_g, flags, verdict, transfer, late, safe_mode, line_stopped, xray_missing_lane, screened, image_mismatch, sample, review }
     }
 }
 
@@ -82,6 +89,9 @@ fn decide(case: &Case, p: &Policy) -> Decision {
         late: case.late,
         safe_mode: case.safe_mode,
         line_stopped: case.line_stopped,
+        xray_missing_lane: case.xray_missing_lane,
+        screened: case.screened,
+        image_mismatch: case.image_mismatch,
     };
     p.decide(&facts, Millis(0))
 }
@@ -120,6 +130,10 @@ proptest! {
             || case.transfer
             || case.safe_mode
             || case.line_stopped
+            // An X-ray station whose pre-screen for this parcel never came, or whose image names
+            // another waybill.
+            || (case.xray_missing_lane.is_some() && !case.screened)
+            || case.image_mismatch
             || d.reasons.iter().any(|r| matches!(r, Reason::RandomSample { .. } | Reason::AwaitingReview | Reason::Late));
         if doubt {
             prop_assert_ne!(d.lane, Lane::Release, "{:?} -> {:?}", case, d);

@@ -62,6 +62,13 @@ pub struct Facts<'a> {
     pub safe_mode: bool,
     /// An operator stopped the line.
     pub line_stopped: bool,
+    /// The X-ray station is part of the line: where a parcel goes whose image was not
+    /// screened by the cut-off. `None`: no screening is waited for.
+    pub xray_missing_lane: Option<Lane>,
+    /// The pre-screen's result for this parcel's image has come (clean or flagged).
+    pub screened: bool,
+    /// The image's barcode names another waybill than the parcel's.
+    pub image_mismatch: bool,
 }
 
 impl Policy {
@@ -96,6 +103,9 @@ impl Policy {
             },
         }
         r.extend(f.xray_flags.iter().map(|flag| Reason::XrayFlag { flag: flag.clone() }));
+        if f.image_mismatch {
+            r.push(Reason::ImageBarcodeMismatch);
+        }
         if let Some(officer) = f.transfer {
             r.push(Reason::ManualTransfer { officer: officer.clone() });
         }
@@ -107,6 +117,10 @@ impl Policy {
         let bound_for_release = r.iter().all(|x| x.lane() == Lane::Release) && r.contains(&Reason::GreenChannel);
         if bound_for_release && f.verdict.is_none() && self.selected_for_review(f) {
             r.push(if f.late { Reason::Late } else { Reason::AwaitingReview });
+        }
+        // Intelligent review first: release waits for the pre-screen as it waits for an officer.
+        if let Some(action) = f.xray_missing_lane.filter(|_| bound_for_release && !f.screened) {
+            r.push(if f.late { Reason::XrayImageMissing { action } } else { Reason::AwaitingScreening });
         }
         Decision::from_reasons(r)
     }

@@ -70,6 +70,22 @@ pub struct LineSettings {
     /// …or to the one parcel whose gate event comes at most this long after it (0: never).
     #[serde(default)]
     pub untriggered_before_ms: u64,
+    /// The X-ray station, when the line has one: release then waits for each parcel's
+    /// pre-screen (absent in older records: no station).
+    #[serde(default)]
+    pub xray: Option<XraySettings>,
+}
+
+/// What the core needs to know of the X-ray station.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XraySettings {
+    /// Where a parcel otherwise bound for release goes when no screened image came by its
+    /// cut-off: inspection or hold (never release).
+    pub missing_image_lane: Lane,
+    /// How long an image may wait for its parcel's `XrayEntered` (the PLC's event can come
+    /// after the station's file).
+    pub image_match_window_ms: u64,
 }
 
 /// A line's settings and policy, less its secret. See [`Line::snapshot`].
@@ -131,6 +147,15 @@ pub enum Input {
     XrayEntered {
         tracking: TrackingId,
         image_seq: u32,
+    },
+    /// X-ray station: an image arrived and is stored under its SHA-256 (hex); the sequence
+    /// number pairs it with the parcel the PLC reported entering the tunnel with it. The
+    /// station may name a barcode too.
+    XrayImage {
+        image_seq: u32,
+        sha256: Arc<str>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        barcode: Option<String>,
     },
     /// X-ray pre-screen findings for a parcel (empty: clean).
     XrayScreened {
@@ -214,7 +239,7 @@ pub enum Input {
 
 impl Input {
     /// Audit kinds of the inputs that are recorded (all but ticks).
-    pub const RECORDED_KINDS: [&'static str; 20] = [
+    pub const RECORDED_KINDS: [&'static str; 21] = [
         "gate",
         "scan",
         "manifest",
@@ -235,6 +260,7 @@ impl Input {
         "rules",
         "line_control",
         "weighed",
+        "xray_image",
     ];
 
     /// The audit kind of this input.
@@ -260,6 +286,7 @@ impl Input {
             Input::Rules { .. } => "rules",
             Input::LineControl { .. } => "line_control",
             Input::Weighed { .. } => "weighed",
+            Input::XrayImage { .. } => "xray_image",
             Input::Tick => "tick",
         }
     }
@@ -368,6 +395,17 @@ pub enum Record {
         tracking: Option<TrackingId>,
         why: String,
     },
+    /// The X-ray image that belongs to the parcel, by its hash.
+    ImageAttached {
+        tracking: TrackingId,
+        image_seq: u32,
+        sha256: Arc<str>,
+    },
+    /// An X-ray image that no parcel claimed in its time window.
+    UnmatchedImage {
+        image_seq: u32,
+        sha256: Arc<str>,
+    },
     /// A scan that no gate event claimed.
     UnmatchedScan {
         trigger: Option<TriggerCount>,
@@ -394,6 +432,8 @@ impl Record {
             Record::Lost { .. } => "parcel_lost",
             Record::Refused { .. } => "refused",
             Record::UnmatchedScan { .. } => "unmatched_scan",
+            Record::ImageAttached { .. } => "image_attached",
+            Record::UnmatchedImage { .. } => "unmatched_image",
             Record::Completed { .. } => "completed",
         }
     }
@@ -406,9 +446,10 @@ impl Record {
             | Record::Decision { tracking, .. }
             | Record::Missort { tracking, .. }
             | Record::Lost { tracking, .. }
-            | Record::Completed { tracking, .. } => Some(*tracking),
+            | Record::Completed { tracking, .. }
+            | Record::ImageAttached { tracking, .. } => Some(*tracking),
             Record::Refused { tracking, .. } => *tracking,
-            Record::UnmatchedScan { .. } => None,
+            Record::UnmatchedScan { .. } | Record::UnmatchedImage { .. } => None,
         }
     }
 
@@ -485,6 +526,14 @@ pub enum Output {
         lane_id: u16,
     },
     ReviewRequested(ReviewRequest),
+    /// Screen this parcel's X-ray image against its declaration (none known: against nothing);
+    /// the result comes back as `Input::XrayScreened`.
+    ScreenImage {
+        tracking: TrackingId,
+        image_seq: u32,
+        sha256: Arc<str>,
+        manifest: Option<Arc<Manifest>>,
+    },
     /// The parcel no longer waits for a verdict (decided, late or gone).
     ReviewClosed {
         tracking: TrackingId,
@@ -540,6 +589,11 @@ struct Parcel {
     identity: Option<Identity>,
     /// For matching the X-ray image to the parcel.
     image_seq: Option<u32>,
+    /// The image's hash, once it came.
+    image: Option<Arc<str>>,
+    /// The pre-screen's result came.
+    screened: bool,
+    image_mismatch: bool,
     xray_flags: Vec<Arc<str>>,
     verdict: Option<(OfficerId, Verdict)>,
     transfer: Option<OfficerId>,
@@ -564,6 +618,7 @@ enum Timer {
     Cutoff(TrackingId, u64),
     ConfirmTimeout(TrackingId, u64),
     ScanExpiry(TriggerCount),
+    ImageExpiry(u32),
     UntriggeredExpiry(u64),
 }
 
@@ -582,6 +637,8 @@ pub struct Line {
     parcels: HashMap<TrackingId, Parcel>,
     by_trigger: HashMap<TriggerCount, TrackingId>,
     early_scans: BTreeMap<TriggerCount, (Millis, Vec<String>)>,
+    /// X-ray images waiting for their parcel's `XrayEntered`, by sequence number.
+    early_images: BTreeMap<u32, (Arc<str>, Option<String>)>,
     /// Scans without a trigger count waiting for a gate event, by arrival number.
     early_untriggered: BTreeMap<u64, Vec<String>>,
     next_untriggered: u64,
@@ -605,6 +662,7 @@ impl Line {
             parcels: HashMap::new(),
             by_trigger: HashMap::new(),
             early_scans: BTreeMap::new(),
+            early_images: BTreeMap::new(),
             early_untriggered: BTreeMap::new(),
             next_untriggered: 0,
             timers: BTreeSet::new(),
@@ -713,7 +771,12 @@ impl Line {
             }
             // Every parcel passes the tunnel, decided or not; only the image link is kept.
             Input::XrayEntered { tracking, image_seq } => match self.parcels.get_mut(&tracking) {
-                Some(p) => p.image_seq = Some(image_seq),
+                Some(p) => {
+                    p.image_seq = Some(image_seq);
+                    if let Some((sha256, barcode)) = self.early_images.remove(&image_seq) {
+                        self.attach_image(tracking, image_seq, sha256, barcode, now, out);
+                    }
+                }
                 None => self.refuse("xray_entered", Some(tracking), "unknown tracking id".into(), out),
             },
             Input::Weighed { tracking, weight_g } => match self.parcels.get_mut(&tracking) {
@@ -725,8 +788,12 @@ impl Line {
                 }
                 None => self.refuse("weighed", Some(tracking), "unknown tracking id".into(), out),
             },
+            Input::XrayImage { image_seq, sha256, barcode } => self.on_image(image_seq, sha256, barcode, now, out),
             Input::XrayScreened { tracking, flags } => {
-                self.amend(tracking, "xray_screened", now, out, |p| p.xray_flags = flags);
+                self.amend(tracking, "xray_screened", now, out, |p| {
+                    p.xray_flags = flags;
+                    p.screened = true;
+                });
             }
             Input::Verdict { tracking, officer, verdict } => {
                 self.amend(tracking, "verdict", now, out, |p| p.verdict = Some((officer, verdict)));
@@ -815,6 +882,9 @@ impl Line {
                 codes: Vec::new(),
                 identity: None,
                 image_seq: None,
+                image: None,
+                screened: false,
+                image_mismatch: false,
                 xray_flags: Vec::new(),
                 verdict: None,
                 transfer: None,
@@ -1168,6 +1238,11 @@ impl Line {
                         self.unmatched(Some(trigger), codes, "no gate event came for it", out);
                     }
                 }
+                Timer::ImageExpiry(seq) => {
+                    if let Some((sha256, _)) = self.early_images.remove(&seq) {
+                        self.unmatched_image(seq, sha256, "no parcel entered the tunnel with it", out);
+                    }
+                }
                 Timer::UntriggeredExpiry(id) => {
                     if let Some(codes) = self.early_untriggered.remove(&id) {
                         self.unmatched(None, codes, "no gate event came in its time window", out);
@@ -1221,6 +1296,9 @@ impl Line {
             late: at_cutoff,
             safe_mode: self.safe_mode,
             line_stopped: self.stopped_by.is_some(),
+            xray_missing_lane: self.settings.xray.map(|x| x.missing_image_lane),
+            screened: p.screened,
+            image_mismatch: p.image_mismatch,
         };
         let decision = self.policy.decide(&facts, now);
         let manifest_version = manifest.map(|m| m.version);
@@ -1336,6 +1414,63 @@ impl Line {
             decided_at: p.sent.as_ref().map(|s| s.at),
             done_at: now,
         }));
+    }
+
+    /// An image from the station: to its parcel if the PLC reported it in the tunnel with this
+    /// sequence number, else it waits (bounded) for that report.
+    fn on_image(&mut self, seq: u32, sha256: Arc<str>, barcode: Option<String>, now: Millis, out: &mut Vec<Output>) {
+        let owner = self.parcels.iter().find(|(_, p)| p.image_seq == Some(seq)).map(|(t, p)| (*t, p.image.is_some()));
+        match owner {
+            Some((tracking, false)) => self.attach_image(tracking, seq, sha256, barcode, now, out),
+            Some((tracking, true)) => {
+                self.refuse("xray_image", Some(tracking), format!("a second image with sequence number {seq}"), out)
+            }
+            None => {
+                if self.early_images.len() >= self.settings.max_pending_scans {
+                    if let Some((old_seq, (old, _))) = self.early_images.pop_first() {
+                        self.unmatched_image(old_seq, old, "too many images waiting", out);
+                    }
+                }
+                let window_ms = self.settings.xray.map_or(0, |x| x.image_match_window_ms);
+                self.early_images.insert(seq, (sha256, barcode));
+                self.timers.insert((now.saturating_add(window_ms), Timer::ImageExpiry(seq)));
+            }
+        }
+    }
+
+    fn attach_image(
+        &mut self,
+        tracking: TrackingId,
+        image_seq: u32,
+        sha256: Arc<str>,
+        barcode: Option<String>,
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(p) = self.parcels.get_mut(&tracking) else { return };
+        p.image = Some(sha256.clone());
+        // A barcode on the image that is another parcel's waybill: the image may be theirs.
+        let named = barcode.as_deref().and_then(|b| Waybill::parse(b).ok());
+        let mismatch = named.zip(p.waybill()).is_some_and(|(named, own)| named != own);
+        p.image_mismatch = mismatch;
+        let manifest = p.waybill().and_then(|w| self.manifests.get(&w)).map(|h| h.manifest.clone());
+        out.push(Output::Record(Record::ImageAttached { tracking, image_seq, sha256: sha256.clone() }));
+        out.push(Output::ScreenImage { tracking, image_seq, sha256, manifest });
+        if mismatch {
+            self.alarm(
+                "xray_image_mismatch",
+                Severity::Warning,
+                Some(tracking),
+                format!("image {image_seq} carries a barcode of another waybill; parcel held"),
+                out,
+            );
+            self.evaluate(tracking, now, false, out);
+        }
+    }
+
+    fn unmatched_image(&mut self, image_seq: u32, sha256: Arc<str>, why: &str, out: &mut Vec<Output>) {
+        out.push(Output::Record(Record::UnmatchedImage { image_seq, sha256 }));
+        self.alarm("xray_image_unmatched", Severity::Warning, None, format!("X-ray image {image_seq}: {why}"), out);
     }
 
     fn unmatched(&mut self, trigger: Option<TriggerCount>, codes: Vec<String>, why: &str, out: &mut Vec<Output>) {

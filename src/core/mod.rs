@@ -13,7 +13,7 @@ pub mod waybill;
 pub use engine::{Facts, Policy, WeightTolerance};
 pub use line::{
     Alarm, Input, LaneMap, Line, LineMode, LineSettings, LineSnapshot, LineStats, LostWhy, Output, ParcelReport,
-    PlcHoldCause, Record, ReviewRequest, Severity,
+    PlcHoldCause, Record, ReviewRequest, Severity, XraySettings,
 };
 pub use manifest::{Item, Manifest, ManifestStatus};
 pub use policy::{InterceptionRule, ManualTarget, RuleSet, TargetCriterion};

@@ -64,6 +64,17 @@ pub enum Reason {
     LicenceRequired,
     /// Selected for the officer's look and no verdict yet; turns into `Late` at the cut-off.
     AwaitingReview,
+    /// Bound for release, its X-ray image not yet screened; turns into `XrayImageMissing` at
+    /// the cut-off.
+    AwaitingScreening,
+    /// The cut-off came and the parcel's X-ray image was never screened (no image, or no
+    /// screening result): the lane configured for it, never release.
+    XrayImageMissing {
+        action: Lane,
+    },
+    /// The barcode the X-ray station put on the image names another waybill: the image may be
+    /// another parcel's, so its screening cannot clear this one.
+    ImageBarcodeMismatch,
     /// The cut-off came before the decision was final.
     Late,
     PlcSafeMode,
@@ -86,6 +97,8 @@ impl Reason {
             | WeightMismatch { .. }
             | ManualTransfer { .. } => Lane::Inspection,
             Interception { action, .. } => *action,
+            // Configured as inspection or hold; release is refused when it is configured.
+            XrayImageMissing { action } => (*action).max(Lane::Inspection),
             OfficerVerdict { verdict, .. } => verdict.lane(),
             NoRead
             | SeveralWaybills { .. }
@@ -95,6 +108,8 @@ impl Reason {
             | ManifestRejected
             | LicenceRequired
             | AwaitingReview
+            | AwaitingScreening
+            | ImageBarcodeMismatch
             | Late
             | PlcSafeMode
             | LineStopped
@@ -104,7 +119,7 @@ impl Reason {
 
     /// A hold that nothing later can lift, so the destination can go out at once.
     pub fn is_final_hold(&self) -> bool {
-        self.lane() == Lane::Hold && !matches!(self, Reason::AwaitingReview)
+        self.lane() == Lane::Hold && !matches!(self, Reason::AwaitingReview | Reason::AwaitingScreening)
     }
 
     /// Short text for the live line and the officer's screen.
@@ -131,6 +146,9 @@ impl Reason {
             ManifestRejected => "manifest rejected".into(),
             LicenceRequired => "licence required".into(),
             AwaitingReview => "awaiting review".into(),
+            AwaitingScreening => "awaiting X-ray screening".into(),
+            XrayImageMissing { .. } => "X-ray image missing".into(),
+            ImageBarcodeMismatch => "X-ray image barcode names another waybill".into(),
             Late => "late".into(),
             PlcSafeMode => "PLC safe mode".into(),
             LineStopped => "line stopped by an operator".into(),
@@ -204,6 +222,10 @@ mod tests {
             (Reason::ManifestRejected, Lane::Hold),
             (Reason::LicenceRequired, Lane::Hold),
             (Reason::AwaitingReview, Lane::Hold),
+            (Reason::AwaitingScreening, Lane::Hold),
+            (Reason::XrayImageMissing { action: Lane::Inspection }, Lane::Inspection),
+            (Reason::XrayImageMissing { action: Lane::Release }, Lane::Inspection),
+            (Reason::ImageBarcodeMismatch, Lane::Hold),
             (Reason::Late, Lane::Hold),
             (Reason::PlcSafeMode, Lane::Hold),
             (Reason::LineStopped, Lane::Hold),

@@ -24,6 +24,7 @@ pub fn settings() -> LineSettings {
         carriers: Carriers::default(),
         untriggered_after_ms: 300,
         untriggered_before_ms: 0,
+        xray: None,
     }
 }
 

@@ -170,7 +170,7 @@ impl Run {
                 Output::ReviewRequested(r) => self.plc.request_review(r.tracking.0),
                 Output::ParcelDone(report) => self.done.push(report),
                 Output::Alarm(a) => self.alarms.push(a),
-                Output::Record(_) | Output::ReviewClosed { .. } => {}
+                Output::Record(_) | Output::ReviewClosed { .. } | Output::ScreenImage { .. } => {}
             }
         }
     }
