@@ -105,6 +105,9 @@ pub struct DaemonConfig {
     pub line_stats: Arc<Mutex<LineStats>>,
     /// Where the core copies its safe mode and operator stop, as often.
     pub line_mode: Arc<Mutex<LineMode>>,
+    /// Scans the core has handled, for a simulated line that must not run past a scan the
+    /// core has been sent but not yet taken in (its timeout would fire first).
+    pub scans_handled: Arc<AtomicU64>,
 }
 
 impl Default for DaemonConfig {
@@ -118,6 +121,7 @@ impl Default for DaemonConfig {
             next_due: Arc::new(AtomicU64::new(u64::MAX)),
             line_stats: Arc::default(),
             line_mode: Arc::default(),
+            scans_handled: Arc::default(),
         }
     }
 }
@@ -352,7 +356,13 @@ impl<C: LineClock, S: Screen> Core<C, S> {
                 .map_or(self.config.tick_max, |t| Duration::from_millis(t.0.saturating_sub(now)))
                 .min(self.config.tick_max);
             match rx.recv_timeout(wait) {
-                Ok(CoreMsg::Input(input)) => self.handle(input)?,
+                Ok(CoreMsg::Input(input)) => {
+                    let scan = matches!(input, Input::Scan { .. });
+                    self.handle(input)?;
+                    if scan {
+                        self.config.scans_handled.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
                 Ok(CoreMsg::Alarm(a)) => self.alarm(&a),
                 Ok(CoreMsg::Command(record, input)) => {
                     self.pending.push(recorder::command_entry(&record, Millis(self.now_ms), clock::wall_ms()));

@@ -895,13 +895,17 @@ pub fn run_modbus(
         // every scanner byte so far, and is not far past its next deadline.
         let next_due = Arc::new(AtomicU64::new(u64::MAX));
         let devices_handled = Arc::new(AtomicU64::new(0));
+        let scans_sent = Arc::new(AtomicU64::new(0));
+        let scans_handled = Arc::new(AtomicU64::new(0));
         let gate = {
             let (due, handled, lists_in) = (next_due.clone(), devices_handled.clone(), lists_in.clone());
             let wire = rig.as_ref().map(|r| (r.device.clone(), r.reader.consumed()));
+            let (scans_sent, scans_handled) = (scans_sent.clone(), scans_handled.clone());
             sim::modbus::LockstepGate(Arc::new(move |to, sent| {
+                // Every byte the scanner wrote has been read, and every scan it made is in the core.
                 let scans_in = wire.as_ref().is_none_or(|(device, consumed)| {
                     device.settled_bytes().is_some_and(|written| consumed.load(Ordering::SeqCst) >= written)
-                });
+                }) && scans_handled.load(Ordering::SeqCst) >= scans_sent.load(Ordering::SeqCst);
                 lists_in.load(Ordering::SeqCst)
                     && scans_in
                     && handled.load(Ordering::SeqCst) >= sent
@@ -949,6 +953,7 @@ pub fn run_modbus(
             // The line waits at a deadline until the core has woken for it.
             tick_max: Duration::from_millis(1),
             next_due,
+            scans_handled,
             ..daemon::DaemonConfig::default()
         };
         let (line_stats, line_mode) = (daemon_config.line_stats.clone(), daemon_config.line_mode.clone());
@@ -1012,9 +1017,14 @@ pub fn run_modbus(
         let reader_stats = rig.as_ref().map(|r| r.reader.stats());
         let reader = rig.map(|rig| {
             let inputs = daemon.inputs();
+            let scans_sent = scans_sent.clone();
             let deliver = move |out| {
                 let msg = match out {
-                    ScannerOutput::Input(i) => daemon::CoreMsg::Input(i),
+                    ScannerOutput::Input(i) => {
+                        // Counted before it is sent: the gate waits until the core has it.
+                        scans_sent.fetch_add(u64::from(matches!(i, Input::Scan { .. })), Ordering::SeqCst);
+                        daemon::CoreMsg::Input(i)
+                    }
                     ScannerOutput::Alarm(a) => daemon::CoreMsg::Alarm(a),
                 };
                 // The core gone means the demo is stopping.
