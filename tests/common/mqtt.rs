@@ -89,6 +89,13 @@ impl Subscriber {
         serde_json::from_slice(&self.next_raw(suffix).await.1).unwrap_or(Value::Null)
     }
 
+    /// Every message that has arrived so far, as JSON, without waiting.
+    pub fn drain(&mut self) -> Vec<Value> {
+        std::iter::from_fn(|| self.rx.try_recv().ok())
+            .map(|(_, payload)| serde_json::from_slice(&payload).unwrap_or(Value::Null))
+            .collect()
+    }
+
     /// The next message whose topic ends with `suffix`: its topic and payload.
     pub async fn next_raw(&mut self, suffix: &str) -> (String, Vec<u8>) {
         tokio::time::timeout(GUARD, async {
