@@ -282,19 +282,7 @@ fn parameters_change_sampling_from_then_on_and_bad_ones_are_refused() {
 fn replaced_rules_apply_to_held_manifests_and_an_invalid_set_keeps_the_old() {
     let mut b = Bench::new(policy());
     b.manifest(manifest(1)).manifest(manifest(2));
-    let shirts = InterceptionRule {
-        id: "SHIRTS".into(),
-        action: Lane::Hold,
-        reason: "test".into(),
-        hs_prefixes: vec!["6109".into()],
-        keywords: vec![],
-        min_item_value_minor: None,
-        min_total_value_minor: None,
-        min_gross_weight_g: None,
-        countries: vec![],
-        consignors: vec![],
-        consignees: vec![],
-    };
+    let shirts = hs_rule("SHIRTS", Lane::Hold, "6109");
     b.at(0, Input::Rules { rules: vec![shirts.clone()], officer: None });
     b.gate(10, 1).scan(20, 1, &[&waybill(1).to_string()]);
     let (lane, reasons) = b.decision(1).unwrap();
@@ -481,19 +469,7 @@ fn a_rules_reload_applies_to_manifests_already_held() {
     b.manifest(manifest(1)).manifest(manifest(2));
     b.gate(0, 1).scan(10, 1, &[&waybill(1).to_string()]).tick(CUTOFF_MS);
     assert_eq!(b.destinations(1), vec![Lane::Release]);
-    let tshirts = InterceptionRule {
-        id: "CUS-TSHIRT".into(),
-        action: Lane::Hold,
-        reason: "test".into(),
-        hs_prefixes: vec!["6109".into()],
-        keywords: vec![],
-        min_item_value_minor: None,
-        min_total_value_minor: None,
-        min_gross_weight_g: None,
-        countries: vec![],
-        consignors: vec![],
-        consignees: vec![],
-    };
+    let tshirts = hs_rule("CUS-TSHIRT", Lane::Hold, "6109");
     b.line.set_rules(std::sync::Arc::new(RuleSet::new(vec![tshirts]).unwrap()));
     b.gate(30_000, 2).scan(30_010, 2, &[&waybill(2).to_string()]);
     assert_eq!(b.destinations(2), vec![Lane::Hold], "the held manifest matches the new rule");

@@ -258,18 +258,6 @@ async fn outage_and_restart_deliver_every_parcel_once_in_order(broker: SocketAdd
     assert_eq!(end.outbox.depth, 0);
 }
 
-fn declaration(waybill: &str, version: u64) -> Value {
-    serde_json::json!({
-        "waybill": waybill, "list_no": "L2026000001", "version": version,
-        "platform_time": "2026-03-01T08:00:00Z", "direction": "export",
-        "ecommerce_ref": "ORD-1", "logistics_ref": "LOG-1", "payment_ref": "PAY-1",
-        "channel": "green", "status": "accepted", "licence_required": false, "platform_targeted": false,
-        "consignor": "Suzhou Silk Ltd", "consignee": "Jane Doe", "country": "US", "gross_weight_g": 800,
-        "items": [{"name": "连衣裙 Silk Dress", "hs_code": "620442", "quantity": 1, "unit": "pcs",
-                   "value_minor": 25000, "currency": "CNY"}]
-    })
-}
-
 /// The platform intake: declarations and targeting stored before they reach the core, a batch
 /// with a bad element stores the rest, bad messages kept as dead letters with the reason and
 /// raised as alarms, a redelivery changes nothing, and the store holds all of it afterwards.
@@ -287,14 +275,14 @@ async fn platform_intake_stores_then_feeds_the_core_and_keeps_dead_letters(broke
     };
     // Not retained: the platform publishes once the intake's subscription stands.
     wait(&mut stats, "subscribed", |s| s.subscribed).await;
-    send(topics.platform_manifests(), declaration("EA123456785CN", 1).to_string()).await;
-    let mut bad = declaration("EA000000000CN", 1);
+    send(topics.platform_manifests(), common::declaration_json("EA123456785CN", 1).to_string()).await;
+    let mut bad = common::declaration_json("EA000000000CN", 1);
     bad["channel"] = "blue".into();
-    let batch = serde_json::json!([declaration("RR123456785CN", 2), bad]);
+    let batch = serde_json::json!([common::declaration_json("RR123456785CN", 2), bad]);
     send(topics.platform_manifests(), batch.to_string()).await;
     send(topics.platform_manifests(), "{not json".into()).await;
     // The platform says it again (a QoS 1 redelivery): nothing changes.
-    send(topics.platform_manifests(), declaration("EA123456785CN", 1).to_string()).await;
+    send(topics.platform_manifests(), common::declaration_json("EA123456785CN", 1).to_string()).await;
     let target = serde_json::json!({"action": "add", "target_id": "PT-1", "author": "platform",
         "criterion": {"by": "consignor", "value": "ACME"}, "reason": "risk model"});
     send(topics.platform_targets(), target.to_string()).await;
@@ -365,6 +353,30 @@ struct Pki {
     ca_der: rustls::pki_types::CertificateDer<'static>,
 }
 
+/// A client's PEM files, as `[mqtt.tls]` names them.
+struct ClientFiles {
+    ca: std::path::PathBuf,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+impl Pki {
+    /// The CA certificate, and the client's certificate and key, written into `dir`.
+    fn client_files(&self, dir: &Path) -> ClientFiles {
+        ClientFiles {
+            ca: write(dir, "ca.pem", &self.ca_pem),
+            cert: write(dir, "client.pem", &self.client_pem.0),
+            key: write(dir, "client.key", &self.client_pem.1),
+        }
+    }
+}
+
 fn pki() -> Pki {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -427,14 +439,8 @@ async fn tls_with_a_client_certificate(broker: SocketAddr) {
     let ours = pki();
     let front = tls_front(&ours, broker).await;
     let dir = tempfile::tempdir().unwrap();
-    let file = |name: &str, text: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    };
-    let ca = file("ca.pem", &ours.ca_pem);
-    let (cert, key) = (file("client.pem", &ours.client_pem.0), file("client.key", &ours.client_pem.1));
-    let tls = sortline::mqtt::tls_config(&ca, Some((&cert, &key))).unwrap();
+    let files = ours.client_files(dir.path());
+    let tls = sortline::mqtt::tls_config(&files.ca, Some((&files.cert, &files.key))).unwrap();
     let s = Settings { tls: Some(tls), ..settings(front, "tls") };
     let mut sub = subscriber(broker, "watch-tls", &s.topics.parcel()).await;
     let (publisher, sink, _core) = start(s, dir.path());
@@ -444,9 +450,9 @@ async fn tls_with_a_client_certificate(broker: SocketAddr) {
 
     // Another CA: the broker's certificate is not trusted, so no connection is made.
     let other = pki();
-    let stranger = file("other-ca.pem", &other.ca_pem);
+    let stranger = write(dir.path(), "other-ca.pem", &other.ca_pem);
     let s = Settings {
-        tls: Some(sortline::mqtt::tls_config(&stranger, Some((&cert, &key))).unwrap()),
+        tls: Some(sortline::mqtt::tls_config(&stranger, Some((&files.cert, &files.key))).unwrap()),
         ..settings(front, "tls-2")
     };
     let other_dir = tempfile::tempdir().unwrap();
@@ -456,7 +462,7 @@ async fn tls_with_a_client_certificate(broker: SocketAddr) {
     assert_eq!(stats.borrow().connects, 0);
     publisher.stop(Duration::ZERO).await.unwrap();
     // Files that hold no certificate are refused before any connection.
-    let empty = file("empty.pem", "");
+    let empty = write(dir.path(), "empty.pem", "");
     assert!(sortline::mqtt::tls_config(&empty, None).unwrap_err().contains("no certificate"));
 }
 
@@ -557,15 +563,16 @@ async fn mosquitto_tls_listener_takes_our_client_certificate() {
     let tls_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let (cert_pem, key_pem) = ours.server_pem.clone();
     let Some(broker) = Mosquitto::start_with(|dir| {
-        let file = |name: &str, text: &str| {
-            let path = dir.join(name);
-            std::fs::write(&path, text).unwrap();
-            path.display().to_string()
-        };
-        let (ca, cert, key) =
-            (file("ca.pem", &ours.ca_pem), file("server.pem", &cert_pem), file("server.key", &key_pem));
+        let (ca, cert, key) = (
+            write(dir, "ca.pem", &ours.ca_pem),
+            write(dir, "server.pem", &cert_pem),
+            write(dir, "server.key", &key_pem),
+        );
         format!(
-            "listener {tls_port} 127.0.0.1\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\nrequire_certificate true\n"
+            "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+            ca.display(),
+            cert.display(),
+            key.display()
         )
     })
     .await
@@ -573,14 +580,8 @@ async fn mosquitto_tls_listener_takes_our_client_certificate() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let file = |name: &str, text: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    };
-    let ca = file("ca.pem", &ours.ca_pem);
-    let (cert, key) = (file("client.pem", &ours.client_pem.0), file("client.key", &ours.client_pem.1));
-    let tls = sortline::mqtt::tls_config(&ca, Some((&cert, &key))).unwrap();
+    let files = ours.client_files(dir.path());
+    let tls = sortline::mqtt::tls_config(&files.ca, Some((&files.cert, &files.key))).unwrap();
     let s = Settings { tls: Some(tls), ..settings(SocketAddr::from(([127, 0, 0, 1], tls_port)), "mtls") };
     let mut sub = subscriber(broker.addr, "watch-mtls", &s.topics.parcel()).await;
     let (publisher, sink, _core) = start(s, dir.path());
@@ -589,7 +590,7 @@ async fn mosquitto_tls_listener_takes_our_client_certificate() {
     publisher.stop(GUARD).await.unwrap();
     // Without a client certificate Mosquitto refuses the handshake.
     let s = Settings {
-        tls: Some(sortline::mqtt::tls_config(&ca, None).unwrap()),
+        tls: Some(sortline::mqtt::tls_config(&files.ca, None).unwrap()),
         ..settings(SocketAddr::from(([127, 0, 0, 1], tls_port)), "mtls-anon")
     };
     let other = tempfile::tempdir().unwrap();

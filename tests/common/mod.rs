@@ -70,6 +70,36 @@ pub fn manifest(n: u32) -> Manifest {
     }
 }
 
+/// An interception rule on one HS code prefix, and nothing else.
+pub fn hs_rule(id: &str, action: Lane, hs_prefix: &str) -> InterceptionRule {
+    InterceptionRule {
+        id: id.into(),
+        action,
+        reason: "test".into(),
+        hs_prefixes: vec![hs_prefix.into()],
+        keywords: vec![],
+        min_item_value_minor: None,
+        min_total_value_minor: None,
+        min_gross_weight_g: None,
+        countries: vec![],
+        consignors: vec![],
+        consignees: vec![],
+    }
+}
+
+/// A declaration list as the platform sends it (JSON Lines schema, docs/manifest.md).
+pub fn declaration_json(waybill: &str, version: u64) -> serde_json::Value {
+    serde_json::json!({
+        "waybill": waybill, "list_no": format!("L-{waybill}"), "version": version,
+        "platform_time": "2026-03-01T08:00:00Z", "direction": "export",
+        "ecommerce_ref": "ORD-1", "logistics_ref": "LOG-1", "payment_ref": "PAY-1",
+        "channel": "green", "status": "accepted", "licence_required": false, "platform_targeted": false,
+        "consignor": "Suzhou Silk Ltd", "consignee": "Jane Doe", "country": "US", "gross_weight_g": 800,
+        "items": [{"name": "连衣裙 Silk Dress", "hs_code": "620442", "quantity": 1, "unit": "pcs",
+                   "value_minor": 25000, "currency": "CNY"}]
+    })
+}
+
 pub fn officer(name: &str) -> OfficerId {
     OfficerId::new(name).unwrap()
 }
