@@ -47,37 +47,14 @@ pub trait Screen: Send + 'static {
     fn alarm(&mut self, _alarm: &Alarm) {}
 }
 
-/// An operator's command as it arrived (over MQTT, from the console), accepted or refused:
-/// the chain records who asked what under which request id.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct CommandRecord {
-    pub command: String,
-    pub request_id: Option<String>,
-    pub operator: Option<String>,
-    /// `accepted` or `refused`.
-    pub status: &'static str,
-    pub error: Option<String>,
-}
-
-impl CommandRecord {
-    pub fn of(reply: &crate::mqtt::command::Reply) -> CommandRecord {
-        CommandRecord {
-            command: reply.command.clone(),
-            request_id: reply.request_id.clone(),
-            operator: reply.operator.clone(),
-            status: reply.status,
-            error: reply.error.clone(),
-        }
-    }
-}
-
 /// What the core thread takes in.
 #[derive(Debug)]
 pub enum CoreMsg {
     Input(Input),
     Alarm(Alarm),
-    /// A command's record, then the input it carries (none when refused).
-    Command(Box<CommandRecord>, Option<Input>),
+    /// An operator's command as it arrived, accepted or refused (its reply: who asked what
+    /// under which request id), recorded before the input it carries (none when refused).
+    Command(Box<crate::mqtt::command::Reply>, Option<Input>),
     /// From the PLC driver (counted, for [`DaemonConfig::paced`]).
     Plc(DriverOutput),
 }

@@ -66,7 +66,7 @@ pub fn alarm_entry(alarm: &Alarm, now: Millis, wall_ms: i64) -> NewEntry {
 }
 
 /// An operator's command as it arrived, before the input it carries.
-pub fn command_entry(command: &crate::daemon::CommandRecord, now: Millis, wall_ms: i64) -> NewEntry {
+pub fn command_entry(command: &crate::mqtt::command::Reply, now: Millis, wall_ms: i64) -> NewEntry {
     NewEntry {
         kind: "command".into(),
         wall_ms,

@@ -8,7 +8,7 @@ use super::sparkplug::{self, Edge, Rendered};
 use super::{MqttError, Output, Settings};
 use crate::clock;
 use crate::core::{Alarm, ParcelReport, ReviewRequest, Severity};
-use crate::daemon::{CommandRecord, CoreMsg, Screen};
+use crate::daemon::{CoreMsg, Screen};
 use rumqttc::{AsyncClient, ConnectionError, Event, LastWill, MqttOptions, Outgoing, Packet, Publish, QoS};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
@@ -459,7 +459,7 @@ impl Task {
                 let reply = Reply::accepted(&accepted);
                 // The command's record (request id, operator), then the input it carries,
                 // which the core records in turn.
-                if self.to_core(CoreMsg::Command(Box::new(CommandRecord::of(&reply)), Some(input))) {
+                if self.to_core(CoreMsg::Command(Box::new(reply.clone()), Some(input))) {
                     self.stats.commands_accepted += 1;
                     reply
                 } else {
@@ -469,7 +469,7 @@ impl Task {
             Err(refusal) => {
                 self.stats.commands_refused += 1;
                 let reply = Reply::refused(&refusal);
-                self.to_core(CoreMsg::Command(Box::new(CommandRecord::of(&reply)), None));
+                self.to_core(CoreMsg::Command(Box::new(reply.clone()), None));
                 self.to_core(CoreMsg::Alarm(Alarm {
                     code: "mqtt_command_refused",
                     severity: Severity::Warning,
