@@ -170,9 +170,12 @@ pub fn encode_file(image: &SimImage, part: Part, format: FileFormat, bit_depth: 
     let bad = || invalid(format!("{} pixels do not fill {w}x{h}", channel.len()));
     let dynamic = match (bit_depth, alpha) {
         (8, None) => DynamicImage::ImageLuma8(
-            ImageBuffer::<Luma<u8>, _>::from_raw(w, h, channel.iter().map(|&v| to_8bit(v)).collect()).ok_or_else(bad)?,
+            ImageBuffer::<Luma<u8>, _>::from_raw(w, h, channel.iter().map(|&v| to_8bit(v)).collect())
+                .ok_or_else(bad)?,
         ),
-        (16, None) => DynamicImage::ImageLuma16(ImageBuffer::<Luma<u16>, _>::from_raw(w, h, channel.clone()).ok_or_else(bad)?),
+        (16, None) => {
+            DynamicImage::ImageLuma16(ImageBuffer::<Luma<u16>, _>::from_raw(w, h, channel.clone()).ok_or_else(bad)?)
+        }
         (8, Some(high)) => DynamicImage::ImageLumaA8(
             ImageBuffer::<LumaA<u8>, _>::from_raw(w, h, interleave(channel, high).map(to_8bit).collect())
                 .ok_or_else(bad)?,
