@@ -341,3 +341,155 @@ fn ext(bytes: &[u8]) -> &'static str {
         "tif"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xray::fuzzing::sim_image;
+    use sha2::{Digest, Sha256};
+    use sortline_sim::xray::wire::{encode_file, FileFormat, Part};
+
+    struct Fixture {
+        _tmp: tempfile::TempDir,
+        dir: PathBuf,
+        intake: FolderIntake,
+        stats: Arc<Mutex<XrayIntakeStats>>,
+    }
+
+    fn fixture(tweak: impl FnOnce(&mut XrayConfig)) -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("in");
+        std::fs::create_dir(&dir).unwrap();
+        let mut config = XrayConfig { folder: Some(dir.clone()), stable_polls: 0, ..XrayConfig::default() };
+        tweak(&mut config);
+        let pattern = config.validate().unwrap();
+        let store = Arc::new(Mutex::new(ImageStore::open(&tmp.path().join("data")).unwrap()));
+        let stats = Arc::new(Mutex::new(XrayIntakeStats::default()));
+        let intake = FolderIntake::new(&config, pattern, store, stats.clone()).unwrap();
+        Fixture { _tmp: tmp, dir, intake, stats }
+    }
+
+    fn png(seq: u32, part: Part, dual: bool) -> Vec<u8> {
+        encode_file(&sim_image(seq, 4, 3, dual), part, FileFormat::Png, 16).unwrap()
+    }
+
+    fn taken(out: &[IntakeOutput]) -> Vec<(u32, Option<String>, bool)> {
+        out.iter()
+            .filter_map(|o| match o {
+                IntakeOutput::Image(t) => Some((t.image.seq, t.barcode.clone(), t.image.dual_energy())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn refused(out: &[IntakeOutput]) -> Vec<&'static str> {
+        out.iter()
+            .filter_map(|o| match o {
+                IntakeOutput::Refused { error, .. } => Some(error.kind()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_file_is_taken_once_stable_stored_by_hash_and_removed() {
+        let mut f = fixture(|c| c.stable_polls = 2);
+        let bytes = png(7, Part::Low, false);
+        std::fs::write(f.dir.join("7_EA123456785CN.png"), &bytes).unwrap();
+        std::fs::write(f.dir.join("8.png.part"), b"half").unwrap();
+        std::fs::write(f.dir.join("notes.txt"), b"x").unwrap();
+        assert!(f.intake.poll(0, 0).is_empty());
+        assert!(f.intake.poll(200, 0).is_empty());
+        let out = f.intake.poll(400, 0);
+        assert_eq!(taken(&out), vec![(7, Some("EA123456785CN".into()), false)]);
+        let IntakeOutput::Image(t) = &out[0] else { unreachable!() };
+        assert_eq!(t.sha256, <[u8; 32]>::from(Sha256::digest(&bytes)));
+        assert_eq!(t.image.pixels(), 12);
+        assert!(!f.dir.join("7_EA123456785CN.png").exists());
+        assert!(f.dir.join("8.png.part").exists() && f.dir.join("notes.txt").exists(), "not images: left alone");
+        assert!(f.intake.poll(600, 0).is_empty(), "taken once");
+        let stats = f.stats.lock().unwrap().clone();
+        assert_eq!((stats.taken, stats.taken_bytes), (1, bytes.len() as u64));
+    }
+
+    #[test]
+    fn a_file_still_growing_waits() {
+        let mut f = fixture(|c| c.stable_polls = 1);
+        let bytes = png(1, Part::Low, false);
+        let path = f.dir.join("1.png");
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        assert!(f.intake.poll(0, 0).is_empty());
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(f.intake.poll(1, 0).is_empty(), "size changed: counting again");
+        assert_eq!(taken(&f.intake.poll(2, 0)), vec![(1, None, false)]);
+    }
+
+    #[test]
+    fn two_files_pair_by_seq_and_a_loner_times_out() {
+        let mut f = fixture(|c| {
+            c.energy = EnergyMode::Dual;
+            c.pair_timeout_ms = 1000;
+        });
+        std::fs::write(f.dir.join("3_EA1_low.png"), png(3, Part::Low, true)).unwrap();
+        std::fs::write(f.dir.join("4_high.png"), png(4, Part::High, true)).unwrap();
+        assert!(f.intake.poll(0, 0).is_empty());
+        std::fs::write(f.dir.join("3_high.png"), png(3, Part::High, true)).unwrap();
+        let out = f.intake.poll(500, 0);
+        assert_eq!(taken(&out), vec![(3, Some("EA1".into()), true)]);
+        let IntakeOutput::Image(t) = &out[0] else { unreachable!() };
+        assert!(t.partner_sha256.is_some());
+        assert_eq!(t.source, Source::Folder { files: vec!["3_EA1_low.png".into(), "3_high.png".into()] });
+        assert!(f.intake.poll(999, 0).is_empty(), "4 still waits");
+        let out = f.intake.poll(1000, 0);
+        assert_eq!(refused(&out), vec!["pair_timeout"]);
+        let reason = std::fs::read_to_string(f.dir.join("rejected/4_high.png.reason.txt")).unwrap();
+        assert!(reason.contains("no partner within 1000 ms"), "{reason}");
+        assert!(f.dir.join("rejected/4_high.png").exists());
+    }
+
+    #[test]
+    fn refused_files_go_to_rejected_with_their_reason_and_the_rest_is_taken() {
+        let mut f = fixture(|_| {});
+        let mut corrupt = png(1, Part::Low, false);
+        corrupt[45] ^= 0x5a;
+        let good = png(2, Part::Low, false);
+        std::fs::write(f.dir.join("1.png"), &corrupt).unwrap();
+        std::fs::write(f.dir.join("2.png"), &good).unwrap();
+        std::fs::write(f.dir.join("3.png"), &good[..good.len() / 2]).unwrap();
+        std::fs::write(f.dir.join("4.png"), b"GIF89a...").unwrap();
+        std::fs::write(f.dir.join("5.png"), png(5, Part::Both, true)).unwrap();
+        std::fs::write(f.dir.join("6_low.png"), &good).unwrap();
+        std::fs::write(f.dir.join("9999999999.png"), &good).unwrap();
+        let out = f.intake.poll(0, 0);
+        assert_eq!(taken(&out), vec![(2, None, false)]);
+        let mut kinds = refused(&out);
+        kinds.sort();
+        assert_eq!(kinds, vec!["bad_name", "corrupt", "truncated", "wrong_energy", "wrong_energy", "wrong_format"]);
+        for name in ["1.png", "3.png", "4.png", "5.png", "6_low.png", "9999999999.png"] {
+            assert!(f.dir.join(REJECTED_DIR).join(name).exists(), "{name}");
+            let reason = std::fs::read_to_string(f.dir.join(REJECTED_DIR).join(format!("{name}.reason.txt"))).unwrap();
+            assert!(!reason.trim().is_empty());
+        }
+        let stats = f.stats.lock().unwrap().clone();
+        assert_eq!((stats.refused("wrong_energy"), stats.refused("corrupt"), stats.taken), (2, 1, 1));
+        assert!(f.intake.poll(1, 0).is_empty(), "the rejected folder is not an intake");
+    }
+
+    #[test]
+    fn an_oversized_file_is_refused_on_its_size_and_polls_are_bounded() {
+        let mut f = fixture(|c| {
+            c.max_files_per_poll = 2;
+            c.max_bytes = 4096;
+            c.retention_max_total_bytes = 1 << 20;
+        });
+        std::fs::write(f.dir.join("1.png"), vec![0u8; 5000]).unwrap();
+        for seq in 2..=6 {
+            std::fs::write(f.dir.join(format!("{seq}.png")), png(seq, Part::Low, false)).unwrap();
+        }
+        let out = f.intake.poll(0, 0);
+        assert_eq!((refused(&out), taken(&out).len()), (vec!["too_large"], 1));
+        assert_eq!(taken(&f.intake.poll(1, 0)).len(), 2);
+        assert_eq!(taken(&f.intake.poll(2, 0)).len(), 2);
+        assert!(f.intake.poll(3, 0).is_empty());
+    }
+}

@@ -62,7 +62,7 @@ pub enum WriteMode {
 }
 
 /// A fault applied to one image.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum WireFault {
     /// The file or frame is cut short.
     Truncated,
@@ -70,7 +70,7 @@ pub enum WireFault {
     /// a frame: a pixel byte, caught by the frame's CRC).
     Corrupt,
     /// The header declares dimensions far beyond any sane limit (100 000 × 100 000 in a
-    /// file, 1 048 576 wide in a frame); the pixels are the real ones.
+    /// PNG, 20 000 × 20 000 in a TIFF, 1 048 576 wide in a frame); the pixels are the real ones.
     Oversize,
     /// Not the format expected: a GIF file under a PNG or TIFF name; a frame of version 2.
     WrongFormat,
@@ -265,6 +265,8 @@ pub struct FolderWriterConfig {
 pub struct Written {
     /// The files' final paths, low energy first.
     pub files: Vec<PathBuf>,
+    /// What each file holds, as written.
+    pub bytes: Vec<Vec<u8>>,
     pub fault: Option<WireFault>,
 }
 
@@ -291,6 +293,7 @@ impl FolderWriter {
         };
         let fault = self.dice.fault();
         let mut files = Vec::with_capacity(parts.len());
+        let mut written = Vec::with_capacity(parts.len());
         for (i, &(part, energy)) in parts.iter().enumerate() {
             let mut bytes = encode_file(image, part, c.format, c.bit_depth)?;
             if let Some(fault) = fault.filter(|_| i == 0) {
@@ -300,8 +303,9 @@ impl FolderWriter {
             let path = self.dir.join(&name);
             put(&path, &bytes, c.mode).await?;
             files.push(path);
+            written.push(bytes);
         }
-        Ok(Written { files, fault })
+        Ok(Written { files, bytes: written, fault })
     }
 }
 
@@ -380,25 +384,38 @@ fn tiff_ifd(bytes: &[u8]) -> Option<usize> {
     (at + 2 <= bytes.len()).then_some(at)
 }
 
-/// Sets ImageWidth (256) and ImageLength (257) to 65 535.
+/// The dimensions a TIFF's oversize fault declares.
+const TIFF_OVERSIZE: u32 = 20_000;
+
+/// Declares a [`TIFF_OVERSIZE`]-square image, consistently (rows per strip and the strip's
+/// byte count follow), as a real station's oversized image would.
 fn tiff_oversize(bytes: &mut [u8]) {
     let Some(ifd) = tiff_ifd(bytes) else { return };
     let le = bytes[..2] == *b"II";
     let count = tiff_u16(bytes, ifd, le).unwrap_or(0) as usize;
+    let entry = |i: usize| ifd + 2 + 12 * i;
+    // BitsPerSample (258), a SHORT in the entry's value field for one sample.
+    let sample_bytes = (0..count)
+        .find(|&i| tiff_u16(bytes, entry(i), le) == Some(258))
+        .and_then(|i| tiff_u16(bytes, entry(i) + 8, le))
+        .map_or(1, |bits| u32::from(bits / 8).max(1));
     for i in 0..count {
-        let entry = ifd + 2 + 12 * i;
-        let (Some(tag), Some(kind)) = (tiff_u16(bytes, entry, le), tiff_u16(bytes, entry + 2, le)) else { return };
-        if tag != 256 && tag != 257 {
-            continue;
-        }
-        let value = entry + 8;
-        let Some(field) = bytes.get_mut(value..value + 4) else { return };
+        let (Some(tag), Some(kind)) = (tiff_u16(bytes, entry(i), le), tiff_u16(bytes, entry(i) + 2, le)) else {
+            return;
+        };
+        let value = match tag {
+            256 | 257 | 278 => TIFF_OVERSIZE,
+            279 => TIFF_OVERSIZE * TIFF_OVERSIZE * sample_bytes,
+            _ => continue,
+        };
+        let Some(field) = bytes.get_mut(entry(i) + 8..entry(i) + 12) else { return };
         // SHORT (3) sits in the field's first two bytes; LONG (4) fills it.
         match (kind, le) {
-            (3, true) => field[..2].copy_from_slice(&u16::MAX.to_le_bytes()),
-            (3, false) => field[..2].copy_from_slice(&u16::MAX.to_be_bytes()),
-            (_, true) => field.copy_from_slice(&u32::from(u16::MAX).to_le_bytes()),
-            (_, false) => field.copy_from_slice(&u32::from(u16::MAX).to_be_bytes()),
+            (3, _) if value > u32::from(u16::MAX) => {}
+            (3, true) => field[..2].copy_from_slice(&(value as u16).to_le_bytes()),
+            (3, false) => field[..2].copy_from_slice(&(value as u16).to_be_bytes()),
+            (_, true) => field.copy_from_slice(&value.to_le_bytes()),
+            (_, false) => field.copy_from_slice(&value.to_be_bytes()),
         }
     }
 }
@@ -554,12 +571,12 @@ mod tests {
     #[test]
     fn file_faults_break_what_they_say() {
         let mut dice = Dice::new(WireFaults::default());
-        for format in [FileFormat::Png, FileFormat::Tiff] {
-            let good = encode_file(&image(false), Part::Low, format, 16).unwrap();
+        for (format, depth) in [(FileFormat::Png, 16), (FileFormat::Tiff, 8), (FileFormat::Tiff, 16)] {
+            let good = encode_file(&image(false), Part::Low, format, depth).unwrap();
             let mut big = good.clone();
             apply_file_fault(&mut big, format, WireFault::Oversize, &mut dice);
             let dims = image::ImageReader::new(Cursor::new(&big)).with_guessed_format().unwrap().into_dimensions();
-            assert_eq!(dims.unwrap().0, if format == FileFormat::Png { 100_000 } else { 65_535 }, "{format:?}");
+            assert_eq!(dims.unwrap().0, if format == FileFormat::Png { 100_000 } else { TIFF_OVERSIZE }, "{format:?}");
             let mut corrupt = good.clone();
             apply_file_fault(&mut corrupt, format, WireFault::Corrupt, &mut dice);
             assert!(image::load_from_memory(&corrupt).is_err(), "{format:?}");
