@@ -389,21 +389,22 @@ async fn retention_keeps_pinned_images_through_both_limits() {
         seqs.sort();
         seqs
     };
-    let mut store = run.store.lock().unwrap();
-    let now = sortline::clock::wall_ms();
-    let total: u64 = store.files().unwrap().iter().map(|f| f.bytes).sum();
-    let by_size = RetentionLimits { max_age_ms: 3_600_000, max_total_bytes: total / 6 };
-    assert_eq!(store.apply_retention(now, &by_size, &pinned).unwrap().deleted_files, 3);
-    assert_eq!(kept(&store), vec![1, 4, 5]);
-    let by_age = RetentionLimits { max_age_ms: 0, max_total_bytes: u64::MAX };
-    assert_eq!(store.apply_retention(now + 10_000, &by_age, &pinned).unwrap().deleted_files, 0);
-    assert_eq!(kept(&store), vec![1, 4, 5]);
-    let path = store.path(&taken[&1].sha256).unwrap().unwrap();
-    assert!(path.exists());
-    // Decided: they go.
-    assert_eq!(store.apply_retention(now + 10_000, &by_age, &Pinned::default()).unwrap().deleted_files, 3);
-    assert!(kept(&store).is_empty() && !path.exists());
-    drop(store);
+    {
+        let mut store = run.store.lock().unwrap();
+        let now = sortline::clock::wall_ms();
+        let total: u64 = store.files().unwrap().iter().map(|f| f.bytes).sum();
+        let by_size = RetentionLimits { max_age_ms: 3_600_000, max_total_bytes: total / 6 };
+        assert_eq!(store.apply_retention(now, &by_size, &pinned).unwrap().deleted_files, 3);
+        assert_eq!(kept(&store), vec![1, 4, 5]);
+        let by_age = RetentionLimits { max_age_ms: 0, max_total_bytes: u64::MAX };
+        assert_eq!(store.apply_retention(now + 10_000, &by_age, &pinned).unwrap().deleted_files, 0);
+        assert_eq!(kept(&store), vec![1, 4, 5]);
+        let path = store.path(&taken[&1].sha256).unwrap().unwrap();
+        assert!(path.exists());
+        // Decided: they go.
+        assert_eq!(store.apply_retention(now + 10_000, &by_age, &Pinned::default()).unwrap().deleted_files, 3);
+        assert!(kept(&store).is_empty() && !path.exists());
+    }
     writer.close().await.unwrap();
     run.stop().await;
 }
