@@ -212,15 +212,15 @@ async fn the_folder_takes_every_good_image_once_and_refuses_each_broken_one() {
 async fn a_file_written_slowly_in_place_is_taken_whole_once_it_is_stable() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
-    // Four writes 60 ms apart against a 10 ms poll: only stable_polls keeps it from being
+    // Four writes 30 ms apart against a 10 ms poll: only stable_polls (300 ms) keeps it from being
     // read half-written.
-    let mut run = start_folder(folder_config(&dir, |c| c.stable_polls = 15));
+    let mut run = start_folder(folder_config(&dir, |c| c.stable_polls = 30));
     let config = FolderWriterConfig {
         pattern: XrayConfig::default().pattern,
         format: FileFormat::Tiff,
         bit_depth: 16,
         dual: DualLayout::TwoFiles,
-        mode: WriteMode::InPlace { pieces: 4, pause_ms: 60 },
+        mode: WriteMode::InPlace { pieces: 4, pause_ms: 30 },
         faults: WireFaults::default(),
     };
     let mut writer = FolderWriter::new(&dir, config);
@@ -238,7 +238,7 @@ async fn dual_energy_comes_as_two_channels_or_two_files_and_a_loner_is_reported(
     let dir = tmp.path().to_path_buf();
     let mut run = start_folder(folder_config(&dir, |c| {
         c.energy = EnergyMode::Dual;
-        c.pair_timeout_ms = 200;
+        c.pair_timeout_ms = 1000;
     }));
     let layouts = [(FileFormat::Png, 8, DualLayout::TwoChannel), (FileFormat::Tiff, 16, DualLayout::TwoFiles)];
     let mut expected = BTreeMap::new();

@@ -10,7 +10,7 @@ use super::decode::ImageLimits;
 use super::store::{
     check_energy, refuse, take, ImageStore, IntakeError, IntakeOutput, Original, Source, XrayIntakeStats,
 };
-use super::stream::{StreamFrame, StreamParser};
+use super::stream::{StreamError, StreamFrame, StreamParser};
 use crate::clock;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -79,8 +79,10 @@ impl TcpIntake {
                         Ok(c) => c,
                         Err(e) => {
                             tracing::warn!(error = %e, "x-ray accept failed");
-                            tokio::time::sleep(ACCEPT_RETRY).await;
-                            continue;
+                            tokio::select! {
+                                () = &mut shutdown => return,
+                                () = tokio::time::sleep(ACCEPT_RETRY) => continue,
+                            }
                         }
                     },
                 },
@@ -136,7 +138,7 @@ impl TcpIntake {
     /// Stores good frames (on a blocking thread: hashing and an fsync) and reports all.
     async fn hand_on(
         &self,
-        results: Vec<Result<StreamFrame, super::stream::StreamError>>,
+        results: Vec<Result<StreamFrame, StreamError>>,
         peer: SocketAddr,
         deliver: &mut impl FnMut(IntakeOutput),
     ) {
