@@ -8,12 +8,11 @@
 use super::XrayImage;
 use image::error::{ImageError, LimitErrorKind, UnsupportedErrorKind};
 use image::{ColorType, DynamicImage, ExtendedColorType, ImageDecoder, ImageFormat, ImageReader, Limits};
-use serde::{Deserialize, Serialize};
 use std::io::Cursor;
 
 /// What the intake accepts, from `[xray]` (`max_bytes`, `max_width`, `max_height`): a file's
 /// size, or a frame's size from magic to CRC.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ImageLimits {
     pub max_bytes: u64,
     pub max_width: u32,

@@ -13,8 +13,7 @@
 use regex::Regex;
 
 /// Which half of a two-file dual-energy image a file is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Energy {
     Low,
     High,
@@ -61,12 +60,6 @@ const MAX_BARCODE_LEN: usize = 64;
 pub struct NamePattern {
     pattern: String,
     regex: Regex,
-}
-
-impl PartialEq for NamePattern {
-    fn eq(&self, other: &Self) -> bool {
-        self.pattern == other.pattern
-    }
 }
 
 impl NamePattern {
