@@ -95,7 +95,8 @@ impl FolderIntake {
             stable_polls: config.stable_polls,
             pair_timeout_ms: config.pair_timeout_ms,
             max_files: config.max_files_per_poll,
-            poll_interval: Duration::from_millis(config.poll_interval_ms),
+            // validate() refuses 0; an unvalidated 0 must not panic the interval.
+            poll_interval: Duration::from_millis(config.poll_interval_ms.max(1)),
             store,
             stats,
             seen: HashMap::new(),
