@@ -179,6 +179,7 @@ async fn the_folder_takes_every_good_image_once_and_refuses_each_broken_one() {
         assert_eq!(t.barcode.as_deref(), Some(barcode(*seq).as_str()));
         assert_eq!((t.image.bit_depth, t.image.width), (if *seq >= 1600 { 16 } else { 8 }, 48 + seq % 7));
         let stored = run.store.lock().unwrap().path(&t.sha256).unwrap().expect("stored");
+        assert_eq!(stored.file_stem().unwrap().to_str(), Some(t.sha256_hex().as_str()));
         assert_eq!(sha(&std::fs::read(stored).unwrap()), t.sha256);
     }
     let stats = run.stats();

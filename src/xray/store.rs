@@ -359,6 +359,14 @@ pub struct Taken {
     pub source: Source,
 }
 
+impl Taken {
+    /// `sha256` in lower-case hex: the stored file's name without its extension, and the
+    /// form the core's `Input::XrayImage` carries.
+    pub fn sha256_hex(&self) -> String {
+        hex::encode(self.sha256)
+    }
+}
+
 /// Why an image was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum IntakeError {
