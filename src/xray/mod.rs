@@ -3,6 +3,29 @@
 //! function over the pixels), review images for the officer's screen, and retention.
 //!
 //! Everything but the intake drivers is pure: bytes and pixels in, values out.
+//!
+//! Intake:
+//! - [`config`]: the `[xray]` section ([`config::XrayConfig`]), validated before any port or
+//!   folder is opened.
+//! - [`name`]: the file-name pattern (`{seq}`, `{barcode}`, `{energy}`, `{ext}`, optional
+//!   parts in `[...]`), compiled to an anchored regex.
+//! - [`decode`]: PNG or TIFF, 8 or 16 bit, grey or grey+alpha, two files paired; limits
+//!   checked on the header.
+//! - [`stream`]: the pure, incremental parser of the TCP framing, resynchronised on the next
+//!   magic after a bad frame.
+//! - [`store`]: originals under `<data>/xray/` named by SHA-256, the SQLite index, the pure
+//!   retention planner; and what the drivers hand on ([`store::IntakeOutput`]).
+//! - [`folder`], [`tcp`]: the drivers (watched folder, TCP listener), tokio tasks.
+
+pub mod config;
+pub mod decode;
+pub mod folder;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod name;
+pub mod store;
+pub mod stream;
+pub mod tcp;
 
 /// One X-ray image as the station delivered it: one or two energies of the same geometry.
 ///

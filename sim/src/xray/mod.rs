@@ -5,6 +5,8 @@
 //! convention is sortline's `xray::XrayImage`'s: detector counts on 16 bits, `u16::MAX` the
 //! open beam, 0 nothing through.
 
+pub mod wire;
+
 /// One synthesised image: one or two energies of the same geometry, row-major.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SimImage {
