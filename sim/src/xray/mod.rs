@@ -14,3 +14,5 @@ pub struct SimImage {
     pub low: Vec<u16>,
     pub high: Option<Vec<u16>>,
 }
+
+pub mod synth;
