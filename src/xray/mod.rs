@@ -3,6 +3,17 @@
 //! function over the pixels), review images for the officer's screen, and retention.
 //!
 //! Everything but the intake drivers is pure: bytes and pixels in, values out.
+//!
+//! - [`screen`]: the pre-screen: flags (dense object, undeclared metal, possible liquid,
+//!   possible battery) with their regions, from an image and the declared goods.
+//! - [`material`]: transmission, log attenuation and the material class of each pixel.
+//! - [`profile`]: the calibration and goods profile tables (`firmware-config/xray/`).
+//! - [`display`]: the officer's pseudo-colour review image with flagged regions outlined.
+
+pub mod display;
+pub mod material;
+pub mod profile;
+pub mod screen;
 
 /// One X-ray image as the station delivered it: one or two energies of the same geometry.
 ///
