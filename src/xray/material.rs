@@ -35,6 +35,8 @@ pub struct Pixel {
     pub material: Material,
     /// Low-energy (or the single) log attenuation.
     pub atten_low: f32,
+    /// High-energy log attenuation; 0 for a single-energy pixel.
+    pub atten_high: f32,
     /// `A_low / A_high`; 0 for a single-energy pixel, background or impenetrable.
     pub ratio: f32,
 }
@@ -76,14 +78,14 @@ impl Classifier {
             } else {
                 Material::Unclassified
             };
-            return Pixel { material, atten_low, ratio: 0.0 };
+            return Pixel { material, atten_low, atten_high: 0.0, ratio: 0.0 };
         };
-        if high <= self.dark_max {
-            return Pixel { material: Material::Impenetrable, atten_low, ratio: 0.0 };
-        }
         let atten_high = self.atten(high);
+        if high <= self.dark_max {
+            return Pixel { material: Material::Impenetrable, atten_low, atten_high, ratio: 0.0 };
+        }
         if atten_high < self.background_atten {
-            return Pixel { material: Material::Background, atten_low, ratio: 0.0 };
+            return Pixel { material: Material::Background, atten_low, atten_high, ratio: 0.0 };
         }
         let ratio = atten_low / atten_high;
         let step = ((atten_high * BOUND_STEPS_PER_ATTEN) as usize).min(self.bounds.len() - 1);
@@ -95,7 +97,7 @@ impl Classifier {
         } else {
             Material::Metal
         };
-        Pixel { material, atten_low, ratio }
+        Pixel { material, atten_low, atten_high, ratio }
     }
 }
 

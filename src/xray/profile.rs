@@ -12,8 +12,9 @@ pub const MAX_PROFILES: usize = 512;
 pub const MAX_BOUNDARIES: usize = 32;
 /// Regions one declared piece may explain, per kind.
 pub const MAX_PARTS: usize = 16;
-/// Largest area any limit may name: a square metre.
+/// Largest area any limit may name: a square metre; and the largest mass: 100 kg.
 pub const MAX_AREA_CM2: f32 = 10_000.0;
+pub const MAX_MASS_G: f32 = 100_000.0;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
@@ -96,6 +97,9 @@ pub struct Calibration {
     /// The range of a metal region's mean ratio that lithium cells give (their cobalt, nickel
     /// and copper mixed with light elements), below steel's and copper's.
     pub battery_ratio: [f32; 2],
+    /// Mass attenuation coefficient (cm²/g) of steel at the high energy: turns a metal
+    /// region's summed high-energy attenuation into grams of steel equivalent.
+    pub steel_mu_rho_high: f32,
     pub min_region: MinRegions,
     /// Ascending by `high_atten`; linear between rows, flat beyond the first and last.
     pub boundary: Vec<Boundary>,
@@ -128,6 +132,7 @@ impl Calibration {
         let [lo, hi] = self.battery_ratio;
         c.range("calibration", "battery_ratio", lo, 1.0, 20.0)?;
         c.range("calibration", "battery_ratio", hi, lo, 20.0)?;
+        c.range("calibration", "steel_mu_rho_high", self.steel_mu_rho_high, 0.0, 10.0)?;
         let m = &self.min_region;
         for (field, v) in [
             ("dense_object_cm2", m.dense_object_cm2),
@@ -158,10 +163,17 @@ impl Calibration {
     pub fn cm2_of(&self, pixels: u32) -> f32 {
         pixels as f32 * self.pixel_mm * self.pixel_mm / 100.0
     }
+
+    /// Grams of steel equivalent in a region whose pixels' high-energy log attenuations sum to
+    /// `atten_sum`: Σ A · pixel area = μ/ρ · mass.
+    pub fn steel_g_of(&self, atten_sum: f32) -> f32 {
+        atten_sum * self.pixel_mm * self.pixel_mm / 100.0 / self.steel_mu_rho_high
+    }
 }
 
 /// What one kind of goods may show on an image. Each declared piece may explain one region
-/// per listed area, of at most that area, of that kind.
+/// per listed area, of at most that area, of that kind; for metal and cells, also of at most
+/// the mass listed beside it (grams of steel equivalent), if a mass list is given.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
@@ -172,8 +184,13 @@ pub struct Profile {
     pub goods: String,
     #[serde(default)]
     pub metal_cm2: Vec<f32>,
+    /// Masses of the `metal_cm2` parts, one each; empty: no mass limit.
+    #[serde(default)]
+    pub metal_g: Vec<f32>,
     #[serde(default)]
     pub battery_cm2: Vec<f32>,
+    #[serde(default)]
+    pub battery_g: Vec<f32>,
     #[serde(default)]
     pub liquid_cm2: Vec<f32>,
     #[serde(default)]
@@ -225,6 +242,20 @@ impl Profiles {
                 }
                 for &v in parts {
                     c.range(&entry, field, v, 0.0, MAX_AREA_CM2)?;
+                }
+            }
+            for (field, masses, parts) in
+                [("metal_g", &p.metal_g, &p.metal_cm2), ("battery_g", &p.battery_g, &p.battery_cm2)]
+            {
+                if !masses.is_empty() && masses.len() != parts.len() {
+                    return c.fail(
+                        entry,
+                        field,
+                        format!("needs one mass per area ({}), got {}", parts.len(), masses.len()),
+                    );
+                }
+                for &v in masses {
+                    c.range(&entry, field, v, 0.0, MAX_MASS_G)?;
                 }
             }
         }
@@ -320,6 +351,11 @@ mod tests {
             ("[[profile]]\nhs = \"61\"\ngoods = \"g\"\nliquid_cm2 = [-1.0]\n", "liquid_cm2: -1"),
             ("[[profile]]\nhs = \"61\"\ngoods = \"g\"\nbattery_cm2 = [1e9]\n", "battery_cm2:"),
             ("[[profile]]\nhs = \"61\"\ngoods = \"g\"\nmetal = [3.0]\n", "unknown field `metal`"),
+            (
+                "[[profile]]\nhs = \"61\"\ngoods = \"g\"\nmetal_cm2 = [3.0]\nmetal_g = [1.0, 2.0]\n",
+                "metal_g: needs one mass",
+            ),
+            ("[[profile]]\nhs = \"61\"\ngoods = \"g\"\nbattery_cm2 = [3.0]\nbattery_g = [0.0]\n", "battery_g: 0"),
         ];
         for (text, want) in cases {
             let e = profiles(text).unwrap_err().to_string();

@@ -23,9 +23,17 @@ pub const MAX_PIXELS: usize = 64 << 20;
 /// pens would, which is already a lot of metal.
 pub const MAX_DECLARED_ITEMS: usize = 64;
 pub const MAX_PIECES_PER_ITEM: u32 = 32;
+/// Parts of each kind a declaration may offer; more would only explain more.
+pub const MAX_PARTS_PER_KIND: usize = 1024;
 /// Regions compared with the declaration, largest first; the rest are smaller than all of
 /// them and the parcel has flags anyway.
 pub const MAX_REGIONS: usize = 1024;
+/// Share of a metal region's pixels that may look like steel (see `Run::steel_px`) for it to
+/// still be cells: the parts of a tool lying clear of other goods give it away, and noise or
+/// an edge of a cell does not reach this.
+const MAX_STEEL_SHARE_OF_CELLS: f32 = 0.2;
+/// How far outside a region its surroundings are sampled.
+const STRIP_MARGIN_PX: u32 = 2;
 /// Regions reported per flag, largest first.
 pub const MAX_REGIONS_PER_FLAG: usize = 16;
 
@@ -118,7 +126,15 @@ struct Run {
     x0: u32,
     x1: u32,
     candidate: Candidate,
-    ratio_sum: f32,
+    /// Log attenuations summed over the run's pixels whose low channel is not saturated
+    /// (there the ratio is only a lower bound), and their count.
+    low_sum: f32,
+    high_sum: f32,
+    ratio_px: u32,
+    /// Pixels that no cell gives: a saturated low channel, or a ratio above the cells' range.
+    steel_px: u32,
+    /// High-energy log attenuation summed over every pixel: the region's mass.
+    high_total: f32,
 }
 
 /// An 8-connected region of one candidate kind.
@@ -130,7 +146,13 @@ struct Component {
     y0: u32,
     x1: u32,
     y1: u32,
-    ratio_sum: f32,
+    low_sum: f32,
+    high_sum: f32,
+    ratio_px: u32,
+    /// Pixels that no cell gives: a saturated low channel, or a ratio above the cells' range.
+    steel_px: u32,
+    /// High-energy log attenuation summed over every pixel: the region's mass.
+    high_total: f32,
 }
 
 impl Component {
@@ -167,7 +189,7 @@ impl Screen {
         check(image)?;
         let runs = self.runs(image);
         let components = components(&runs);
-        Ok(self.compare(image.dual_energy(), components, declared))
+        Ok(self.compare(image, components, declared))
     }
 
     /// Candidate pixels as runs, row by row.
@@ -186,18 +208,38 @@ impl Screen {
                 Material::Organic if p.atten_low >= cal.liquid_atten => Some(Candidate::Liquid),
                 _ => None,
             };
-            (c, p.ratio)
+            // Saturated low channel: no ratio to add.
+            let valid = low > cal.dark_max;
+            let steel = !valid || p.ratio > cal.battery_ratio[1];
+            let keep = f32::from(u8::from(valid));
+            (c, p.atten_low * keep, p.atten_high, u32::from(valid), u32::from(steel))
         };
         for (y, low_row) in image.low.chunks_exact(width).enumerate() {
             let high_row = image.high.as_ref().map(|h| &h[y * width..(y + 1) * width]);
             let mut open: Option<Run> = None;
             for (x, &low) in low_row.iter().enumerate() {
-                let (c, ratio) = candidate(low, high_row.map(|h| h[x]));
+                let (c, al, ah, n, steel) = candidate(low, high_row.map(|h| h[x]));
                 match open.as_mut() {
-                    Some(run) if Some(run.candidate) == c => run.ratio_sum += ratio,
+                    Some(run) if Some(run.candidate) == c => {
+                        run.low_sum += al;
+                        run.high_sum += ah * f32::from(u8::from(n == 1));
+                        run.high_total += ah;
+                        run.ratio_px += n;
+                        run.steel_px += steel;
+                    }
                     _ => {
                         runs.extend(open.take().map(|r| Run { x1: x as u32, ..r }));
-                        open = c.map(|candidate| Run { y: y as u32, x0: x as u32, x1: 0, candidate, ratio_sum: ratio });
+                        open = c.map(|candidate| Run {
+                            y: y as u32,
+                            x0: x as u32,
+                            x1: 0,
+                            candidate,
+                            low_sum: al,
+                            high_sum: ah * f32::from(u8::from(n == 1)),
+                            ratio_px: n,
+                            steel_px: steel,
+                            high_total: ah,
+                        });
                     }
                 }
             }
@@ -216,28 +258,58 @@ impl Screen {
         })
     }
 
-    fn kind_of(&self, c: &Component, dual_energy: bool) -> FlagKind {
+    /// The finding a region stands for, and its mass in grams of steel equivalent (metal and
+    /// cells only; 0 otherwise).
+    fn assess(&self, c: &Component, image: &XrayImage) -> (FlagKind, f32) {
         match c.candidate {
-            Candidate::Dense => FlagKind::DenseObject,
-            Candidate::Liquid => FlagKind::PossibleLiquid,
+            Candidate::Dense => (FlagKind::DenseObject, 0.0),
+            Candidate::Liquid => (FlagKind::PossibleLiquid, 0.0),
             Candidate::Metal => {
+                let (bg_low, bg_high) = self.surroundings(c, image);
+                let g = self.calibration.steel_g_of((c.high_total - c.area_px as f32 * bg_high).max(0.0));
                 let [lo, hi] = self.calibration.battery_ratio;
-                let mean = c.ratio_sum / c.area_px as f32;
-                if dual_energy && (lo..=hi).contains(&mean) {
-                    FlagKind::PossibleBattery
-                } else {
-                    FlagKind::UndeclaredMetal
-                }
+                let steel_share = c.steel_px as f32 / c.area_px as f32;
+                let cells =
+                    steel_share < MAX_STEEL_SHARE_OF_CELLS && (lo..=hi).contains(&stripped_ratio(c, bg_low, bg_high));
+                (if cells { FlagKind::PossibleBattery } else { FlagKind::UndeclaredMetal }, g)
             }
         }
     }
 
+    /// What lies around a region (low and high log attenuation): the medians of the pixels on
+    /// a frame `STRIP_MARGIN_PX` outside its box; nothing for a single-energy image.
+    fn surroundings(&self, c: &Component, image: &XrayImage) -> (f32, f32) {
+        let Some(high) = image.high.as_ref() else { return (0.0, 0.0) };
+        let (w, h) = (image.width, image.height);
+        let (x0, y0) = (c.x0.saturating_sub(STRIP_MARGIN_PX), c.y0.saturating_sub(STRIP_MARGIN_PX));
+        let (x1, y1) = ((c.x1 + STRIP_MARGIN_PX).min(w) - 1, (c.y1 + STRIP_MARGIN_PX).min(h) - 1);
+        let cap = 2 * (x1 - x0 + y1 - y0 + 2) as usize;
+        let (mut lows, mut highs) = (Vec::with_capacity(cap), Vec::with_capacity(cap));
+        let mut at = |x: u32, y: u32| {
+            let i = (y * w + x) as usize;
+            lows.push(self.classifier.atten(image.low[i]));
+            highs.push(self.classifier.atten(high[i]));
+        };
+        for x in x0..=x1 {
+            at(x, y0);
+            at(x, y1);
+        }
+        for y in y0 + 1..y1 {
+            at(x0, y);
+            at(x1, y);
+        }
+        (median(&mut lows), median(&mut highs))
+    }
+
     /// Regions the declaration does not explain, as flags.
-    fn compare(&self, dual_energy: bool, components: Vec<Component>, declared: &[Item]) -> Screening {
-        let mut found: Vec<(FlagKind, Component)> = components
+    fn compare(&self, image: &XrayImage, components: Vec<Component>, declared: &[Item]) -> Screening {
+        // Metal and cells share the smaller of their minimum areas until the kind is known.
+        let metal_min = self.min_area_px(FlagKind::UndeclaredMetal).min(self.min_area_px(FlagKind::PossibleBattery));
+        let mut found: Vec<((FlagKind, f32), Component)> = components
             .into_iter()
-            .map(|c| (self.kind_of(&c, dual_energy), c))
-            .filter(|(kind, c)| c.area_px >= self.min_area_px(*kind))
+            .filter(|c| c.candidate != Candidate::Metal || c.area_px >= metal_min)
+            .map(|c| (self.assess(&c, image), c))
+            .filter(|((kind, _), c)| c.area_px >= self.min_area_px(*kind))
             .collect();
         found.sort_by(|a, b| b.1.area_px.cmp(&a.1.area_px).then(a.1.y0.cmp(&b.1.y0)).then(a.1.x0.cmp(&b.1.x0)));
         found.truncate(MAX_REGIONS);
@@ -245,16 +317,9 @@ impl Screen {
         let mut allowed = self.allowances(declared);
         let mut flagged: [Vec<Region>; 4] = Default::default();
         // Largest first, each taking the smallest part that fits: every part at least as large
-        // as this region fits all later ones too, so this explains as many regions as can be.
-        for (kind, c) in found {
-            let cm2 = self.calibration.cm2_of(c.area_px);
-            let pools: &[FlagKind] = match kind {
-                FlagKind::UndeclaredMetal => &[FlagKind::UndeclaredMetal, FlagKind::PossibleBattery],
-                FlagKind::PossibleBattery => &[FlagKind::PossibleBattery, FlagKind::UndeclaredMetal],
-                other => &[other][..],
-            };
-            let explained = pools.iter().any(|pool| take_smallest_fitting(&mut allowed[pool.index()], cm2));
-            if !explained {
+        // as this region fits all later ones too, so no region takes a part a later one needed.
+        for ((kind, g), c) in found {
+            if !explain(&mut allowed[kind.index()], self.calibration.cm2_of(c.area_px), g) {
                 flagged[kind.index()].push(c.region());
             }
         }
@@ -272,26 +337,38 @@ impl Screen {
         Screening { flags }
     }
 
-    /// The parts each kind of finding may be explained by, in cm², ascending.
-    fn allowances(&self, declared: &[Item]) -> [Vec<f32>; 4] {
-        let mut allowed: [Vec<f32>; 4] = Default::default();
-        for item in declared.iter().take(MAX_DECLARED_ITEMS) {
+    /// The parts each kind of finding may be explained by, ascending.
+    fn allowances(&self, declared: &[Item]) -> [Vec<Part>; 4] {
+        let mut allowed: [Vec<Part>; 4] = Default::default();
+        for (line, item) in declared.iter().take(MAX_DECLARED_ITEMS).enumerate() {
             let Some(p) = self.profiles.find(&item.hs_code) else { continue };
             for _ in 0..item.quantity.min(MAX_PIECES_PER_ITEM) {
-                allowed[FlagKind::DenseObject.index()].extend(&p.dense_object_cm2);
-                allowed[FlagKind::UndeclaredMetal.index()].extend(&p.metal_cm2);
-                allowed[FlagKind::PossibleLiquid.index()].extend(&p.liquid_cm2);
-                allowed[FlagKind::PossibleBattery.index()].extend(&p.battery_cm2);
+                let none: &[f32] = &[];
+                for (kind, areas, masses) in [
+                    (FlagKind::DenseObject, &p.dense_object_cm2, none),
+                    (FlagKind::UndeclaredMetal, &p.metal_cm2, &p.metal_g[..]),
+                    (FlagKind::PossibleLiquid, &p.liquid_cm2, none),
+                    (FlagKind::PossibleBattery, &p.battery_cm2, &p.battery_g[..]),
+                ] {
+                    let mass = |i: usize| masses.get(i).copied().unwrap_or(f32::INFINITY);
+                    allowed[kind.index()].extend(areas.iter().enumerate().map(|(i, &cm2)| Part {
+                        cm2,
+                        g: mass(i),
+                        line,
+                    }));
+                }
             }
         }
         for parts in &mut allowed {
-            parts.sort_by(f32::total_cmp);
+            parts.truncate(MAX_PARTS_PER_KIND);
+            parts.sort_by(|a, b| a.cm2.total_cmp(&b.cm2));
         }
         allowed
     }
 }
 
-fn check(image: &XrayImage) -> Result<(), ScreenError> {
+/// The image is whole and within bounds.
+pub(crate) fn check(image: &XrayImage) -> Result<(), ScreenError> {
     let (seq, width, height) = (image.seq, image.width, image.height);
     let expected = image.pixels();
     if expected > MAX_PIXELS {
@@ -306,15 +383,65 @@ fn check(image: &XrayImage) -> Result<(), ScreenError> {
     Ok(())
 }
 
-/// Removes and reports the smallest part of `parts` (ascending) that holds `cm2`.
-fn take_smallest_fitting(parts: &mut Vec<f32>, cm2: f32) -> bool {
-    let i = parts.partition_point(|&p| p < cm2);
-    if i < parts.len() {
-        parts.remove(i);
-        true
-    } else {
-        false
+/// A region's ratio with its surroundings taken away: steel over a book reads as steel, not as
+/// something between steel and paper. Only pixels whose low channel got through count.
+fn stripped_ratio(c: &Component, bg_low: f32, bg_high: f32) -> f32 {
+    if c.ratio_px == 0 {
+        // The low energy got through nowhere: heavier than any cell.
+        return f32::INFINITY;
     }
+    let n = c.ratio_px as f32;
+    let (low, high) = (c.low_sum - n * bg_low, c.high_sum - n * bg_high);
+    if high > 0.0 {
+        low / high
+    } else {
+        c.low_sum / c.high_sum.max(f32::MIN_POSITIVE)
+    }
+}
+
+/// The median of `v` (the upper one of an even count), 0 for none.
+fn median(v: &mut [f32]) -> f32 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let mid = v.len() / 2;
+    *v.select_nth_unstable_by(mid, f32::total_cmp).1
+}
+
+/// A part one declared piece may explain: its area, its mass (infinite: no limit), and the
+/// declared line it comes from.
+#[derive(Clone, Copy, Debug)]
+struct Part {
+    cm2: f32,
+    g: f32,
+    line: usize,
+}
+
+/// Explains a region of `cm2` and `g` by the smallest part that holds it, or else, as pieces of
+/// one declared line lying on each other show as one region, by that line's largest parts
+/// together (the line whose parts together hold it most tightly). Parts are ascending by area;
+/// used ones go.
+fn explain(parts: &mut Vec<Part>, cm2: f32, g: f32) -> bool {
+    let from = parts.partition_point(|p| p.cm2 < cm2);
+    if let Some(i) = (from..parts.len()).find(|&i| parts[i].g >= g) {
+        parts.remove(i);
+        return true;
+    }
+    let mut sums = [(0f32, 0f32); MAX_DECLARED_ITEMS];
+    for p in parts.iter() {
+        sums[p.line].0 += p.cm2;
+        sums[p.line].1 += p.g;
+    }
+    let best = sums.iter().enumerate().filter(|(_, s)| s.0 >= cm2 && s.1 >= g).min_by(|a, b| a.1 .0.total_cmp(&b.1 .0));
+    let Some((line, _)) = best else { return false };
+    let (mut held_cm2, mut held_g) = (0.0, 0.0);
+    while held_cm2 < cm2 || held_g < g {
+        let Some(j) = parts.iter().rposition(|p| p.line == line) else { break };
+        let p = parts.remove(j);
+        held_cm2 += p.cm2;
+        held_g += p.g;
+    }
+    true
 }
 
 fn find(parent: &mut [u32], mut i: u32) -> u32 {
@@ -370,7 +497,11 @@ fn components(runs: &[Run]) -> Vec<Component> {
                 y0: r.y,
                 x1: r.x1,
                 y1: r.y + 1,
-                ratio_sum: 0.0,
+                low_sum: 0.0,
+                high_sum: 0.0,
+                ratio_px: 0,
+                steel_px: 0,
+                high_total: 0.0,
             });
         }
         let c = &mut out[index[root] as usize];
@@ -379,7 +510,11 @@ fn components(runs: &[Run]) -> Vec<Component> {
         c.x1 = c.x1.max(r.x1);
         c.y0 = c.y0.min(r.y);
         c.y1 = c.y1.max(r.y + 1);
-        c.ratio_sum += r.ratio_sum;
+        c.low_sum += r.low_sum;
+        c.high_sum += r.high_sum;
+        c.ratio_px += r.ratio_px;
+        c.steel_px += r.steel_px;
+        c.high_total += r.high_total;
     }
     out
 }
@@ -474,19 +609,22 @@ mod tests {
     #[test]
     fn metal_is_flagged_unless_a_declared_piece_explains_it() {
         let s = screen_at(2.0);
-        // 20 cm² of steel over a book.
-        let img = Canvas::new().paint((5, 5, 70, 60), BOOK.0, BOOK.1).paint((10, 10, 30, 35), STEEL.0, STEEL.1).dual();
+        // 16 cm² of steel over a book.
+        let img = Canvas::new().paint((5, 5, 70, 60), BOOK.0, BOOK.1).paint((10, 10, 30, 30), STEEL.0, STEEL.1).dual();
         assert_eq!(kinds(&s.screen(&img, &[]).unwrap()), [FlagKind::UndeclaredMetal]);
         assert_eq!(kinds(&s.screen(&img, &[item("4901990000", 1)]).unwrap()), [FlagKind::UndeclaredMetal]);
         assert!(s.screen(&img, &[item("910211", 1)]).unwrap().is_clean(), "a watch's case");
-        // A watch explains two pieces of metal (case and band), not three; two watches do.
+        // A watch explains one piece of metal (its case on its bracelet); three need three.
         let three = Canvas::new()
-            .paint((5, 10, 25, 35), STEEL.0, STEEL.1)
-            .paint((40, 10, 60, 35), STEEL.0, STEEL.1)
-            .paint((75, 10, 95, 35), STEEL.0, STEEL.1);
-        let r = s.screen(&three.dual(), &[item("910211", 1)]).unwrap();
+            .paint((5, 10, 25, 30), STEEL.0, STEEL.1)
+            .paint((40, 10, 60, 30), STEEL.0, STEEL.1)
+            .paint((75, 10, 95, 30), STEEL.0, STEEL.1);
+        let r = s.screen(&three.dual(), &[item("910211", 2)]).unwrap();
         assert_eq!((kinds(&r), r.flags[0].regions.len()), (vec![FlagKind::UndeclaredMetal], 1));
-        assert!(s.screen(&three.dual(), &[item("910211", 2)]).unwrap().is_clean());
+        assert!(s.screen(&three.dual(), &[item("910211", 3)]).unwrap().is_clean());
+        // 16 cm² of 12 mm steel is 150 g: more than any watch, though it has a watch's area.
+        let heavy = Canvas::new().paint((10, 10, 30, 30), 11.4, 1.94).dual();
+        assert_eq!(kinds(&s.screen(&heavy, &[item("910211", 1)]).unwrap()), [FlagKind::UndeclaredMetal]);
         // A single-energy image cannot tell steel from water.
         assert!(s.screen(&three.single(), &[]).unwrap().is_clean());
     }
