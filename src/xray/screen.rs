@@ -119,6 +119,30 @@ enum Candidate {
     Liquid,
 }
 
+/// What the screen sums over a run or a region's pixels.
+#[derive(Clone, Copy, Debug, Default)]
+struct Sums {
+    /// Log attenuations over the pixels whose low channel is not saturated (there the ratio
+    /// is only a lower bound), and their count.
+    low: f32,
+    high: f32,
+    ratio_px: u32,
+    /// Pixels that no cell gives: a saturated low channel, or a ratio above the cells' range.
+    steel_px: u32,
+    /// High-energy log attenuation over every pixel: the region's mass.
+    high_total: f32,
+}
+
+impl Sums {
+    fn add(&mut self, o: &Sums) {
+        self.low += o.low;
+        self.high += o.high;
+        self.ratio_px += o.ratio_px;
+        self.steel_px += o.steel_px;
+        self.high_total += o.high_total;
+    }
+}
+
 /// A horizontal run of candidate pixels, `x0..x1` on row `y`.
 #[derive(Clone, Copy, Debug)]
 struct Run {
@@ -126,15 +150,7 @@ struct Run {
     x0: u32,
     x1: u32,
     candidate: Candidate,
-    /// Log attenuations summed over the run's pixels whose low channel is not saturated
-    /// (there the ratio is only a lower bound), and their count.
-    low_sum: f32,
-    high_sum: f32,
-    ratio_px: u32,
-    /// Pixels that no cell gives: a saturated low channel, or a ratio above the cells' range.
-    steel_px: u32,
-    /// High-energy log attenuation summed over every pixel: the region's mass.
-    high_total: f32,
+    sums: Sums,
 }
 
 /// An 8-connected region of one candidate kind.
@@ -146,13 +162,7 @@ struct Component {
     y0: u32,
     x1: u32,
     y1: u32,
-    low_sum: f32,
-    high_sum: f32,
-    ratio_px: u32,
-    /// Pixels that no cell gives: a saturated low channel, or a ratio above the cells' range.
-    steel_px: u32,
-    /// High-energy log attenuation summed over every pixel: the region's mass.
-    high_total: f32,
+    sums: Sums,
 }
 
 impl Component {
@@ -203,43 +213,31 @@ impl Screen {
         let candidate = |low: u16, high: Option<u16>| {
             let p = self.classifier.classify(low, high);
             let c = match p.material {
-                Material::Impenetrable => Some(Candidate::Dense),
-                Material::Metal => Some(Candidate::Metal),
-                Material::Organic if p.atten_low >= cal.liquid_atten => Some(Candidate::Liquid),
-                _ => None,
+                Material::Impenetrable => Candidate::Dense,
+                Material::Metal => Candidate::Metal,
+                Material::Organic if p.atten_low >= cal.liquid_atten => Candidate::Liquid,
+                _ => return None,
             };
-            // Saturated low channel: no ratio to add.
             let valid = low > cal.dark_max;
-            let steel = !valid || p.ratio > cal.battery_ratio[1];
-            let keep = f32::from(u8::from(valid));
-            (c, p.atten_low * keep, p.atten_high, u32::from(valid), u32::from(steel))
+            let sums = Sums {
+                low: if valid { p.atten_low } else { 0.0 },
+                high: if valid { p.atten_high } else { 0.0 },
+                ratio_px: u32::from(valid),
+                steel_px: u32::from(!valid || p.ratio > cal.battery_ratio[1]),
+                high_total: p.atten_high,
+            };
+            Some((c, sums))
         };
         for (y, low_row) in image.low.chunks_exact(width).enumerate() {
             let high_row = image.high.as_ref().map(|h| &h[y * width..(y + 1) * width]);
             let mut open: Option<Run> = None;
             for (x, &low) in low_row.iter().enumerate() {
-                let (c, al, ah, n, steel) = candidate(low, high_row.map(|h| h[x]));
-                match open.as_mut() {
-                    Some(run) if Some(run.candidate) == c => {
-                        run.low_sum += al;
-                        run.high_sum += ah * f32::from(u8::from(n == 1));
-                        run.high_total += ah;
-                        run.ratio_px += n;
-                        run.steel_px += steel;
-                    }
+                let pixel = candidate(low, high_row.map(|h| h[x]));
+                match (open.as_mut(), pixel) {
+                    (Some(run), Some((c, sums))) if run.candidate == c => run.sums.add(&sums),
                     _ => {
                         runs.extend(open.take().map(|r| Run { x1: x as u32, ..r }));
-                        open = c.map(|candidate| Run {
-                            y: y as u32,
-                            x0: x as u32,
-                            x1: 0,
-                            candidate,
-                            low_sum: al,
-                            high_sum: ah * f32::from(u8::from(n == 1)),
-                            ratio_px: n,
-                            steel_px: steel,
-                            high_total: ah,
-                        });
+                        open = pixel.map(|(candidate, sums)| Run { y: y as u32, x0: x as u32, x1: 0, candidate, sums });
                     }
                 }
             }
@@ -266,9 +264,9 @@ impl Screen {
             Candidate::Liquid => (FlagKind::PossibleLiquid, 0.0),
             Candidate::Metal => {
                 let (bg_low, bg_high) = self.surroundings(c, image);
-                let g = self.calibration.steel_g_of((c.high_total - c.area_px as f32 * bg_high).max(0.0));
+                let g = self.calibration.steel_g_of((c.sums.high_total - c.area_px as f32 * bg_high).max(0.0));
                 let [lo, hi] = self.calibration.battery_ratio;
-                let steel_share = c.steel_px as f32 / c.area_px as f32;
+                let steel_share = c.sums.steel_px as f32 / c.area_px as f32;
                 let cells =
                     steel_share < MAX_STEEL_SHARE_OF_CELLS && (lo..=hi).contains(&stripped_ratio(c, bg_low, bg_high));
                 (if cells { FlagKind::PossibleBattery } else { FlagKind::UndeclaredMetal }, g)
@@ -386,16 +384,17 @@ pub(crate) fn check(image: &XrayImage) -> Result<(), ScreenError> {
 /// A region's ratio with its surroundings taken away: steel over a book reads as steel, not as
 /// something between steel and paper. Only pixels whose low channel got through count.
 fn stripped_ratio(c: &Component, bg_low: f32, bg_high: f32) -> f32 {
-    if c.ratio_px == 0 {
+    let s = &c.sums;
+    if s.ratio_px == 0 {
         // The low energy got through nowhere: heavier than any cell.
         return f32::INFINITY;
     }
-    let n = c.ratio_px as f32;
-    let (low, high) = (c.low_sum - n * bg_low, c.high_sum - n * bg_high);
+    let n = s.ratio_px as f32;
+    let (low, high) = (s.low - n * bg_low, s.high - n * bg_high);
     if high > 0.0 {
         low / high
     } else {
-        c.low_sum / c.high_sum.max(f32::MIN_POSITIVE)
+        s.low / s.high.max(f32::MIN_POSITIVE)
     }
 }
 
@@ -497,11 +496,7 @@ fn components(runs: &[Run]) -> Vec<Component> {
                 y0: r.y,
                 x1: r.x1,
                 y1: r.y + 1,
-                low_sum: 0.0,
-                high_sum: 0.0,
-                ratio_px: 0,
-                steel_px: 0,
-                high_total: 0.0,
+                sums: Sums::default(),
             });
         }
         let c = &mut out[index[root] as usize];
@@ -510,11 +505,7 @@ fn components(runs: &[Run]) -> Vec<Component> {
         c.x1 = c.x1.max(r.x1);
         c.y0 = c.y0.min(r.y);
         c.y1 = c.y1.max(r.y + 1);
-        c.low_sum += r.low_sum;
-        c.high_sum += r.high_sum;
-        c.ratio_px += r.ratio_px;
-        c.steel_px += r.steel_px;
-        c.high_total += r.high_total;
+        c.sums.add(&r.sums);
     }
     out
 }

@@ -525,10 +525,6 @@ impl Synth {
         Ok(Synth { config })
     }
 
-    pub fn config(&self) -> &SynthConfig {
-        &self.config
-    }
-
     /// The image of a parcel holding `items` (and `concealed`, if any) with sequence `seq`.
     pub fn image<R: Rng>(
         &self,
