@@ -37,8 +37,17 @@ pub struct Pixel {
     pub atten_low: f32,
     /// High-energy log attenuation; 0 for a single-energy pixel.
     pub atten_high: f32,
-    /// `A_low / A_high`; 0 for a single-energy pixel, background or impenetrable.
-    pub ratio: f32,
+}
+
+impl Pixel {
+    /// `A_low / A_high`; 0 for a single-energy pixel.
+    pub fn ratio(&self) -> f32 {
+        if self.atten_high > 0.0 {
+            self.atten_low / self.atten_high
+        } else {
+            0.0
+        }
+    }
 }
 
 /// The calibration turned into lookup tables.
@@ -78,26 +87,26 @@ impl Classifier {
             } else {
                 Material::Unclassified
             };
-            return Pixel { material, atten_low, atten_high: 0.0, ratio: 0.0 };
+            return Pixel { material, atten_low, atten_high: 0.0 };
         };
         let atten_high = self.atten(high);
         if high <= self.dark_max {
-            return Pixel { material: Material::Impenetrable, atten_low, atten_high, ratio: 0.0 };
+            return Pixel { material: Material::Impenetrable, atten_low, atten_high };
         }
         if atten_high < self.background_atten {
-            return Pixel { material: Material::Background, atten_low, atten_high, ratio: 0.0 };
+            return Pixel { material: Material::Background, atten_low, atten_high };
         }
-        let ratio = atten_low / atten_high;
         let step = ((atten_high * BOUND_STEPS_PER_ATTEN) as usize).min(self.bounds.len() - 1);
         let (organic_max, mixed_max) = self.bounds[step];
-        let material = if ratio < organic_max {
+        // The ratio compared without dividing: atten_high is above the background here.
+        let material = if atten_low < organic_max * atten_high {
             Material::Organic
-        } else if ratio < mixed_max {
+        } else if atten_low < mixed_max * atten_high {
             Material::Mixed
         } else {
             Material::Metal
         };
-        Pixel { material, atten_low, atten_high, ratio }
+        Pixel { material, atten_low, atten_high }
     }
 }
 

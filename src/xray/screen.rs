@@ -223,25 +223,23 @@ impl Screen {
                 low: if valid { p.atten_low } else { 0.0 },
                 high: if valid { p.atten_high } else { 0.0 },
                 ratio_px: u32::from(valid),
-                steel_px: u32::from(!valid || p.ratio > cal.battery_ratio[1]),
+                steel_px: u32::from(!valid || p.atten_low > cal.battery_ratio[1] * p.atten_high),
                 high_total: p.atten_high,
             };
             Some((c, sums))
         };
-        for (y, low_row) in image.low.chunks_exact(width).enumerate() {
-            let high_row = image.high.as_ref().map(|h| &h[y * width..(y + 1) * width]);
-            let mut open: Option<Run> = None;
-            for (x, &low) in low_row.iter().enumerate() {
-                let pixel = candidate(low, high_row.map(|h| h[x]));
-                match (open.as_mut(), pixel) {
-                    (Some(run), Some((c, sums))) if run.candidate == c => run.sums.add(&sums),
-                    _ => {
-                        runs.extend(open.take().map(|r| Run { x1: x as u32, ..r }));
-                        open = pixel.map(|(candidate, sums)| Run { y: y as u32, x0: x as u32, x1: 0, candidate, sums });
-                    }
+        // One loop per kind of image, so that the dual-energy one never tests for a channel.
+        match &image.high {
+            Some(high) => {
+                for (y, (l, h)) in image.low.chunks_exact(width).zip(high.chunks_exact(width)).enumerate() {
+                    scan_row(y as u32, l.iter().zip(h).map(|(&l, &h)| (l, Some(h))), &candidate, &mut runs);
                 }
             }
-            runs.extend(open.map(|r| Run { x1: width as u32, ..r }));
+            None => {
+                for (y, l) in image.low.chunks_exact(width).enumerate() {
+                    scan_row(y as u32, l.iter().map(|&l| (l, None)), &candidate, &mut runs);
+                }
+            }
         }
         runs
     }
@@ -363,6 +361,29 @@ impl Screen {
         }
         allowed
     }
+}
+
+/// Appends the runs of candidate pixels of row `y`.
+fn scan_row(
+    y: u32,
+    pixels: impl Iterator<Item = (u16, Option<u16>)>,
+    candidate: &impl Fn(u16, Option<u16>) -> Option<(Candidate, Sums)>,
+    runs: &mut Vec<Run>,
+) {
+    let mut open: Option<Run> = None;
+    let mut end = 0;
+    for (x, (low, high)) in pixels.enumerate() {
+        let pixel = candidate(low, high);
+        match (open.as_mut(), pixel) {
+            (Some(run), Some((c, sums))) if run.candidate == c => run.sums.add(&sums),
+            _ => {
+                runs.extend(open.take().map(|r| Run { x1: x as u32, ..r }));
+                open = pixel.map(|(candidate, sums)| Run { y, x0: x as u32, x1: 0, candidate, sums });
+            }
+        }
+        end = x + 1;
+    }
+    runs.extend(open.map(|r| Run { x1: end as u32, ..r }));
 }
 
 /// The image is whole and within bounds.
