@@ -16,13 +16,24 @@
 //! - [`store`]: originals under `<data>/xray/` named by SHA-256, the SQLite index, the pure
 //!   retention planner; and what the drivers hand on ([`store::IntakeOutput`]).
 //! - [`folder`], [`tcp`]: the drivers (watched folder, TCP listener), tokio tasks.
+//!
+//! Screening:
+//! - [`screen`]: the pre-screen: flags (dense object, undeclared metal, possible liquid,
+//!   possible battery) with their regions, from an image and the declared goods.
+//! - [`material`]: transmission, log attenuation and the material class of each pixel.
+//! - [`profile`]: the calibration and goods profile tables (`firmware-config/xray/`).
+//! - [`display`]: the officer's pseudo-colour review image with flagged regions outlined.
 
 pub mod config;
 pub mod decode;
+pub mod display;
 pub mod folder;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod material;
 pub mod name;
+pub mod profile;
+pub mod screen;
 pub mod store;
 pub mod stream;
 pub mod tcp;

@@ -16,3 +16,5 @@ pub struct SimImage {
     pub low: Vec<u16>,
     pub high: Option<Vec<u16>>,
 }
+
+pub mod synth;
