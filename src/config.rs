@@ -51,6 +51,10 @@ pub struct LineConfig {
     /// Optional: the weight check against the line scale (`pct`, `min_g`); absent: none.
     #[serde(default)]
     pub weight: Option<crate::core::WeightTolerance>,
+    /// Optional: the X-ray station (docs/xray.md); absent: the line has none, and no parcel
+    /// waits for a pre-screen.
+    #[serde(default)]
+    pub xray: Option<crate::xray::config::XrayConfig>,
 }
 
 /// `[manifests]`: the declaration store (`manifests.db` in the data directory).
@@ -277,6 +281,8 @@ pub struct Loaded {
     pub plc_map: PathBuf,
     /// `scanner.profile`, resolved likewise.
     pub scanner_profile: PathBuf,
+    /// The configuration file's folder, against which its relative paths are resolved.
+    pub base_dir: PathBuf,
 }
 
 impl Loaded {
@@ -284,6 +290,20 @@ impl Loaded {
     pub fn register_map(&self) -> Result<crate::plc::RegisterMap, ConfigError> {
         crate::plc::RegisterMap::load(&self.plc_map)
             .map_err(|e| ConfigError::Parse { path: self.plc_map.clone(), message: e.to_string() })
+    }
+
+    /// The X-ray pre-screen with the tables `[xray]` names, loaded and validated; `None`
+    /// without an X-ray station.
+    pub fn xray_screen(&self) -> Result<Option<crate::xray::screen::Screen>, ConfigError> {
+        use crate::xray::profile::{Calibration, Profiles};
+        let Some(x) = &self.line.xray else { return Ok(None) };
+        let parse = |path: &Path, e: crate::xray::profile::ProfileError| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        let calibration = Calibration::load(&x.calibration).map_err(|e| parse(&x.calibration, e))?;
+        let profiles = Profiles::load(&x.profiles).map_err(|e| parse(&x.profiles, e))?;
+        Ok(Some(crate::xray::screen::Screen::new(calibration, profiles)))
     }
 
     /// The frame profile `scanner.profile` names, loaded and validated.
@@ -310,6 +330,12 @@ impl LineConfig {
         let rules = Arc::new(load_rules(&rules_dir)?);
         let plc_map = base.join(&line.plc.map);
         let scanner_profile = base.join(&line.scanner.profile);
+        if let Some(x) = line.xray.as_mut() {
+            let relative = [Some(&mut x.calibration), Some(&mut x.profiles), x.folder.as_mut()];
+            for file in relative.into_iter().flatten() {
+                *file = base.join(&*file);
+            }
+        }
         if let Some(t) = line.mqtt.as_mut().and_then(|m| m.tls.as_mut()) {
             for file in
                 [Some(&mut t.ca_file), t.client_cert_file.as_mut(), t.client_key_file.as_mut()].into_iter().flatten()
@@ -317,10 +343,13 @@ impl LineConfig {
                 *file = base.join(&*file);
             }
         }
-        Ok(Loaded { line, rules, rules_dir, plc_map, scanner_profile })
+        Ok(Loaded { line, rules, rules_dir, plc_map, scanner_profile, base_dir: base.to_path_buf() })
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(x) = &self.xray {
+            x.validate().map_err(|e| invalid("xray", format!("{}: {}", e.key, e.problem)))?;
+        }
         if let Some(w) = &self.weight {
             if !(w.pct.is_finite() && (0.0..=100.0).contains(&w.pct)) {
                 return Err(invalid("weight.pct", format!("must be 0 to 100, got {}", w.pct)));
@@ -565,9 +594,10 @@ impl LineConfig {
             carriers: self.waybills.carriers.clone(),
             untriggered_after_ms: self.timing.untriggered_scan_after_ms,
             untriggered_before_ms: self.timing.untriggered_scan_before_ms,
-            // No X-ray station is configured yet ([xray] comes with its intake): no parcel
-            // waits for a pre-screen.
-            xray: None,
+            xray: self.xray.as_ref().map(|x| crate::core::XraySettings {
+                missing_image_lane: x.missing_image_lane,
+                image_match_window_ms: x.image_match_window_ms,
+            }),
         }
     }
 

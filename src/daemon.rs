@@ -85,6 +85,10 @@ pub struct DaemonConfig {
     /// Scans the core has handled, for a simulated line that must not run past a scan the
     /// core has been sent but not yet taken in (its timeout would fire first).
     pub scans_handled: Arc<AtomicU64>,
+    /// X-ray images settled: screened and the result handled, or given up on with an alarm
+    /// (refused, unscreenable); for a simulated line that must not pass a parcel's cut-off
+    /// while its image is still on the way.
+    pub xray_settled: Arc<AtomicU64>,
 }
 
 impl Default for DaemonConfig {
@@ -99,6 +103,7 @@ impl Default for DaemonConfig {
             line_stats: Arc::default(),
             line_mode: Arc::default(),
             scans_handled: Arc::default(),
+            xray_settled: Arc::default(),
         }
     }
 }
@@ -113,6 +118,8 @@ pub struct Parts<C, S> {
     pub driver: DriverConfig,
     /// Handled first, at the clock's time (manifests, standing targets).
     pub initial: Vec<Input>,
+    /// The X-ray pre-screen's queue, with a station (`xray::station`).
+    pub screener: Option<crossbeam_channel::Sender<crate::xray::station::ScreenJob>>,
 }
 
 /// What is left once the daemon stopped: the core (for its stats) and the audit writer, for
@@ -275,6 +282,7 @@ struct Core<C, S> {
     /// Stories shown once durable.
     done: Vec<ParcelReport>,
     initial: Vec<Input>,
+    screener: Option<crossbeam_channel::Sender<crate::xray::station::ScreenJob>>,
 }
 
 impl<C: LineClock, S: Screen> Core<C, S> {
@@ -297,6 +305,7 @@ impl<C: LineClock, S: Screen> Core<C, S> {
             last: None,
             done: Vec::new(),
             initial: parts.initial,
+            screener: parts.screener,
         }
     }
 
@@ -334,10 +343,14 @@ impl<C: LineClock, S: Screen> Core<C, S> {
                 .min(self.config.tick_max);
             match rx.recv_timeout(wait) {
                 Ok(CoreMsg::Input(input)) => {
-                    let scan = matches!(input, Input::Scan { .. });
+                    let counter = match input {
+                        Input::Scan { .. } => Some(self.config.scans_handled.clone()),
+                        Input::XrayScreened { .. } => Some(self.config.xray_settled.clone()),
+                        _ => None,
+                    };
                     self.handle(input)?;
-                    if scan {
-                        self.config.scans_handled.fetch_add(1, Ordering::SeqCst);
+                    if let Some(counter) = counter {
+                        counter.fetch_add(1, Ordering::SeqCst);
                     }
                 }
                 Ok(CoreMsg::Alarm(a)) => self.alarm(&a),
@@ -383,6 +396,10 @@ impl<C: LineClock, S: Screen> Core<C, S> {
     }
 
     fn alarm(&mut self, a: &Alarm) {
+        // An image that will never be screened is settled too.
+        if matches!(a.code, "xray_image_refused" | "xray_store_failed" | "xray_screen_failed") {
+            self.config.xray_settled.fetch_add(1, Ordering::SeqCst);
+        }
         tracing::debug!(code = a.code, tracking = ?a.tracking, "{}", a.message);
         self.pending.push(recorder::alarm_entry(a, Millis(self.now_ms), clock::wall_ms()));
         self.screen.alarm(a);
@@ -404,10 +421,19 @@ impl<C: LineClock, S: Screen> Core<C, S> {
                     destinations.push(Destination { tracking, lane_id })
                 }
                 Output::ReviewRequested(r) => self.screen.review_requested(&r),
-                // No pre-screen worker is wired yet: without `[xray]` no parcel waits for one,
-                // and the station's images are only matched and recorded.
-                Output::ScreenImage { tracking, image_seq, .. } => {
-                    tracing::debug!(%tracking, image_seq, "X-ray image matched; no pre-screen configured")
+                Output::ScreenImage { tracking, image_seq, sha256, manifest } => {
+                    let job = crate::xray::station::ScreenJob { tracking, image_seq, sha256, manifest };
+                    // Unscreened, the parcel is not released: the core holds it at its cut-off.
+                    if self.screener.as_ref().is_none_or(|s| s.try_send(job).is_err()) {
+                        self.alarm(&Alarm {
+                            code: "xray_screen_failed",
+                            severity: crate::core::Severity::Warning,
+                            tracking: Some(tracking),
+                            message: format!(
+                                "X-ray image {image_seq} not screened: no pre-screen, or its queue is full"
+                            ),
+                        });
+                    }
                 }
                 Output::ReviewClosed { .. } => {}
                 Output::ParcelDone(report) => self.done.push(report),

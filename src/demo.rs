@@ -42,6 +42,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 
+mod station;
+pub use station::XraySummary;
+
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
     #[error("audit record: {0}")]
@@ -126,6 +129,8 @@ pub struct Summary {
     pub wall_ms: u64,
     /// The MQTT publisher's counters; absent when the demo ran without MQTT.
     pub mqtt: Option<MqttSummary>,
+    /// The X-ray pre-screen scored by the simulated station; absent in process (no station).
+    pub xray: Option<XraySummary>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -203,9 +208,12 @@ fn officer(name: &str) -> Result<OfficerId, DemoError> {
 }
 
 /// A simulator event as the core's input.
-pub fn input(event: sim::SimEvent) -> Result<Input, DemoError> {
+/// The core input a simulator event is; `None` for what the host does not see (the X-ray
+/// tunnel's view, which the simulated station turns into an image).
+pub fn input(event: sim::SimEvent) -> Result<Option<Input>, DemoError> {
     use sim::SimEvent as E;
-    Ok(match event {
+    Ok(Some(match event {
+        E::XrayImaged { .. } => return Ok(None),
         E::Gate { tracking, trigger, length_mm } => {
             Input::Gate { tracking: TrackingId(tracking), trigger: TriggerCount(trigger), length_mm: Some(length_mm) }
         }
@@ -240,7 +248,7 @@ pub fn input(event: sim::SimEvent) -> Result<Input, DemoError> {
             officer: officer(&o)?,
             discrepancy,
         },
-    })
+    }))
 }
 
 /// The core, the world and the record, stepped together in virtual time.
@@ -343,7 +351,8 @@ pub fn run(cfg: &Loaded, opts: &DemoOptions, live: &mut dyn Write) -> Result<Sum
     std::fs::create_dir_all(&opts.data_dir)?;
     let db = opts.data_dir.join(audit::DB_FILE);
     let signer = Signer::load_or_init(&opts.data_dir.join(audit::KEY_FILE))?;
-    let mut scenario = sim::Scenario::demo(opts.parcels, opts.seed);
+    // In process there is no X-ray station: nothing is imaged, and no parcel waits for it.
+    let mut scenario = sim::Scenario { xray_images: false, ..sim::Scenario::demo(opts.parcels, opts.seed) };
     if opts.faults {
         scenario = scenario.with_faults();
     }
@@ -376,7 +385,9 @@ pub fn run(cfg: &Loaded, opts: &DemoOptions, live: &mut dyn Write) -> Result<Sum
         events.clear();
         h.world.advance(now, &mut events);
         for (at, event) in events.drain(..) {
-            h.handle(input(event)?, Millis(at))?;
+            if let Some(input) = input(event)? {
+                h.handle(input, Millis(at))?;
+            }
         }
         if h.line.next_timeout().is_some_and(|t| t.0 <= now) {
             h.handle(Input::Tick, Millis(now))?;
@@ -587,6 +598,7 @@ pub fn summary(opts: &DemoOptions, db: &Path, report: &sim::Report, host: HostFi
         virtual_ms,
         wall_ms,
         mqtt: None,
+        xray: None,
     })
 }
 
@@ -646,6 +658,13 @@ pub fn print_table(s: &Summary, w: &mut dyn Write) -> std::io::Result<()> {
         s.stats.lost,
         s.stats.held_by_plc
     )?;
+    if let Some(x) = &s.xray {
+        writeln!(
+            w,
+            "x-ray: {} imaged, {} hiding undeclared goods, {} of them flagged; {} clean parcels flagged; {} unscreened",
+            x.reviewed, x.injected, x.detected, x.false_flags, x.missing_images
+        )?;
+    }
     if let Some(plc) = &s.plc {
         writeln!(
             w,
@@ -865,6 +884,13 @@ pub fn run_modbus(
 ) -> Result<Summary, DemoError> {
     let stopwatch = clock::Stopwatch::start();
     std::fs::create_dir_all(&opts.data_dir)?;
+    // The line has an X-ray station here: the simulator images every parcel into the daemon's
+    // watched folder, and release waits for each parcel's pre-screen.
+    let xray = station::config(cfg, &opts.data_dir)?;
+    let screen = station::screen(&xray)?;
+    let mut with_station = cfg.clone();
+    with_station.line.xray = Some(xray.clone());
+    let cfg = &with_station;
     let db = opts.data_dir.join(audit::DB_FILE);
     let signer = Signer::load_or_init(&opts.data_dir.join(audit::KEY_FILE))?;
     let map = cfg.register_map().map_err(|e| DemoError::Geometry(e.to_string()))?;
@@ -889,7 +915,7 @@ pub fn run_modbus(
     let audit = GroupCommit::start(log, Duration::from_millis(1), 256);
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let (report, finished, reader_stats, mqtt) = rt.block_on(async {
+    let (report, finished, reader_stats, mqtt, truth) = rt.block_on(async {
         let rig = scanner_rig(cfg, modbus.scanner, opts.seed, opts.faults).await?;
         // Lockstep: the line moves on only once the core has taken in every device event and
         // every scanner byte so far, and is not far past its next deadline.
@@ -897,16 +923,21 @@ pub fn run_modbus(
         let devices_handled = Arc::new(AtomicU64::new(0));
         let scans_sent = Arc::new(AtomicU64::new(0));
         let scans_handled = Arc::new(AtomicU64::new(0));
+        let (images_written, images_settled) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let gate = {
             let (due, handled, lists_in) = (next_due.clone(), devices_handled.clone(), lists_in.clone());
             let wire = rig.as_ref().map(|r| (r.device.clone(), r.reader.consumed()));
             let (scans_sent, scans_handled) = (scans_sent.clone(), scans_handled.clone());
+            let (written, settled) = (images_written.clone(), images_settled.clone());
             sim::modbus::LockstepGate(Arc::new(move |to, sent| {
+                // Every image the station wrote has been taken, screened and handed to the core.
+                let images_in = settled.load(Ordering::SeqCst) >= written.load(Ordering::SeqCst);
                 // Every byte the scanner wrote has been read, and every scan it made is in the core.
                 let scans_in = wire.as_ref().is_none_or(|(device, consumed)| {
                     device.settled_bytes().is_some_and(|written| consumed.load(Ordering::SeqCst) >= written)
                 }) && scans_handled.load(Ordering::SeqCst) >= scans_sent.load(Ordering::SeqCst);
                 lists_in.load(Ordering::SeqCst)
+                    && images_in
                     && scans_in
                     && handled.load(Ordering::SeqCst) >= sent
                     && to <= due.load(Ordering::SeqCst).saturating_add(LOCKSTEP_SLACK_MS)
@@ -939,6 +970,10 @@ pub fn run_modbus(
                 Some((broker, prepared))
             }
         };
+        let intakes = crate::xray::station::Intakes::open(&xray, &opts.data_dir)
+            .await
+            .map_err(|e| DemoError::Sim { what: "the X-ray intake", detail: e.to_string() })?;
+        let (jobs, screen_jobs) = crossbeam_channel::bounded(crate::xray::station::QUEUE);
         let parts = daemon::Parts {
             line,
             audit,
@@ -947,6 +982,7 @@ pub fn run_modbus(
             map: map.clone(),
             driver,
             initial,
+            screener: Some(jobs),
         };
         let daemon_config = daemon::DaemonConfig {
             paced: true,
@@ -954,6 +990,7 @@ pub fn run_modbus(
             tick_max: Duration::from_millis(1),
             next_due,
             scans_handled,
+            xray_settled: images_settled,
             ..daemon::DaemonConfig::default()
         };
         let (line_stats, line_mode) = (daemon_config.line_stats.clone(), daemon_config.line_mode.clone());
@@ -1001,12 +1038,23 @@ pub fn run_modbus(
         // may be waiting on).
         let device = rig.as_ref().map(|r| r.device.clone());
         let inputs = daemon.inputs();
+        let cache = crate::xray::station::ImageCache::default();
+        crate::xray::station::spawn_screener(screen, cache.clone(), screen_jobs, daemon.inputs())?;
+        let (stop_station, _) = broadcast::channel::<()>(1);
+        let intake_tasks = intakes.run(cache, daemon.inputs(), stop_station.clone());
+        let mut sim_station = station::SimStation::new(&xray, opts.seed)?;
+        let truth = sim_station.truth.clone();
         let devices = tokio::spawn(async move {
             while let Some((_, event)) = devices.recv().await {
-                if !device.as_ref().is_some_and(|d| d.send(&event)) {
-                    let msg = daemon::CoreMsg::Input(input(event)?);
-                    if tokio::task::block_in_place(|| inputs.send(msg)).is_err() {
-                        break;
+                if let sim::SimEvent::XrayImaged { image_seq, items, concealed } = &event {
+                    // Counted before it is written: the line waits until the core has it screened.
+                    images_written.fetch_add(1, Ordering::SeqCst);
+                    sim_station.image(*image_seq, items, *concealed).await?;
+                } else if !device.as_ref().is_some_and(|d| d.send(&event)) {
+                    if let Some(input) = input(event)? {
+                        if tokio::task::block_in_place(|| inputs.send(daemon::CoreMsg::Input(input))).is_err() {
+                            break;
+                        }
                     }
                 }
                 devices_handled.fetch_add(1, Ordering::SeqCst);
@@ -1071,6 +1119,10 @@ pub fn run_modbus(
         if let Ok(Err(e)) = devices.await {
             return Err(e);
         }
+        let _ = stop_station.send(());
+        for task in intake_tasks {
+            let _ = task.await;
+        }
         let _ = stop_reader.send(());
         if let Some(reader) = reader {
             let _ = reader.await;
@@ -1082,7 +1134,7 @@ pub fn run_modbus(
             }
             None => None,
         };
-        Ok::<_, DemoError>((plc.report(), finished, reader_stats.map(|stats| stats()), mqtt))
+        Ok::<_, DemoError>((plc.report(), finished, reader_stats.map(|stats| stats()), mqtt, truth))
     })?;
     let daemon::Finished { line, audit, now_ms, driver_stats, drained } = finished;
     tracing::info!(?driver_stats, drained, "daemon stopped");
@@ -1097,6 +1149,7 @@ pub fn run_modbus(
     };
     let mut s = summary(opts, &db, &report, host)?;
     s.mqtt = mqtt;
+    s.xray = Some(station::summary(&db, &truth.lock().unwrap_or_else(|e| e.into_inner()))?);
     Ok(s)
 }
 

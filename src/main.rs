@@ -371,6 +371,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let s = cfg.line.settings();
             let map = cfg.register_map()?;
             cfg.scanner_profile()?;
+            cfg.xray_screen()?;
             println!(
                 "{}: valid; {} interception rules; gate to cut-off {} ms, gate to end {} ms; register map v{}; scanner profile {}",
                 config.display(),

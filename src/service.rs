@@ -22,6 +22,7 @@ use crate::mqtt::{MqttError, MqttSink};
 use crate::recorder;
 use crate::scanner::link::ScannerLinkError;
 use crate::scanner::reader::{ScannerOutput, ScannerReader};
+use crate::xray::station::{self, Intakes};
 use std::path::Path;
 use std::time::Duration;
 use tokio::sync::{broadcast, oneshot};
@@ -40,6 +41,8 @@ pub enum ServiceError {
     Manifests(#[from] StoreError),
     #[error("MQTT: {0}")]
     Mqtt(#[from] MqttError),
+    #[error("{0}")]
+    Xray(#[from] crate::xray::station::StationError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -102,6 +105,7 @@ pub fn run(cfg: &Loaded, data_dir: &Path) -> Result<Stopped, ServiceError> {
     let secret = cfg.line.sampling.secret.resolve(data_dir)?;
     let map = cfg.register_map()?;
     let profile = cfg.scanner_profile()?;
+    let xray_screen = cfg.xray_screen()?;
     let line = Line::new(cfg.line.settings(), cfg.line.policy(secret, cfg.rules.clone()));
     let signer = Signer::load_or_init(&data_dir.join(audit::KEY_FILE))?;
     let store = ManifestStore::open(&data_dir.join(manifest::DB_FILE))?;
@@ -124,6 +128,12 @@ pub fn run(cfg: &Loaded, data_dir: &Path) -> Result<Stopped, ServiceError> {
             }
             None => None,
         };
+        // The X-ray station: its intake opened (folder checked, listener bound) before the line runs.
+        let station = match (&cfg.line.xray, xray_screen) {
+            (Some(config), Some(screen)) => Some((config, Intakes::open(config, data_dir).await?, screen)),
+            _ => None,
+        };
+        let (jobs, screen_jobs) = crossbeam_channel::bounded(station::QUEUE);
         let parts = Parts {
             line,
             audit,
@@ -132,12 +142,40 @@ pub fn run(cfg: &Loaded, data_dir: &Path) -> Result<Stopped, ServiceError> {
             map,
             driver: cfg.line.driver_config(None),
             initial,
+            screener: station.as_ref().map(|_| jobs),
         };
         let config = DaemonConfig::default();
         let (line, mode) = (config.line_stats.clone(), config.line_mode.clone());
         let daemon = Daemon::start(parts, config)?;
         let figures = Figures { line, mode, plc: daemon.driver_stats(), scanner: Some(Box::new(reader.stats())) };
         let publisher = mqtt.map(|p| p.start(daemon.inputs(), figures, cfg.rules_dir.clone()));
+        let (stop_station, _) = broadcast::channel::<()>(1);
+        let mut station_tasks = Vec::new();
+        if let Some((config, intakes, screen)) = station {
+            let cache = station::ImageCache::default();
+            station::spawn_screener(screen, cache.clone(), screen_jobs, daemon.inputs())?;
+            let store = intakes.store.clone();
+            station_tasks = intakes.run(cache, daemon.inputs(), stop_station.clone());
+            tracing::info!(folder = ?config.folder, tcp = ?config.tcp_listen, "X-ray station intake running");
+            // Originals younger than an hour stay: no parcel is undecided on the belt that long.
+            let config = config.clone();
+            let mut stopped = stop_station.subscribe();
+            station_tasks.push(tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(3600));
+                loop {
+                    tokio::select! {
+                        _ = stopped.recv() => return,
+                        _ = every.tick() => {}
+                    }
+                    let (store, config) = (store.clone(), config.clone());
+                    match tokio::task::spawn_blocking(move || station::retention(&store, &config, 3_600_000)).await {
+                        Ok(Ok(n)) => tracing::info!(deleted_files = n, "X-ray image retention"),
+                        Ok(Err(e)) => tracing::warn!(error = %e, "X-ray image retention failed; retried in an hour"),
+                        Err(_) => return,
+                    }
+                }
+            }));
+        }
         let inputs = daemon.inputs();
         let (stop_reader, reader_stopped) = oneshot::channel::<()>();
         let scanner = tokio::spawn(reader.run(
@@ -204,6 +242,10 @@ pub fn run(cfg: &Loaded, data_dir: &Path) -> Result<Stopped, ServiceError> {
         let finished = daemon.run(shutdown_rx).await;
         let _ = stop_reader.send(());
         let _ = scanner.await;
+        let _ = stop_station.send(());
+        for task in station_tasks {
+            let _ = task.await;
+        }
         if let Some(p) = publisher {
             // What the outbox still holds after this goes out at the next start.
             match p.stop(Duration::from_secs(10)).await {

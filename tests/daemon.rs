@@ -66,6 +66,7 @@ async fn an_idle_line_gets_its_last_entries_signed() {
             ..cfg.line.driver_config(Some(PlcLink::Tcp(plc.addr())))
         },
         initial,
+        screener: None,
     };
     let config = DaemonConfig { paced: true, checkpoint_poll: Duration::from_millis(20), ..DaemonConfig::default() };
     let daemon = Daemon::start(parts, config).unwrap();
@@ -107,6 +108,7 @@ async fn a_dead_core_stops_the_driver_and_the_plc_falls_back_to_hold() {
         map,
         driver: cfg.line.driver_config(Some(PlcLink::Tcp(plc.addr()))),
         initial,
+        screener: None,
     };
     let daemon = Daemon::start(parts, DaemonConfig { paced: true, ..DaemonConfig::default() }).unwrap();
     // Nobody ever asks it to shut down: the core's end alone must end the run.

@@ -173,6 +173,8 @@ pub struct Scenario {
     /// A line scale under the reading gate, within this many percent of the true weight;
     /// `None`: the line has no scale.
     pub scale_error_pct: Option<f64>,
+    /// The X-ray station images each parcel in the tunnel ([`SimEvent::XrayImaged`]).
+    pub xray_images: bool,
 }
 
 impl Scenario {
@@ -215,6 +217,7 @@ impl Scenario {
             window_eye_upstream_mm: 150,
             confirm_delay_ms: 270..=330,
             scale_error_pct: Some(2.0),
+            xray_images: true,
         }
     }
 
@@ -237,6 +240,9 @@ pub enum SimEvent {
     Weighed { tracking: u32, weight_g: u32 },
     /// PLC: the parcel entered the X-ray tunnel.
     XrayEntered { tracking: u32, image_seq: u32 },
+    /// X-ray station (for the simulated station, not the host): what the tunnel sees of the
+    /// parcel that entered with `image_seq`: the goods it carries, declared or not.
+    XrayImaged { image_seq: u32, items: Vec<SimItem>, concealed: Option<xray::synth::Concealed> },
     /// Officer at the X-ray screen, after [`World::request_review`].
     Verdict { tracking: u32, officer: String, verdict: SimVerdict },
     /// An officer watching green parcels moves this one to review by hand.

@@ -46,6 +46,7 @@ const STREAM_PHYSICS_UNITS: u64 = 2;
 const STREAM_FAULTS: u64 = 3;
 const STREAM_OFFICERS: u64 = 4;
 const STREAM_SCALE: u64 = 5;
+const STREAM_XRAY: u64 = 6;
 /// A parcel without a declaration list weighs this, give or take the scale's error.
 const UNLISTED_WEIGHT_G: u32 = 500;
 
@@ -238,6 +239,7 @@ pub struct World {
     seq: u64,
     officer_rng: ChaCha8Rng,
     scale_rng: ChaCha8Rng,
+    xray_rng: ChaCha8Rng,
     pending_reviews: u32,
     late_destinations: u32,
     ignored_destinations: u32,
@@ -374,6 +376,7 @@ impl World {
         let mut world = World {
             officer_rng: stream(scenario.seed, STREAM_OFFICERS),
             scale_rng: stream(scenario.seed, STREAM_SCALE),
+            xray_rng: stream(scenario.seed, STREAM_XRAY),
             scenario,
             geometry,
             now_ms: 0,
@@ -956,6 +959,31 @@ impl World {
         (f64::from(true_g) * (1.0 + error)).round().max(1.0) as u32
     }
 
+    /// What the X-ray tunnel sees of unit `u`: its parcels' declared goods (an unlisted parcel's
+    /// are some from the catalogue) and the first undeclared item an image can show.
+    fn tunnel_view(&mut self, u: usize) -> (Vec<crate::SimItem>, Option<crate::xray::synth::Concealed>) {
+        use crate::xray::synth::{catalogue_items, Concealed};
+        let unit = &self.units[u];
+        let first = unit.first_parcel as usize;
+        let mut items = Vec::new();
+        let mut concealed = None;
+        for p in &self.parcels[first..first + unit.parcel_count as usize] {
+            match p.manifest {
+                Some(m) => items.extend(self.manifests[m as usize].items.iter().cloned()),
+                None => items.extend(catalogue_items(&mut self.xray_rng)),
+            }
+            concealed = concealed.or(match p.undeclared {
+                Some(Undeclared::MetalTool) => Some(Concealed::MetalTool),
+                Some(Undeclared::Battery) => Some(Concealed::Battery),
+                Some(Undeclared::Liquid) => Some(Concealed::Liquid),
+                Some(Undeclared::DenseObject) => Some(Concealed::DenseObject),
+                // Licence goods look like any declared goods on an image.
+                Some(Undeclared::LicenceGoods) | None => None,
+            });
+        }
+        (items, concealed)
+    }
+
     fn schedule(&mut self, at_ms: Ms, unit: usize, action: Action) {
         self.seq += 1;
         self.queue.push(Reverse(Scheduled {
@@ -1032,7 +1060,13 @@ impl World {
             }
             // The tunnel's entry eye is the PLC's: an orphan has no window to report it for.
             Action::Xray if self.units[u].orphaned => {}
-            Action::Xray => out.push((now, SimEvent::XrayEntered { tracking, image_seq: tracking })),
+            Action::Xray => {
+                out.push((now, SimEvent::XrayEntered { tracking, image_seq: tracking }));
+                if self.scenario.xray_images {
+                    let (items, concealed) = self.tunnel_view(u);
+                    out.push((now, SimEvent::XrayImaged { image_seq: tracking, items, concealed }));
+                }
+            }
             Action::ManualTransfer => {
                 out.push((now, SimEvent::ManualTransfer { tracking, officer: "watch-01".to_owned() }))
             }

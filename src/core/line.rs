@@ -789,12 +789,15 @@ impl Line {
                 None => self.refuse("weighed", Some(tracking), "unknown tracking id".into(), out),
             },
             Input::XrayImage { image_seq, sha256, barcode } => self.on_image(image_seq, sha256, barcode, now, out),
-            Input::XrayScreened { tracking, flags } => {
-                self.amend(tracking, "xray_screened", now, out, |p| {
+            Input::XrayScreened { tracking, flags } => match self.parcels.get_mut(&tracking) {
+                // Every image is screened, held parcels' too: after the decision it is on record only.
+                Some(p) if p.sent.is_some() => p.xray_flags = flags,
+                Some(_) => self.amend(tracking, "xray_screened", now, out, |p| {
                     p.xray_flags = flags;
                     p.screened = true;
-                });
-            }
+                }),
+                None => self.refuse("xray_screened", Some(tracking), "unknown tracking id".into(), out),
+            },
             Input::Verdict { tracking, officer, verdict } => {
                 self.amend(tracking, "verdict", now, out, |p| p.verdict = Some((officer, verdict)));
             }

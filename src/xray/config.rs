@@ -5,6 +5,7 @@
 use super::decode::ImageLimits;
 use super::name::NamePattern;
 use super::store::RetentionLimits;
+use crate::core::Lane;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,6 +48,14 @@ pub struct XrayConfig {
     pub retention_max_age_s: u64,
     /// The originals' total size is kept under this, oldest first, unless undecided.
     pub retention_max_total_bytes: u64,
+    /// Where a parcel otherwise bound for release goes when its image was not screened by the
+    /// cut-off: `inspection` or `hold`.
+    pub missing_image_lane: Lane,
+    /// How long an image may wait for the PLC's report of its parcel in the tunnel.
+    pub image_match_window_ms: u64,
+    /// The pre-screen's tables, relative to the configuration file.
+    pub calibration: PathBuf,
+    pub profiles: PathBuf,
 }
 
 impl Default for XrayConfig {
@@ -65,6 +74,10 @@ impl Default for XrayConfig {
             energy: EnergyMode::Single,
             retention_max_age_s: 30 * 24 * 3600,
             retention_max_total_bytes: 20 << 30,
+            missing_image_lane: Lane::Inspection,
+            image_match_window_ms: 5_000,
+            calibration: "xray/calibration.toml".into(),
+            profiles: "xray/profiles.toml".into(),
         }
     }
 }
@@ -108,6 +121,12 @@ impl XrayConfig {
         }
         if self.retention_max_total_bytes < self.max_bytes {
             return invalid("retention_max_total_bytes", "must be at least max_bytes (one image)");
+        }
+        if self.missing_image_lane == Lane::Release {
+            return invalid("missing_image_lane", "inspection or hold: a parcel never screened is not released");
+        }
+        if self.image_match_window_ms == 0 {
+            return invalid("image_match_window_ms", "must be above 0");
         }
         if let Some(folder) = &self.folder {
             if folder.as_os_str().is_empty() {

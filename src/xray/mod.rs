@@ -16,6 +16,8 @@
 //! - [`store`]: originals under `<data>/xray/` named by SHA-256, the SQLite index, the pure
 //!   retention planner; and what the drivers hand on ([`store::IntakeOutput`]).
 //! - [`folder`], [`tcp`]: the drivers (watched folder, TCP listener), tokio tasks.
+//! - [`station`]: the station in a running daemon: drivers to core inputs, the pre-screen on
+//!   its own thread, retention.
 //!
 //! Screening:
 //! - [`screen`]: the pre-screen: flags (dense object, undeclared metal, possible liquid,
@@ -34,6 +36,7 @@ pub mod material;
 pub mod name;
 pub mod profile;
 pub mod screen;
+pub mod station;
 pub mod store;
 pub mod stream;
 pub mod tcp;

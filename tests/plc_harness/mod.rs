@@ -38,16 +38,27 @@ pub fn repo(rel: &str) -> PathBuf {
 fn device_input(event: sim::SimEvent) -> Input {
     use sim::SimEvent as E;
     match event {
-        E::Gate { .. } | E::XrayEntered { .. } | E::Divert { .. } | E::Lost { .. } | E::ForcedHold { .. } => {
+        E::Gate { .. }
+        | E::XrayEntered { .. }
+        | E::Weighed { .. }
+        | E::Divert { .. }
+        | E::Lost { .. }
+        | E::ForcedHold { .. } => {
             panic!("a PLC event on the device channel: {event:?}")
         }
-        other => demo::input(other).unwrap(),
+        other => demo::input(other).unwrap().expect("a device event the host sees"),
     }
 }
 
-/// A scenario that finishes quickly: denser induction, benches that answer in seconds.
+/// A scenario that finishes quickly: denser induction, benches that answer in seconds; no
+/// X-ray station (these runs are about the PLC).
 fn scenario(parcels: u32, seed: u64) -> sim::Scenario {
-    sim::Scenario { arrival_period_ms: 900..=1_400, inspection_ms: 1_000..=2_000, ..sim::Scenario::demo(parcels, seed) }
+    sim::Scenario {
+        arrival_period_ms: 900..=1_400,
+        inspection_ms: 1_000..=2_000,
+        xray_images: false,
+        ..sim::Scenario::demo(parcels, seed)
+    }
 }
 
 /// The core, the simulated PLC and the driver, wired as the daemon will be.

@@ -1,0 +1,183 @@
+//! The X-ray station in a running daemon: the intake drivers' images go to the core as
+//! `Input::XrayImage` (their pixels kept in a small cache), and the pre-screen runs on a
+//! thread of its own for each `Output::ScreenImage` the core asks for, answering with
+//! `Input::XrayScreened`. A parcel whose image cannot be screened gets no answer: the core then
+//! sends it to the configured lane at its cut-off, never to release.
+
+use super::config::XrayConfig;
+use super::folder::FolderIntake;
+use super::screen::Screen;
+use super::store::{ImageStore, IntakeOutput, Pinned, XrayIntakeStats};
+use super::tcp::TcpIntake;
+use super::XrayImage;
+use crate::clock;
+use crate::core::{Alarm, Input, Manifest, Severity, TrackingId};
+use crate::daemon::CoreMsg;
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// Images whose screening may wait at once; beyond it a parcel goes unscreened (and is not
+/// released).
+pub const QUEUE: usize = 256;
+
+/// What the core asks the pre-screen (`Output::ScreenImage`).
+#[derive(Clone, Debug)]
+pub struct ScreenJob {
+    pub tracking: TrackingId,
+    pub image_seq: u32,
+    pub sha256: Arc<str>,
+    pub manifest: Option<Arc<Manifest>>,
+}
+
+/// The decoded pixels of the images taken most recently, by hash: the intake has them already,
+/// so the pre-screen does not read the file back. Bounded: the oldest go first.
+#[derive(Clone, Default)]
+pub struct ImageCache(Arc<Mutex<VecDeque<Cached>>>);
+
+/// An image's hash and its pixels.
+type Cached = (Arc<str>, Arc<XrayImage>);
+
+impl ImageCache {
+    pub fn put(&self, sha256: Arc<str>, image: XrayImage) {
+        let mut images = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if images.len() >= QUEUE {
+            images.pop_front();
+        }
+        images.push_back((sha256, Arc::new(image)));
+    }
+
+    pub fn get(&self, sha256: &str) -> Option<Arc<XrayImage>> {
+        let images = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        images.iter().rev().find(|(h, _)| &**h == sha256).map(|(_, i)| i.clone())
+    }
+}
+
+/// What a driver's output becomes for the core: an image to match, or an alarm to record.
+pub fn to_core(output: IntakeOutput, cache: &ImageCache) -> Option<CoreMsg> {
+    if let IntakeOutput::Image(taken) = output {
+        let sha256: Arc<str> = taken.sha256_hex().into();
+        let image_seq = taken.image.seq;
+        let barcode = taken.barcode.clone();
+        cache.put(sha256.clone(), taken.image);
+        return Some(CoreMsg::Input(Input::XrayImage { image_seq, sha256, barcode }));
+    }
+    output.alarm().map(CoreMsg::Alarm)
+}
+
+/// Screens one job: the core's input, or the alarm that says why there is none.
+pub fn screen_job(screen: &Screen, cache: &ImageCache, job: &ScreenJob) -> CoreMsg {
+    let unscreened = |why: String| {
+        CoreMsg::Alarm(Alarm {
+            code: "xray_screen_failed",
+            severity: Severity::Warning,
+            tracking: Some(job.tracking),
+            message: format!("X-ray image {} not screened ({why}): the parcel is not released", job.image_seq),
+        })
+    };
+    let Some(image) = cache.get(&job.sha256) else {
+        return unscreened("its pixels are no longer held".into());
+    };
+    let declared = job.manifest.as_deref().map_or(&[][..], |m| &m.items);
+    match screen.screen(&image, declared) {
+        Ok(s) => CoreMsg::Input(Input::XrayScreened { tracking: job.tracking, flags: s.reasons() }),
+        Err(e) => unscreened(e.to_string()),
+    }
+}
+
+/// Runs the pre-screen on its own thread until `jobs` closes; results go to `core`.
+pub fn spawn_screener(
+    screen: Screen,
+    cache: ImageCache,
+    jobs: crossbeam_channel::Receiver<ScreenJob>,
+    core: crossbeam_channel::Sender<CoreMsg>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("sortline-xray".into()).spawn(move || {
+        for job in jobs {
+            if core.send(screen_job(&screen, &cache, &job)).is_err() {
+                break;
+            }
+        }
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StationError {
+    #[error("X-ray image store: {0}")]
+    Store(#[from] super::store::StoreError),
+    #[error("X-ray intake: {0}")]
+    Intake(#[from] super::store::IntakeError),
+    #[error("X-ray intake: {0}")]
+    Listen(#[from] super::tcp::ListenError),
+    #[error("[xray]: {0}")]
+    Config(#[from] super::config::XrayConfigError),
+}
+
+/// The station's intake drivers, opened (folder checked, listener bound) but not yet running.
+pub struct Intakes {
+    pub folder: Option<FolderIntake>,
+    pub tcp: Option<TcpIntake>,
+    pub store: Arc<Mutex<ImageStore>>,
+    pub stats: Arc<Mutex<XrayIntakeStats>>,
+}
+
+impl Intakes {
+    pub async fn open(config: &XrayConfig, data_dir: &Path) -> Result<Intakes, StationError> {
+        let pattern = config.validate()?;
+        let store = Arc::new(Mutex::new(ImageStore::open(data_dir)?));
+        let stats = Arc::new(Mutex::new(XrayIntakeStats::default()));
+        let folder = match config.folder {
+            Some(_) => Some(FolderIntake::new(config, pattern, store.clone(), stats.clone())?),
+            None => None,
+        };
+        let tcp = match config.tcp_listen {
+            Some(addr) => {
+                Some(TcpIntake::bind(addr, config.limits(), config.energy, store.clone(), stats.clone()).await?)
+            }
+            None => None,
+        };
+        Ok(Intakes { folder, tcp, store, stats })
+    }
+
+    /// Starts the drivers as tokio tasks feeding the core through `core`; they stop when
+    /// `shutdown` fires.
+    pub fn run(
+        self,
+        cache: ImageCache,
+        core: crossbeam_channel::Sender<CoreMsg>,
+        shutdown: tokio::sync::broadcast::Sender<()>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let deliver = move |core: crossbeam_channel::Sender<CoreMsg>, cache: ImageCache| {
+            move |out: IntakeOutput| {
+                if let Some(msg) = to_core(out, &cache) {
+                    // The core gone means the daemon is stopping.
+                    let _ = tokio::task::block_in_place(|| core.send(msg));
+                }
+            }
+        };
+        let stopped = |rx: tokio::sync::broadcast::Receiver<()>| async move {
+            let mut rx = rx;
+            let _ = rx.recv().await;
+        };
+        let mut tasks = Vec::new();
+        if let Some(folder) = self.folder {
+            let run = folder.run(deliver(core.clone(), cache.clone()), stopped(shutdown.subscribe()));
+            tasks.push(tokio::spawn(run));
+        }
+        if let Some(tcp) = self.tcp {
+            tasks.push(tokio::spawn(tcp.run(deliver(core, cache), stopped(shutdown.subscribe()))));
+        }
+        tasks
+    }
+}
+
+/// Retention of the originals: images younger than `keep_ms` (longer than any parcel stays
+/// undecided on the belt) are pinned, the rest go by `config`'s age and size limits.
+pub fn retention(store: &Mutex<ImageStore>, config: &XrayConfig, keep_ms: i64) -> Result<u64, StationError> {
+    let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
+    let now = clock::wall_ms();
+    let recent = store.files()?.into_iter().filter(|f| now - f.received_ms < keep_ms).map(|f| f.sha256).collect();
+    let report =
+        store.apply_retention(now, &config.retention(), &Pinned { hashes: recent, seqs: Default::default() })?;
+    Ok(report.deleted_files)
+}
