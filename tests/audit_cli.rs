@@ -225,7 +225,9 @@ const ROUNDS: u32 = 24;
 /// Rounds that run to the end. Round 0 also creates the key and the schema,
 /// and times the parcels' part of a whole run, which scales the kill points.
 const FINISHED_ROUNDS: [u32; 2] = [0, 13];
-const CRASH_PARCELS: u32 = 400;
+/// Enough for the kill points (scaled to round 0's run) to land while parcels move; each run
+/// also images every parcel through the X-ray station.
+const CRASH_PARCELS: u32 = 250;
 /// Bound on any one run, killed or not.
 const RUN_LIMIT_MS: u64 = 60_000;
 /// Bound on reading what a killed process had written.

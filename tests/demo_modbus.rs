@@ -6,11 +6,11 @@
 
 use sortline::audit::{self, DB_FILE};
 use sortline::config::LineConfig;
-use sortline::core::{Identity, Lane, Reason, Record};
+use sortline::core::{Identity, Input, Lane, Reason, Record};
 use sortline::demo::{self, DemoOptions, ModbusOptions, ScannerWire};
 use sortline::recorder::record_of;
 use sortline_sim as sim;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 const PARCELS: u32 = 1000;
@@ -46,8 +46,18 @@ fn run(wire: ScannerWire, seed: u64) {
         world.report().outcomes.into_iter().filter_map(|o| o.tracking.map(|t| (t, (o.truth, o.waybill)))).collect();
     let mut identified = HashMap::new();
     let mut decided = HashMap::new();
+    let (mut reviewed, mut imaged, mut screened) = (HashSet::new(), HashSet::new(), HashSet::new());
     audit::entries(&dir.path().join(DB_FILE), |e| {
         match record_of(&e.kind, &e.payload) {
+            Some(Record::ReviewRequested { tracking, .. }) => {
+                reviewed.insert(tracking.0);
+            }
+            Some(Record::ImageAttached { tracking, .. }) => {
+                imaged.insert(tracking.0);
+            }
+            Some(Record::Input(Input::XrayScreened { tracking, .. })) => {
+                screened.insert(tracking.0);
+            }
             Some(Record::Identified { tracking, identity, .. }) => {
                 identified.insert(tracking.0, identity);
             }
@@ -84,6 +94,14 @@ fn run(wire: ScannerWire, seed: u64) {
         }
     }
     assert!(no_reads >= 10 && misreads >= 3, "{no_reads} no-reads, {misreads} misreads among {PARCELS}");
+
+    // The X-ray station: every tracked parcel imaged, its image attached and screened (those
+    // the officer reviews among them), and the pre-screen finding what the images hide.
+    let x = s.xray.as_ref().expect("x-ray figures over Modbus");
+    assert_eq!((x.reviewed, x.missing_images), (s.stats.parcels, 0), "{text}");
+    assert_eq!((imaged.len() as u64, screened.len() as u64), (s.stats.parcels, s.stats.parcels), "{text}");
+    assert!(!reviewed.is_empty() && reviewed.is_subset(&screened), "a reviewed parcel's image was not screened");
+    assert!(x.injected > 0 && x.detected * 10 >= x.injected * 8, "{text}");
 
     // The chain the run wrote replays to the same decisions.
     let seed_of = |start: &serde_json::Value| start["seed"].as_u64().ok_or_else(|| "no seed".to_string());
