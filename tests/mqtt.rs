@@ -321,6 +321,33 @@ async fn platform_intake_stores_then_feeds_the_core_and_keeps_dead_letters(broke
     assert!(letters[2].3.contains("no standing target") || letters[2].3.contains("NOPE"), "{letters:?}");
 }
 
+/// A batch far above rumqttc's default 10 KiB packet limit is taken whole.
+async fn a_large_batch_of_declarations_is_taken_whole(broker: SocketAddr) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Settings { platform_intake: true, ..settings(broker, "intake-batch") };
+    let topic = s.topics.platform_manifests();
+    let (publisher, _sink, core) = start(s, dir.path());
+    let mut stats = publisher.stats();
+    wait(&mut stats, "subscribed", |s| s.subscribed).await;
+    let waybill = |n: u32| {
+        let serial: [u8; 8] = format!("{n:08}").as_bytes().try_into().unwrap();
+        format!("EA{n:08}{}CN", sortline::core::waybill::s10_check_digit(&serial))
+    };
+    let batch: Vec<Value> = (1..=300).map(|n| common::declaration_json(&waybill(n), 1)).collect();
+    let body = serde_json::to_string(&batch).unwrap();
+    assert!(body.len() > 100 * 1024, "{} bytes", body.len());
+    // The core takes its inputs as they come (its queue is bounded).
+    let manifests = tokio::task::spawn_blocking(move || {
+        (0..300).filter(|_| matches!(core.recv_timeout(GUARD), Ok(CoreMsg::Input(Input::Manifest(_))))).count()
+    });
+    let platform = subscriber(broker, "platform-batch", &format!("{}none", Topics::new("T1", "x").prefix())).await;
+    platform.client.publish(topic, rumqttc::QoS::AtLeastOnce, false, body).await.unwrap();
+    wait(&mut stats, "the batch stored", |s| s.intake.stored == 300).await;
+    assert_eq!(manifests.await.unwrap(), 300);
+    let end = publisher.stop(GUARD).await.unwrap();
+    assert_eq!((end.intake.dead_letters, end.connection_errors), (0, 0), "{:?}", end.intake);
+}
+
 /// The retained state follows the line: safe mode, an operator's stop, a link down.
 async fn state_follows_safe_mode_stop_and_degraded_links(broker: SocketAddr) {
     let dir = tempfile::tempdir().unwrap();
@@ -552,6 +579,7 @@ against_each_broker!(
     last_will_marks_the_line_offline,
     outage_and_restart_deliver_every_parcel_once_in_order,
     platform_intake_stores_then_feeds_the_core_and_keeps_dead_letters,
+    a_large_batch_of_declarations_is_taken_whole,
     state_follows_safe_mode_stop_and_degraded_links,
     tls_with_a_client_certificate
 );

@@ -25,7 +25,8 @@ impl Embedded {
             next_connection_delay_ms: 0,
             connections: rumqttd::ConnectionSettings {
                 connection_timeout_ms: 5000,
-                max_payload_size: 256 * 1024,
+                // A platform batch of declarations fits (docs/mqtt.md, "Platform intake").
+                max_payload_size: super::intake::MAX_PAYLOAD + 64 * 1024,
                 max_inflight_count: 500,
                 auth: None,
                 external_auth: None,

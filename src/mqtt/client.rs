@@ -91,6 +91,11 @@ pub struct MqttStats {
     pub intake: IntakeStats,
 }
 
+/// Room for a topic and the packet's header beside the largest payload taken in.
+const MAX_TOPIC_BYTES: usize = 64 * 1024;
+/// Largest packet published (a parcel record, metrics, Sparkplug births are a few KiB).
+const MAX_OUTGOING_BYTES: usize = 256 * 1024;
+
 /// How often the line's health is read for `state`.
 const HEALTH_EVERY: Duration = Duration::from_secs(1);
 
@@ -334,6 +339,9 @@ impl Task {
             .set_inflight(s.inflight)
             // Acknowledged once handled: a platform message only once it is durable.
             .set_manual_acks(true)
+            // rumqttc's 10 KiB default would refuse a batch of a few dozen declarations (and
+            // drop the connection over it, again on every redelivery).
+            .set_max_packet_size(super::intake::MAX_PAYLOAD + MAX_TOPIC_BYTES, MAX_OUTGOING_BYTES)
             .set_last_will(LastWill::new(
                 s.topics.state(),
                 self.state_payload("offline", None),

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
 
-/// Largest message read at all: a batch of declarations.
-pub const MAX_PAYLOAD: usize = 4 << 20;
+/// Largest message read at all: a batch of declarations (about 600 bytes each).
+pub const MAX_PAYLOAD: usize = 1 << 20;
 /// Declarations in one message (a JSON array); the batch is one transaction.
 pub const MAX_BATCH: usize = 1000;
 

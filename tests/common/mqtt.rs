@@ -57,6 +57,8 @@ pub struct Subscriber {
 pub async fn subscriber(broker: SocketAddr, id: &str, filter: &str) -> Subscriber {
     let mut options = rumqttc::MqttOptions::new(id, broker.ip().to_string(), broker.port());
     options.set_keep_alive(Duration::from_secs(5));
+    // It also publishes for the tests, platform batches among them.
+    options.set_max_packet_size(2 << 20, 2 << 20);
     let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 64);
     let (tx, rx) = mpsc::unbounded_channel();
     let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
