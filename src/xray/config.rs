@@ -49,7 +49,7 @@ pub struct XrayConfig {
     /// The originals' total size is kept under this, oldest first, unless undecided.
     pub retention_max_total_bytes: u64,
     /// Where a parcel otherwise bound for release goes when its image was not screened by the
-    /// cut-off: `inspection` or `hold`.
+    /// cut-off: `hold` (the default: DESIGN.md's "image missing ends in hold") or `inspection`.
     pub missing_image_lane: Lane,
     /// How long an image may wait for the PLC's report of its parcel in the tunnel.
     pub image_match_window_ms: u64,
@@ -74,7 +74,7 @@ impl Default for XrayConfig {
             energy: EnergyMode::Single,
             retention_max_age_s: 30 * 24 * 3600,
             retention_max_total_bytes: 20 << 30,
-            missing_image_lane: Lane::Inspection,
+            missing_image_lane: Lane::Hold,
             image_match_window_ms: 5_000,
             calibration: "xray/calibration.toml".into(),
             profiles: "xray/profiles.toml".into(),
