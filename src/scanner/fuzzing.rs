@@ -47,17 +47,25 @@ pub fn run(profile: &FrameProfile, stream: &[u8], chunks: &[usize]) -> (Output, 
     let mut parser = FrameParser::new(profile.clone());
     let bound = profile.max_frame_len + profile.marker_window();
     let mut out = Vec::new();
-    let mut rest = stream;
-    for &size in chunks.iter().cycle() {
-        if rest.is_empty() {
-            break;
-        }
-        let (now, later) = rest.split_at(size.clamp(1, rest.len()));
-        parser.push(now, &mut out);
+    for piece in pieces(stream, chunks) {
+        parser.push(piece, &mut out);
         assert!(parser.buffered() <= bound, "buffer {} over its bound {bound}", parser.buffered());
-        rest = later;
     }
     (out, parser.stats().clone())
+}
+
+/// `stream` cut into pieces of the given sizes (cycled; 0 counts as 1), as a link delivers it:
+/// what the parsers' invariants are checked over (the X-ray stream's too).
+pub fn pieces<'a>(stream: &'a [u8], chunks: &'a [usize]) -> impl Iterator<Item = &'a [u8]> + 'a {
+    let mut rest = stream;
+    chunks.iter().cycle().map_while(move |&size| {
+        if rest.is_empty() {
+            return None;
+        }
+        let (now, later) = rest.split_at(size.clamp(1, rest.len()));
+        rest = later;
+        Some(now)
+    })
 }
 
 /// Input layout: byte 0 picks the profile, byte 1 the chunk sizes, the rest is the stream.

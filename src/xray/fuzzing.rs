@@ -35,15 +35,9 @@ pub fn run(limits: &ImageLimits, stream: &[u8], chunks: &[usize]) -> (Output, St
     let mut parser = StreamParser::new(*limits);
     let bound = parser.buffer_bound();
     let mut out = Vec::new();
-    let mut rest = stream;
-    for &size in chunks.iter().cycle() {
-        if rest.is_empty() {
-            break;
-        }
-        let (now, later) = rest.split_at(size.clamp(1, rest.len()));
-        parser.push(now, &mut out);
+    for piece in crate::scanner::fuzzing::pieces(stream, chunks) {
+        parser.push(piece, &mut out);
         assert!(parser.buffered() <= bound, "buffer {} over its bound {bound}", parser.buffered());
-        rest = later;
     }
     parser.finish(&mut out);
     assert_eq!(parser.buffered(), 0, "bytes left after finish");
