@@ -95,11 +95,11 @@ impl Intake {
     /// transaction, each invalid one of a batch a dead letter of its own naming its place and
     /// field. The inner `Err` refuses the whole message.
     fn manifests(&mut self, topic: &str, payload: &[u8], wall_ms: i64) -> Result<Result<Taken, String>, StoreError> {
-        let parsed: Result<Vec<Box<serde_json::value::RawValue>>, String> =
-            match payload.iter().find(|b| !b.is_ascii_whitespace()) {
-                Some(b'[') => serde_json::from_slice(payload).map_err(|e| format!("not a JSON array: {e}")),
-                _ => serde_json::from_slice(payload).map(|one| vec![one]).map_err(|e| format!("not JSON: {e}")),
-            };
+        let batch = payload.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+        let parsed: Result<Vec<Box<serde_json::value::RawValue>>, String> = match batch {
+            true => serde_json::from_slice(payload).map_err(|e| format!("not a JSON array: {e}")),
+            false => serde_json::from_slice(payload).map(|one| vec![one]).map_err(|e| format!("not JSON: {e}")),
+        };
         let elements = match parsed {
             Ok(elements) if elements.len() > MAX_BATCH => {
                 return Ok(Err(format!("{} declarations in one message, at most {MAX_BATCH}", elements.len())))
@@ -107,7 +107,6 @@ impl Intake {
             Ok(elements) => elements,
             Err(reason) => return Ok(Err(reason)),
         };
-        let batch = payload.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
         let mut valid: Vec<Declaration> = Vec::with_capacity(elements.len());
         let mut views = Vec::with_capacity(elements.len());
         let mut refused = Vec::new();
