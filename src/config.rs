@@ -223,6 +223,10 @@ pub struct Timing {
     pub confirm_grace_ms: u64,
     /// Worst case from a decision to its destination being in the PLC.
     pub plc_write_budget_ms: u64,
+    /// An officer's time for a review at most (the cut-off being the limit anyway); absent:
+    /// until the cut-off. Changeable at run time (`set_rates`).
+    #[serde(default)]
+    pub review_window_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -594,6 +598,7 @@ impl LineConfig {
             carriers: self.waybills.carriers.clone(),
             untriggered_after_ms: self.timing.untriggered_scan_after_ms,
             untriggered_before_ms: self.timing.untriggered_scan_before_ms,
+            review_window_ms: self.timing.review_window_ms,
             xray: self.xray.as_ref().map(|x| crate::core::XraySettings {
                 missing_image_lane: x.missing_image_lane,
                 image_match_window_ms: x.image_match_window_ms,

@@ -180,14 +180,15 @@ pub fn describe(record: &Record, lanes: &LaneMap) -> String {
                 "opened at the inspection bench by {officer}: {}",
                 if *discrepancy { "DISCREPANCY (有误)" } else { "no discrepancy (无误)" }
             ),
-            Input::Parameters { sample_rate, xray_review_ratio, officer } => {
+            Input::Parameters { sample_rate, xray_review_ratio, review_window_ms, officer } => {
                 let rates = |name: &str, r: &Option<crate::core::PerChannel<f64>>| {
                     r.map(|r| format!(" {name} green {} red {}", r.green, r.red)).unwrap_or_default()
                 };
                 format!(
-                    "parameters set by {officer}:{}{}",
+                    "parameters set by {officer}:{}{}{}",
                     rates("random inspection rate", sample_rate),
-                    rates("X-ray review ratio", xray_review_ratio)
+                    rates("X-ray review ratio", xray_review_ratio),
+                    review_window_ms.map(|w| format!(" review window {w} ms")).unwrap_or_default()
                 )
             }
             Input::Rules { rules, officer } => format!(

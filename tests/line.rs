@@ -259,22 +259,73 @@ fn parameters_change_sampling_from_then_on_and_bad_ones_are_refused() {
     let mut b = Bench::new(policy());
     b.manifest(manifest(1)).manifest(manifest(2));
     let all = PerChannel { green: 1.0, red: 1.0 };
-    b.at(0, Input::Parameters { sample_rate: Some(all), xray_review_ratio: None, officer: officer("op-1") });
+    b.at(
+        0,
+        Input::Parameters {
+            sample_rate: Some(all),
+            xray_review_ratio: None,
+            review_window_ms: None,
+            officer: officer("op-1"),
+        },
+    );
     b.gate(10, 1).scan(20, 1, &[&waybill(1).to_string()]).tick(10 + CUTOFF_MS);
     assert_eq!(b.destinations(1), vec![Lane::Inspection], "every parcel sampled at rate 1");
     let bad = PerChannel { green: f64::NAN, red: 0.0 };
     b.at(
         CUTOFF_MS + 20,
-        Input::Parameters { sample_rate: Some(bad), xray_review_ratio: None, officer: officer("op-1") },
+        Input::Parameters {
+            sample_rate: Some(bad),
+            xray_review_ratio: None,
+            review_window_ms: None,
+            officer: officer("op-1"),
+        },
     );
     assert_eq!(b.records("refused").len(), 1);
     let none = PerChannel { green: 0.0, red: 0.0 };
     b.at(
         CUTOFF_MS + 30,
-        Input::Parameters { sample_rate: Some(none), xray_review_ratio: None, officer: officer("op-1") },
+        Input::Parameters {
+            sample_rate: Some(none),
+            xray_review_ratio: None,
+            review_window_ms: None,
+            officer: officer("op-1"),
+        },
     );
     let t0 = CUTOFF_MS + 40;
     b.gate(t0, 2).scan(t0 + 10, 2, &[&waybill(2).to_string()]).tick(t0 + CUTOFF_MS);
+    assert_eq!(b.destinations(2), vec![Lane::Release]);
+}
+
+#[test]
+fn a_review_window_shorter_than_the_cut_off_holds_a_parcel_late_when_it_ends() {
+    let mut p = policy();
+    p.xray_review_ratio.green = 1.0;
+    let mut b = Bench::new(p);
+    b.manifest(manifest(1)).manifest(manifest(2));
+    let window = |w: u64| Input::Parameters {
+        sample_rate: None,
+        xray_review_ratio: None,
+        review_window_ms: Some(w),
+        officer: officer("op-1"),
+    };
+    b.at(0, window(0));
+    assert_eq!(b.records("refused").len(), 1, "a window of 0 is refused");
+    b.at(0, window(2_000));
+    b.gate(10, 1).scan(20, 1, &[&waybill(1).to_string()]);
+    let deadline = b.records("review_requested").iter().find_map(|r| match r {
+        Record::ReviewRequested { deadline, .. } => Some(*deadline),
+        _ => None,
+    });
+    assert_eq!(deadline, Some(Millis(2_020)), "the window, not the cut-off");
+    b.tick(2_019);
+    assert!(b.destinations(1).is_empty(), "still waiting for the officer");
+    b.tick(2_020);
+    assert_eq!(b.destinations(1), vec![Lane::Hold]);
+    assert!(b.decision(1).unwrap().1.contains(&Reason::Late));
+    // A verdict inside the window is honoured at the cut-off as before.
+    b.gate(3_000, 2).scan(3_010, 2, &[&waybill(2).to_string()]);
+    b.at(4_000, Input::Verdict { tracking: TrackingId(2), officer: officer("o-1"), verdict: Verdict::Release });
+    b.tick(3_000 + CUTOFF_MS);
     assert_eq!(b.destinations(2), vec![Lane::Release]);
 }
 

@@ -184,8 +184,9 @@ enum Step {
     Safe(bool),
     /// An operator stops (false) or starts (true) the line.
     Control(bool),
-    /// An operator sets the rates: random inspection, X-ray review (both channels).
-    Rates(f64, f64),
+    /// An operator sets the rates: random inspection, X-ray review (both channels), and maybe
+    /// the review window (0 is refused).
+    Rates(f64, f64, Option<u64>),
     Belt(bool),
     Wait(u64),
 }
@@ -208,8 +209,12 @@ fn step() -> impl Strategy<Value = Step> {
         1 => any::<bool>().prop_map(Step::Safe),
         1 => any::<bool>().prop_map(Step::Belt),
         1 => any::<bool>().prop_map(Step::Control),
-        1 => (prop_oneof![Just(0.0), Just(1.0), -0.5f64..1.5], prop_oneof![Just(0.0), Just(1.0), 0.0f64..1.0])
-            .prop_map(|(s, r)| Step::Rates(s, r)),
+        1 => (
+            prop_oneof![Just(0.0), Just(1.0), -0.5f64..1.5],
+            prop_oneof![Just(0.0), Just(1.0), 0.0f64..1.0],
+            proptest::option::of(0u64..5_000),
+        )
+            .prop_map(|(s, r, w)| Step::Rates(s, r, w)),
         3 => (0u64..15_000).prop_map(Step::Wait),
     ]
 }
@@ -265,10 +270,11 @@ proptest! {
                     b.at(now, Input::LineControl { running, officer: officer("op-1") });
                     stopped = !running;
                 }
-                Step::Rates(sample, review) => {
+                Step::Rates(sample, review, review_window_ms) => {
                     b.at(now, Input::Parameters {
                         sample_rate: Some(PerChannel { green: sample, red: sample }),
                         xray_review_ratio: Some(PerChannel { green: review, red: review }),
+                        review_window_ms,
                         officer: officer("op-1"),
                     });
                 }

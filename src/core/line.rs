@@ -74,6 +74,10 @@ pub struct LineSettings {
     /// pre-screen (absent in older records: no station).
     #[serde(default)]
     pub xray: Option<XraySettings>,
+    /// The review window: an officer has at most this long for a verdict after the request,
+    /// the cut-off being the limit anyway. `None`: until the cut-off.
+    #[serde(default)]
+    pub review_window_ms: Option<u64>,
 }
 
 /// What the core needs to know of the X-ray station.
@@ -219,6 +223,9 @@ pub enum Input {
         sample_rate: Option<PerChannel<f64>>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         xray_review_ratio: Option<PerChannel<f64>>,
+        /// The review window for reviews requested from now on (above 0).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        review_window_ms: Option<u64>,
         officer: OfficerId,
     },
     /// The interception rules, replaced whole (a reload of the rule files, by signal or
@@ -619,6 +626,8 @@ enum Timer {
     ConfirmTimeout(TrackingId, u64),
     ScanExpiry(TriggerCount),
     ImageExpiry(u32),
+    /// The officer's time for a review is up (before the cut-off: a review window).
+    ReviewDeadline(TrackingId, u64),
     UntriggeredExpiry(u64),
 }
 
@@ -819,8 +828,8 @@ impl Line {
                 self.policy.targets.push(target);
             }
             Input::InspectionResult { .. } => {}
-            Input::Parameters { sample_rate, xray_review_ratio, .. } => {
-                self.on_parameters(sample_rate, xray_review_ratio, out)
+            Input::Parameters { sample_rate, xray_review_ratio, review_window_ms, .. } => {
+                self.on_parameters(sample_rate, xray_review_ratio, review_window_ms, out)
             }
             Input::Rules { rules, .. } => match RuleSet::new(rules) {
                 Ok(set) => self.set_rules(Arc::new(set)),
@@ -1136,6 +1145,7 @@ impl Line {
         &mut self,
         sample_rate: Option<PerChannel<f64>>,
         xray_review_ratio: Option<PerChannel<f64>>,
+        review_window_ms: Option<u64>,
         out: &mut Vec<Output>,
     ) {
         let valid = |r: &Option<PerChannel<f64>>| {
@@ -1143,6 +1153,12 @@ impl Line {
         };
         if !(valid(&sample_rate) && valid(&xray_review_ratio)) {
             return self.refuse("parameters", None, "rates and ratios must be between 0 and 1".into(), out);
+        }
+        if review_window_ms == Some(0) {
+            return self.refuse("parameters", None, "the review window must be above 0".into(), out);
+        }
+        if let Some(window_ms) = review_window_ms {
+            self.settings.review_window_ms = Some(window_ms);
         }
         if let Some(rate) = sample_rate {
             self.policy.sample_rate = rate;
@@ -1241,6 +1257,12 @@ impl Line {
                         self.unmatched(Some(trigger), codes, "no gate event came for it", out);
                     }
                 }
+                Timer::ReviewDeadline(tracking, serial) => {
+                    let waiting = |p: &Parcel| p.sent.is_none() && p.review_open && p.verdict.is_none();
+                    if self.live(tracking, serial).is_some_and(|p| waiting(p)) {
+                        self.evaluate(tracking, at, true, out);
+                    }
+                }
                 Timer::ImageExpiry(seq) => {
                     if let Some((sha256, _)) = self.early_images.remove(&seq) {
                         self.unmatched_image(seq, sha256, "no parcel entered the tunnel with it", out);
@@ -1308,8 +1330,8 @@ impl Line {
         let channel = manifest.map(|m| m.channel);
         let manifest = manifest.cloned();
         let waybill = p.waybill();
-        let deadline = p.cutoff_at;
-        let review_open = p.review_open;
+        let deadline = self.settings.review_window_ms.map_or(p.cutoff_at, |w| p.cutoff_at.min(now.saturating_add(w)));
+        let (review_open, serial, cutoff_at) = (p.review_open, p.serial, p.cutoff_at);
 
         if decision.awaiting_review() && !review_open {
             if let (Some(waybill), Some(manifest)) = (waybill, manifest) {
@@ -1318,6 +1340,9 @@ impl Line {
                 out.push(Output::ReviewRequested(ReviewRequest { tracking, waybill, manifest, deadline }));
                 if let Some(p) = self.parcels.get_mut(&tracking) {
                     p.review_open = true;
+                }
+                if deadline < cutoff_at {
+                    self.timers.insert((deadline, Timer::ReviewDeadline(tracking, serial)));
                 }
             }
         }

@@ -13,6 +13,8 @@ pub const MAX_TARGET_ID: usize = 64;
 pub const MAX_REASON: usize = 500;
 /// Longest criterion value (a consignor's name, an HS prefix, a list number).
 pub const MAX_CRITERION: usize = 200;
+/// Longest review window a command may set (an hour).
+pub const MAX_REVIEW_WINDOW_MS: u64 = 3_600_000;
 /// Largest command payload read at all.
 pub const MAX_PAYLOAD: usize = 4096;
 
@@ -82,6 +84,8 @@ struct RatesBody {
     sample_rate: Option<PerChannel<f64>>,
     #[serde(default)]
     xray_review_ratio: Option<PerChannel<f64>>,
+    #[serde(default)]
+    review_window_ms: Option<u64>,
 }
 
 /// `line_stop`, `line_start`, `reload_rules`: who and which request, nothing else.
@@ -186,14 +190,18 @@ pub fn parse(name: &str, payload: &[u8]) -> Result<Accepted, Refusal> {
             "set_rates" => {
                 let b: RatesBody = read(payload)?;
                 let officer = operator(&b.operator)?;
-                if b.sample_rate.is_none() && b.xray_review_ratio.is_none() {
-                    return Err("give sample_rate, xray_review_ratio or both".into());
+                if b.sample_rate.is_none() && b.xray_review_ratio.is_none() && b.review_window_ms.is_none() {
+                    return Err("give sample_rate, xray_review_ratio, review_window_ms or several".into());
+                }
+                if b.review_window_ms.is_some_and(|w| !(1..=MAX_REVIEW_WINDOW_MS).contains(&w)) {
+                    return Err(format!("review_window_ms: 1 to {MAX_REVIEW_WINDOW_MS}"));
                 }
                 check_rates("sample_rate", b.sample_rate)?;
                 check_rates("xray_review_ratio", b.xray_review_ratio)?;
                 let input = Input::Parameters {
                     sample_rate: b.sample_rate,
                     xray_review_ratio: b.xray_review_ratio,
+                    review_window_ms: b.review_window_ms,
                     officer: officer.clone(),
                 };
                 (b.request_id, officer, Action::Core(input))
@@ -341,7 +349,9 @@ mod tests {
     fn rates_and_line_control_become_core_inputs() {
         let a = parse("set_rates", br#"{"request_id":"r2","operator":"ops-1","sample_rate":{"green":0.05,"red":0.5}}"#)
             .unwrap();
-        let Action::Core(Input::Parameters { sample_rate, xray_review_ratio, officer }) = a.action else { panic!() };
+        let Action::Core(Input::Parameters { sample_rate, xray_review_ratio, officer, .. }) = a.action else {
+            panic!()
+        };
         assert_eq!((sample_rate, xray_review_ratio), (Some(PerChannel { green: 0.05, red: 0.5 }), None));
         assert_eq!(officer.as_str(), "ops-1");
         let a = parse("line_stop", br#"{"request_id":"r3","operator":"ops-1"}"#).unwrap();

@@ -25,6 +25,7 @@ pub fn settings() -> LineSettings {
         untriggered_after_ms: 300,
         untriggered_before_ms: 0,
         xray: None,
+        review_window_ms: None,
     }
 }
 
