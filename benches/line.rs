@@ -131,7 +131,11 @@ fn main() {
         let n = i as u32 + 1;
         let at = u64::from(n) * period_ms;
         let tracking = TrackingId(n);
-        line.handle(Input::Gate { tracking, trigger: TriggerCount(n), length_mm: Some(400) }, Millis(at), &mut out);
+        line.handle(
+            Input::Gate { tracking, trigger: TriggerCount(n), length_mm: Some(400), at: None },
+            Millis(at),
+            &mut out,
+        );
         line.handle(Input::Scan { trigger: Some(TriggerCount(n)), codes }, Millis(at + 40), &mut out);
         line.handle(Input::Tick, Millis(at + s.gate_to_cutoff_ms), &mut out);
         let mut lane_id = s.lanes.hold;

@@ -3,7 +3,7 @@
 //! and the simulator stay on passed-in time.
 #![allow(clippy::disallowed_methods)]
 
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Wall-clock milliseconds since the Unix epoch, for records.
 pub fn wall_ms() -> i64 {
@@ -18,6 +18,10 @@ impl Stopwatch {
         Stopwatch(Instant::now())
     }
 
+    pub fn elapsed(&self) -> Duration {
+        self.0.elapsed()
+    }
+
     pub fn elapsed_ms(&self) -> u64 {
         self.0.elapsed().as_millis() as u64
     }
@@ -25,4 +29,9 @@ impl Stopwatch {
     pub fn elapsed_secs_f64(&self) -> f64 {
         self.0.elapsed().as_secs_f64()
     }
+}
+
+/// Now on tokio's clock, for timers (`sleep_until`, `interval_at`) that need a starting point.
+pub fn tokio_now() -> tokio::time::Instant {
+    tokio::time::Instant::now()
 }

@@ -12,7 +12,11 @@
 
 use crate::audit::{AuditError, GroupCommit, NewEntry, Ticket};
 use crate::clock;
-use crate::core::{Alarm, Input, Line, LineMode, LineStats, Millis, Output, ParcelReport, ReviewRequest};
+use crate::core::{
+    Alarm, Input, Line, LineMode, LineStats, Millis, Output, ParcelId, ParcelReport, Record, ReviewRequest, Severity,
+};
+use crate::manifest::{OperatorStore, StoreError};
+use crate::mqtt::command::Reply;
 use crate::plc::driver::{Driver, DriverConfig, DriverOutput, DriverStats, Pace};
 use crate::plc::{Destination, PlcError, RegisterMap};
 use crate::recorder;
@@ -33,14 +37,17 @@ pub enum DaemonError {
 }
 
 /// The line's clock as the core sees it, in ms. A real line uses the machine's monotonic
-/// clock; the simulator hands its line clock.
-pub trait LineClock: Send + 'static {
+/// clock; the simulator hands its line clock. The PLC driver reads it too, to place the PLC's
+/// events in line time.
+pub trait LineClock: Send + Sync + 'static {
     fn now_ms(&self) -> u64;
 }
 
 /// Where the core's human-facing outputs go (the officer screen, the live view).
 pub trait Screen: Send + 'static {
     fn review_requested(&mut self, request: &ReviewRequest);
+    /// A parcel on the belt was identified (the live line shows it from now on).
+    fn parcel_identified(&mut self, _parcel: ParcelId) {}
     /// Called once the parcel's whole story is durable.
     fn parcel_done(&mut self, report: ParcelReport);
     /// Called as an alarm is recorded (monitoring); most screens ignore alarms.
@@ -52,11 +59,22 @@ pub trait Screen: Send + 'static {
 pub enum CoreMsg {
     Input(Input),
     Alarm(Alarm),
-    /// An operator's command as it arrived, accepted or refused (its reply: who asked what
-    /// under which request id), recorded before the input it carries (none when refused).
-    Command(Box<crate::mqtt::command::Reply>, Option<Input>),
+    /// An operator's command as it arrived (see [`Command`]).
+    Command(Box<Command>),
     /// From the PLC driver (counted, for [`DaemonConfig::paced`]).
     Plc(DriverOutput),
+}
+
+/// An operator's command: its reply so far (who asked what under which request id; refused
+/// already when it could not be read), and the input it carries. The core makes an operator's
+/// change durable in the operator store, then takes the input, then records the command with
+/// its outcome before the input, and only then answers on `respond`: an acknowledgement means
+/// the change survives a restart.
+#[derive(Debug)]
+pub struct Command {
+    pub reply: Reply,
+    pub input: Option<Input>,
+    pub respond: Option<tokio::sync::mpsc::UnboundedSender<Reply>>,
 }
 
 #[derive(Clone, Debug)]
@@ -116,10 +134,14 @@ pub struct Parts<C, S> {
     pub screen: S,
     pub map: RegisterMap,
     pub driver: DriverConfig,
-    /// Handled first, at the clock's time (manifests, standing targets).
+    /// Handled first, at the clock's time (manifests, standing targets). The PLC driver starts
+    /// only once they are in: until then the PLC holds induct (its safe mode before the host's
+    /// first heartbeat), so no parcel meets a line that has not yet taken back its state.
     pub initial: Vec<Input>,
     /// The X-ray pre-screen's queue, with a station (`xray::station`).
     pub screener: Option<crossbeam_channel::Sender<crate::xray::station::ScreenJob>>,
+    /// Where operators' changes are stored before they take effect; `None`: not kept.
+    pub operator_store: Option<OperatorStore>,
 }
 
 /// What is left once the daemon stopped: the core (for its stats) and the audit writer, for
@@ -162,15 +184,32 @@ impl Daemon {
         let (dest_tx, dest_rx) = mpsc::channel::<Destination>(queue);
         let (out_tx, mut out_rx) = mpsc::channel::<DriverOutput>(queue);
         let (handled_tx, handled) = tokio::sync::watch::channel(0u64);
-        let mut driver = Driver::new(&parts.map, parts.driver.clone(), out_tx, dest_rx);
+        let clock = Arc::new(parts.clock);
+        let line_time = {
+            let clock = clock.clone();
+            Arc::new(move || clock.now_ms())
+        };
+        let mut driver = Driver::new(&parts.map, parts.driver.clone(), out_tx, dest_rx).with_line_time(line_time);
         if config.paced {
             driver = driver.paced(Pace { handled });
         }
         let stats = driver.stats();
         let (stop_driver, stopped) = oneshot::channel::<()>();
-        let driver = tokio::spawn(driver.run(async move {
-            let _ = stopped.await;
-        }));
+        let (ready_tx, ready) = oneshot::channel::<()>();
+        let driver = tokio::spawn(async move {
+            let mut stopped = stopped;
+            // Not before the core has taken in its initial state; a core that never gets there
+            // ends the daemon anyway.
+            tokio::select! {
+                r = ready => if r.is_err() { return Ok(()) },
+                _ = &mut stopped => return Ok(()),
+            }
+            driver
+                .run(async move {
+                    let _ = stopped.await;
+                })
+                .await
+        });
         let forward = {
             let inputs = inputs.clone();
             tokio::spawn(async move {
@@ -191,7 +230,9 @@ impl Daemon {
             .spawn(move || {
                 // Dropped when the thread ends, by return, error or panic.
                 let _alive = core_alive;
-                Core::new(parts, config, dest_tx, handled_tx).run(rx, drain_rx)
+                Core::new(parts.line, parts.audit, clock, parts.screen, config, dest_tx, handled_tx)
+                    .with(parts.initial, parts.screener, parts.operator_store)
+                    .run(rx, drain_rx, ready_tx)
             })
             .map_err(|_| DaemonError::Stopped("core thread (could not start)"))?;
         Ok(Daemon {
@@ -269,7 +310,7 @@ impl Drop for Daemon {
 struct Core<C, S> {
     line: Line,
     audit: GroupCommit,
-    clock: C,
+    clock: Arc<C>,
     screen: S,
     config: DaemonConfig,
     destinations: mpsc::Sender<Destination>,
@@ -283,20 +324,24 @@ struct Core<C, S> {
     done: Vec<ParcelReport>,
     initial: Vec<Input>,
     screener: Option<crossbeam_channel::Sender<crate::xray::station::ScreenJob>>,
+    operator_store: Option<OperatorStore>,
 }
 
 impl<C: LineClock, S: Screen> Core<C, S> {
     fn new(
-        parts: Parts<C, S>,
+        line: Line,
+        audit: GroupCommit,
+        clock: Arc<C>,
+        screen: S,
         config: DaemonConfig,
         destinations: mpsc::Sender<Destination>,
         handled: tokio::sync::watch::Sender<u64>,
     ) -> Self {
         Core {
-            line: parts.line,
-            audit: parts.audit,
-            clock: parts.clock,
-            screen: parts.screen,
+            line,
+            audit,
+            clock,
+            screen,
             config,
             destinations,
             handled,
@@ -304,19 +349,34 @@ impl<C: LineClock, S: Screen> Core<C, S> {
             pending: Vec::new(),
             last: None,
             done: Vec::new(),
-            initial: parts.initial,
-            screener: parts.screener,
+            initial: Vec::new(),
+            screener: None,
+            operator_store: None,
         }
+    }
+
+    fn with(
+        mut self,
+        initial: Vec<Input>,
+        screener: Option<crossbeam_channel::Sender<crate::xray::station::ScreenJob>>,
+        operator_store: Option<OperatorStore>,
+    ) -> Self {
+        self.initial = initial;
+        self.screener = screener;
+        self.operator_store = operator_store;
+        self
     }
 
     fn run(
         mut self,
         rx: crossbeam_channel::Receiver<CoreMsg>,
         mut drain: oneshot::Receiver<()>,
+        ready: oneshot::Sender<()>,
     ) -> Result<CoreEnd, DaemonError> {
         for input in std::mem::take(&mut self.initial) {
             self.handle(input)?;
         }
+        let _ = ready.send(());
         let mut draining: Option<clock::Stopwatch> = None;
         let mut checkpoint_poll = clock::Stopwatch::start();
         let checkpoint_poll_ms = self.config.checkpoint_poll.as_millis() as u64;
@@ -354,12 +414,7 @@ impl<C: LineClock, S: Screen> Core<C, S> {
                     }
                 }
                 Ok(CoreMsg::Alarm(a)) => self.alarm(&a),
-                Ok(CoreMsg::Command(record, input)) => {
-                    self.pending.push(recorder::command_entry(&record, Millis(self.now_ms), clock::wall_ms()));
-                    if let Some(input) = input {
-                        self.handle(input)?;
-                    }
-                }
+                Ok(CoreMsg::Command(command)) => self.command(*command)?,
                 Ok(CoreMsg::Plc(o)) => {
                     match o {
                         DriverOutput::Input(input) => self.handle(input)?,
@@ -406,29 +461,108 @@ impl<C: LineClock, S: Screen> Core<C, S> {
     }
 
     fn handle(&mut self, input: Input) -> Result<(), DaemonError> {
-        // The core's clock never runs backwards.
+        let out = self.step(input);
+        self.route(out)
+    }
+
+    /// The line takes `input` now; the clock never runs backwards.
+    fn step(&mut self, input: Input) -> Vec<Output> {
         self.now_ms = self.clock.now_ms().max(self.now_ms);
-        let now = Millis(self.now_ms);
         let mut out = Vec::new();
-        self.line.handle(input, now, &mut out);
+        self.line.handle(input, Millis(self.now_ms), &mut out);
+        out
+    }
+
+    /// An operator's command: stored, taken, recorded, answered (see [`Command`]).
+    fn command(&mut self, command: Command) -> Result<(), DaemonError> {
+        let Command { mut reply, input, respond } = command;
+        // Deadlines due first, so that the command's entry sits right before its input's.
+        self.tick()?;
+        let mut out = Vec::new();
+        if let Some(input) = input {
+            let kind = input.kind();
+            match self.store_operator(&input) {
+                Err(why) => reply = reply.refused_with(why),
+                Ok(()) => {
+                    out = self.step(input);
+                    let refused = out.iter().find_map(|o| match o {
+                        Output::Record(Record::Refused { input, why, .. }) if input == kind => Some(why.clone()),
+                        _ => None,
+                    });
+                    if let Some(why) = refused {
+                        reply = reply.refused_with(why);
+                    }
+                }
+            }
+        }
+        self.pending.push(recorder::command_entry(&reply, Millis(self.now_ms), clock::wall_ms()));
+        self.route(out)?;
+        // The answer says what the record says: durable first.
+        self.submit()?;
+        self.settle()?;
+        if let Some(respond) = respond {
+            // The asker gone (the publisher stopping) leaves the record as the answer.
+            let _ = respond.send(reply);
+        }
+        Ok(())
+    }
+
+    /// Stores what an operator's input changes, before the line takes it. `Err`: the command
+    /// is refused (the store says no, or failed: then an alarm too) and the line never sees it.
+    fn store_operator(&mut self, input: &Input) -> Result<(), String> {
+        let Some(store) = self.operator_store.as_mut() else { return Ok(()) };
+        let stored = match input {
+            Input::TargetAdd(target) => store.add_target(target, clock::wall_ms()),
+            Input::TargetRemove { id, officer } => store.remove_target(id, officer, clock::wall_ms()),
+            _ => match self.line.operator_state().after(input) {
+                Some(Ok(next)) => store.save_state(&next, clock::wall_ms()),
+                // Refused by the line, which records why: nothing changes, nothing to store.
+                _ => Ok(()),
+            },
+        };
+        match stored {
+            Ok(()) => Ok(()),
+            Err(e @ (StoreError::TargetExists(_) | StoreError::NoTarget(_))) => Err(e.to_string()),
+            Err(e) => {
+                let why = format!("not stored, so not applied: {e}");
+                self.alarm(&Alarm {
+                    code: "operator_store_failed",
+                    severity: Severity::Critical,
+                    tracking: None,
+                    message: format!("operator's {} {why}", input.kind()),
+                });
+                Err(why)
+            }
+        }
+    }
+
+    /// Where the line's outputs go: records to the writer, destinations to the driver once
+    /// their records are durable, the rest to the screen and the pre-screen.
+    fn route(&mut self, out: Vec<Output>) -> Result<(), DaemonError> {
+        let now = Millis(self.now_ms);
         let wall = clock::wall_ms();
         let mut destinations = Vec::new();
         for o in out {
             match o {
-                Output::Record(r) => self.pending.push(recorder::entry(&r, now, wall)),
+                Output::Record(r) => {
+                    if let Record::Identified { parcel, .. } = &r {
+                        self.screen.parcel_identified(*parcel);
+                    }
+                    self.pending.push(recorder::entry(&r, now, wall))
+                }
                 Output::Alarm(a) => self.alarm(&a),
-                Output::SetDestination { tracking, lane_id, .. } => {
-                    destinations.push(Destination { tracking, lane_id })
+                Output::SetDestination { parcel, lane_id, .. } => {
+                    destinations.push(Destination { boot: parcel.boot, tracking: parcel.tracking, lane_id })
                 }
                 Output::ReviewRequested(r) => self.screen.review_requested(&r),
-                Output::ScreenImage { tracking, image_seq, sha256, manifest } => {
-                    let job = crate::xray::station::ScreenJob { tracking, image_seq, sha256, manifest };
+                Output::ScreenImage { parcel, image_seq, sha256, manifest } => {
+                    let job = crate::xray::station::ScreenJob { parcel, image_seq, sha256, manifest };
                     // Unscreened, the parcel is not released: the core holds it at its cut-off.
                     if self.screener.as_ref().is_none_or(|s| s.try_send(job).is_err()) {
                         self.alarm(&Alarm {
                             code: "xray_screen_failed",
                             severity: crate::core::Severity::Warning,
-                            tracking: Some(tracking),
+                            tracking: Some(parcel.tracking),
                             message: format!(
                                 "X-ray image {image_seq} not screened: no pre-screen, or its queue is full"
                             ),

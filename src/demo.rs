@@ -207,31 +207,92 @@ fn officer(name: &str) -> Result<OfficerId, DemoError> {
     OfficerId::new(name).map_err(|e| DemoError::Sim { what: "a bad officer id", detail: e.to_string() })
 }
 
-/// A simulator event as the core's input.
+/// What the simulated officers have in front of them: the reviews asked of them and the parcels
+/// on the live line, by tracking id (the simulator's officers name parcels by it). Their
+/// verdicts and transfers go in naming the parcel, the review and the image whole, as a real
+/// screen's do. A review stays on the screen after its parcel left (an officer may still answer
+/// it, late: the core refuses that on record), up to [`OfficerScreens::KEPT`] of them.
+#[derive(Default)]
+pub struct OfficerScreens {
+    reviews: HashMap<u32, ReviewRequest>,
+    /// Reviews in the order asked, for the bound.
+    asked: std::collections::VecDeque<(ReviewId, u32)>,
+    on_line: HashMap<u32, ParcelId>,
+}
+
+impl OfficerScreens {
+    pub const KEPT: usize = 1024;
+
+    pub fn review(&mut self, request: &ReviewRequest) {
+        let t = request.parcel.tracking.0;
+        self.reviews.insert(t, request.clone());
+        self.asked.push_back((request.review, t));
+        while self.asked.len() > Self::KEPT {
+            if let Some((old, t)) = self.asked.pop_front() {
+                if self.reviews.get(&t).is_some_and(|r| r.review == old) {
+                    self.reviews.remove(&t);
+                }
+            }
+        }
+    }
+
+    pub fn identified(&mut self, parcel: ParcelId) {
+        self.on_line.insert(parcel.tracking.0, parcel);
+    }
+
+    pub fn done(&mut self, parcel: ParcelId) {
+        if self.on_line.get(&parcel.tracking.0) == Some(&parcel) {
+            self.on_line.remove(&parcel.tracking.0);
+        }
+    }
+
+    fn verdict(&self, tracking: u32, officer: OfficerId, verdict: Verdict) -> Option<Input> {
+        let r = self.reviews.get(&tracking)?;
+        Some(Input::Verdict {
+            parcel: r.parcel,
+            review: r.review,
+            image_sha256: r.image_sha256.clone(),
+            officer,
+            verdict,
+        })
+    }
+
+    fn transfer(&self, tracking: u32, officer: OfficerId) -> Option<Input> {
+        Some(Input::ManualTransfer { parcel: *self.on_line.get(&tracking)?, officer })
+    }
+}
+
 /// The core input a simulator event is; `None` for what the host does not see (the X-ray
-/// tunnel's view, which the simulated station turns into an image).
-pub fn input(event: sim::SimEvent) -> Result<Option<Input>, DemoError> {
+/// tunnel's view, which the simulated station turns into an image), and for an officer's
+/// answer about a parcel no screen shows (gone already).
+pub fn input(event: sim::SimEvent, screens: &OfficerScreens) -> Result<Option<Input>, DemoError> {
     use sim::SimEvent as E;
     Ok(Some(match event {
         E::XrayImaged { .. } => return Ok(None),
-        E::Gate { tracking, trigger, length_mm } => {
-            Input::Gate { tracking: TrackingId(tracking), trigger: TriggerCount(trigger), length_mm: Some(length_mm) }
-        }
+        E::Gate { tracking, trigger, length_mm } => Input::Gate {
+            tracking: TrackingId(tracking),
+            trigger: TriggerCount(trigger),
+            length_mm: Some(length_mm),
+            at: None,
+        },
         E::Scan { trigger, codes } => Input::Scan { trigger: Some(TriggerCount(trigger)), codes },
         E::XrayEntered { tracking, image_seq } => Input::XrayEntered { tracking: TrackingId(tracking), image_seq },
         E::Weighed { tracking, weight_g } => Input::Weighed { tracking: TrackingId(tracking), weight_g },
-        E::Verdict { tracking, officer: o, verdict } => Input::Verdict {
-            tracking: TrackingId(tracking),
-            officer: officer(&o)?,
-            verdict: match verdict {
+        E::Verdict { tracking, officer: o, verdict } => {
+            let verdict = match verdict {
                 sim::SimVerdict::Release => Verdict::Release,
                 sim::SimVerdict::Inspect => Verdict::Inspect,
                 sim::SimVerdict::Hold => Verdict::Hold,
-            },
-        },
-        E::ManualTransfer { tracking, officer: o } => {
-            Input::ManualTransfer { tracking: TrackingId(tracking), officer: officer(&o)? }
+            };
+            match screens.verdict(tracking, officer(&o)?, verdict) {
+                Some(input) => input,
+                None => return Ok(None),
+            }
         }
+        E::ManualTransfer { tracking, officer: o } => match screens.transfer(tracking, officer(&o)?) {
+            Some(input) => input,
+            None => return Ok(None),
+        },
         E::Divert { tracking, lane_id } => Input::Divert { tracking: TrackingId(tracking), lane_id },
         E::Lost { tracking } => Input::Lost { tracking: TrackingId(tracking) },
         E::ForcedHold { tracking, why } => {
@@ -261,6 +322,7 @@ struct Harness<'w> {
     pending: Vec<NewEntry>,
     /// Parcels that left the line, shown after the commit that makes their story durable.
     done: Vec<ParcelReport>,
+    screens: OfficerScreens,
     live: &'w mut dyn Write,
 }
 
@@ -278,17 +340,28 @@ impl Harness<'_> {
         let mut destinations = Vec::new();
         for o in out {
             match o {
-                Output::Record(r) => self.pending.push(recorder::entry(&r, now, wall)),
+                Output::Record(r) => {
+                    if let Record::Identified { parcel, .. } = &r {
+                        self.screens.identified(*parcel);
+                    }
+                    self.pending.push(recorder::entry(&r, now, wall))
+                }
                 Output::Alarm(a) => {
                     tracing::debug!(code = a.code, tracking = ?a.tracking, "{}", a.message);
                     self.pending.push(recorder::alarm_entry(&a, now, wall));
                 }
-                Output::SetDestination { tracking, lane_id, .. } => destinations.push((tracking, lane_id)),
-                Output::ReviewRequested(r) => self.world.request_review(now.0, r.tracking.0),
-                // The simulated line has no X-ray images yet: none is matched, none screened.
+                Output::SetDestination { parcel, lane_id, .. } => destinations.push((parcel.tracking, lane_id)),
+                Output::ReviewRequested(r) => {
+                    self.screens.review(&r);
+                    self.world.request_review(now.0, r.parcel.tracking.0)
+                }
+                // In process the line has no X-ray station: no image is matched, none screened.
                 Output::ScreenImage { .. } | Output::ReviewClosed { .. } => {}
                 // Shown once its story (destination written, divert, completed) is durable.
-                Output::ParcelDone(report) => self.done.push(report),
+                Output::ParcelDone(report) => {
+                    self.screens.done(report.parcel);
+                    self.done.push(report)
+                }
             }
         }
         if destinations.is_empty() {
@@ -334,7 +407,7 @@ pub fn show(live: &mut dyn Write, p: &ParcelReport) -> Result<(), DemoError> {
         writeln!(
             live,
             "{:>8}  {:<18} {:<5}  {:<10} {:<9} {}",
-            p.tracking.to_string(),
+            p.parcel.tracking.to_string(),
             waybill,
             channel,
             lane(p.decided),
@@ -365,8 +438,11 @@ pub fn run(cfg: &Loaded, opts: &DemoOptions, live: &mut dyn Write) -> Result<Sum
         epoch_wall_ms: clock::wall_ms(),
         pending: Vec::new(),
         done: Vec::new(),
+        screens: OfficerScreens::default(),
         live,
     };
+    // Serials go on from the chain's length, as in the daemon (see `Line::set_serial_base`).
+    h.line.set_serial_base(h.audit.head().0);
     let start = start_entry(cfg, opts, &h.line, h.epoch_wall_ms, None);
     h.pending.push(start);
     for i in initial_inputs(&h.world, &opts.data_dir, true)? {
@@ -385,7 +461,7 @@ pub fn run(cfg: &Loaded, opts: &DemoOptions, live: &mut dyn Write) -> Result<Sum
         events.clear();
         h.world.advance(now, &mut events);
         for (at, event) in events.drain(..) {
-            if let Some(input) = input(event)? {
+            if let Some(input) = input(event, &h.screens)? {
                 h.handle(input, Millis(at))?;
             }
         }
@@ -831,14 +907,27 @@ struct DemoScreen {
     clock: sim::modbus::SimClock,
     done: mpsc::Sender<ParcelReport>,
     mqtt: Option<crate::mqtt::MqttSink>,
+    screens: Arc<std::sync::Mutex<OfficerScreens>>,
+}
+
+impl DemoScreen {
+    fn screens(&self) -> std::sync::MutexGuard<'_, OfficerScreens> {
+        self.screens.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl daemon::Screen for DemoScreen {
     fn review_requested(&mut self, request: &ReviewRequest) {
-        self.clock.request_review(request.tracking.0);
+        self.screens().review(request);
+        self.clock.request_review(request.parcel.tracking.0);
+    }
+
+    fn parcel_identified(&mut self, parcel: ParcelId) {
+        self.screens().identified(parcel);
     }
 
     fn parcel_done(&mut self, report: ParcelReport) {
+        self.screens().done(report.parcel);
         if let Some(m) = &self.mqtt {
             m.parcel_done(report.clone());
         }
@@ -904,8 +993,10 @@ pub fn run_modbus(
     let platform_lists = declarations(&world)?;
     let initial = initial_inputs(&world, &opts.data_dir, !via_intake)?;
     let lists_in = Arc::new(std::sync::atomic::AtomicBool::new(!via_intake));
-    let line = Line::new(cfg.line.settings(), cfg.line.policy(demo_secret(opts.seed), cfg.rules.clone()));
+    let mut line = Line::new(cfg.line.settings(), cfg.line.policy(demo_secret(opts.seed), cfg.rules.clone()));
     let mut log = recorder::open_audit(&db, signer, &cfg.line.audit)?;
+    // As `sortline run` starts: what operators set in an earlier run on this data stands.
+    let operator_store = crate::service::resume(&mut line, &opts.data_dir, &log)?;
     let plc_name = match modbus.transport {
         Transport::Tcp => "modbus",
         Transport::Rtu => "modbus-rtu",
@@ -974,15 +1065,22 @@ pub fn run_modbus(
             .await
             .map_err(|e| DemoError::Sim { what: "the X-ray intake", detail: e.to_string() })?;
         let (jobs, screen_jobs) = crossbeam_channel::bounded(crate::xray::station::QUEUE);
+        let screens = Arc::new(std::sync::Mutex::new(OfficerScreens::default()));
         let parts = daemon::Parts {
             line,
             audit,
             clock: SimLineClock(plc.clock()),
-            screen: DemoScreen { clock: plc.clock(), done: done_tx, mqtt: mqtt.as_ref().map(|m| m.1.sink.clone()) },
+            screen: DemoScreen {
+                clock: plc.clock(),
+                done: done_tx,
+                mqtt: mqtt.as_ref().map(|m| m.1.sink.clone()),
+                screens: screens.clone(),
+            },
             map: map.clone(),
             driver,
             initial,
             screener: Some(jobs),
+            operator_store: Some(operator_store),
         };
         let daemon_config = daemon::DaemonConfig {
             paced: true,
@@ -1051,7 +1149,8 @@ pub fn run_modbus(
                     images_written.fetch_add(1, Ordering::SeqCst);
                     sim_station.image(*image_seq, items, *concealed).await?;
                 } else if !device.as_ref().is_some_and(|d| d.send(&event)) {
-                    if let Some(input) = input(event)? {
+                    let input = input(event, &screens.lock().unwrap_or_else(|e| e.into_inner()))?;
+                    if let Some(input) = input {
                         if tokio::task::block_in_place(|| inputs.send(daemon::CoreMsg::Input(input))).is_err() {
                             break;
                         }

@@ -106,6 +106,30 @@ enum Command {
         #[command(subcommand)]
         command: TargetCommand,
     },
+    /// What operators set at run time (a line stop, rates, the review window): stored in
+    /// manifests.db before it takes effect, and restored at every start.
+    Operator {
+        #[command(subcommand)]
+        command: OperatorCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum OperatorCommand {
+    /// Prints what is stored.
+    Show {
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Forgets the stored rates and review window, so that line.toml's apply again at the next
+    /// start (a line stop stays: start the line with `line_start`). Recorded in the audit
+    /// chain; refused while the daemon runs.
+    Reset {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        author: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -395,6 +419,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Manifest { command } => manifest_command(command),
         Command::Target { command } => target_command(command),
+        Command::Operator { command } => operator_command(command),
         Command::Keys { command: KeysCommand::Init { data } } => {
             std::fs::create_dir_all(&data)?;
             let signer = audit::Signer::init(&data.join(audit::KEY_FILE))?;
@@ -584,6 +609,34 @@ fn audit_writer(data: &Path) -> Result<audit::AuditLog> {
 fn record_target(log: &mut audit::AuditLog, input: sortline::core::Input, wall_ms: i64) -> Result<u64> {
     let record = sortline::core::Record::Input(input);
     Ok(log.append(&[recorder::entry(&record, sortline::core::Millis(0), wall_ms)])?)
+}
+
+fn operator_command(command: OperatorCommand) -> Result<ExitCode> {
+    match command {
+        OperatorCommand::Show { data } => {
+            let state = manifest::OperatorStore::open(&data.join(manifest::DB_FILE))?.operator_state()?;
+            println!("{}", serde_json::to_string_pretty(&state)?);
+        }
+        OperatorCommand::Reset { data, author } => {
+            let author = sortline::core::OfficerId::new(&author).map_err(|e| anyhow::anyhow!("--author: {e}"))?;
+            let mut log = audit_writer(&data)?;
+            let mut store = manifest::OperatorStore::open(&data.join(manifest::DB_FILE))?;
+            let now = sortline::clock::wall_ms();
+            let state = store.operator_state()?;
+            let kept = sortline::core::OperatorState { stopped_by: state.stopped_by.clone(), ..Default::default() };
+            store.save_state(&kept, now)?;
+            let reply = sortline::mqtt::command::Reply {
+                command: "operator_reset".into(),
+                request_id: None,
+                operator: Some(author.to_string()),
+                status: "accepted",
+                error: None,
+            };
+            let seq = log.append(&[recorder::command_entry(&reply, sortline::core::Millis(0), now)])?;
+            println!("operators' rates and review window forgotten (audit entry {seq}); was {state:?}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn target_command(command: TargetCommand) -> Result<ExitCode> {

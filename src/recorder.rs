@@ -3,7 +3,7 @@
 
 use crate::audit::{AuditError, AuditLog, NewEntry, Signer};
 use crate::config::{Audit, Loaded};
-use crate::core::{Alarm, Identity, Input, Lane, LaneMap, Line, LineStats, LostWhy, Millis, Reason, Record};
+use crate::core::{Alarm, Identity, Input, Lane, LaneMap, Line, LineStats, LostWhy, Millis, Reason, Record, SyncCause};
 use std::path::Path;
 
 /// Opens the chain's writer with `[audit]`'s checkpoint bounds (by count and by time).
@@ -92,6 +92,10 @@ pub fn record_of(kind: &str, payload: &serde_json::Value) -> Option<Record> {
     serde_json::from_value(serde_json::json!({ "kind": kind, "data": payload })).ok()
 }
 
+fn list_version(v: Option<u64>) -> String {
+    v.map_or_else(|| "no list".into(), |v| format!("list version {v}"))
+}
+
 fn lane_name(lanes: &LaneMap, id: u16) -> String {
     lanes.lane(id).map_or_else(|| format!("unknown lane id {id}"), |l| format!("{l} (id {id})"))
 }
@@ -137,6 +141,13 @@ pub fn describe_entry(kind: &str, payload: &serde_json::Value, lanes: &LaneMap) 
 pub fn describe(record: &Record, lanes: &LaneMap) -> String {
     match record {
         Record::Input(input) => match input {
+            Input::PlcSync { boot, cause } => match cause {
+                SyncCause::FirstContact => format!("PLC link synchronised to PLC boot {boot}"),
+                SyncCause::Restart => format!("PLC RESTARTED (boot {boot}): the parcels on the belt are orphaned"),
+                SyncCause::EventsLost => format!(
+                    "PLC EVENTS LOST (boot {boot}): the parcels on the belt are orphaned, every parcel held until the PLC restarts"
+                ),
+            },
             Input::Gate { trigger, length_mm, .. } => format!(
                 "entered the reading gate (scanner trigger {}{})",
                 trigger.0,
@@ -160,12 +171,20 @@ pub fn describe(record: &Record, lanes: &LaneMap) -> String {
                 "X-ray image {image_seq} received (sha256 {sha256}{})",
                 barcode.as_ref().map(|b| format!(", barcode {b}")).unwrap_or_default()
             ),
-            Input::XrayScreened { flags, .. } if flags.is_empty() => "X-ray pre-screen: clean".into(),
-            Input::XrayScreened { flags, .. } => format!("X-ray pre-screen flagged: {}", flags.join(", ")),
-            Input::Verdict { officer, verdict, .. } => {
-                format!("officer {officer} gave verdict: {verdict:?}").to_lowercase()
-            }
+            Input::XrayScreened { flags, sha256, manifest_version, .. } => format!(
+                "X-ray pre-screen of image {sha256} against {}: {}",
+                list_version(*manifest_version),
+                if flags.is_empty() { "clean".into() } else { format!("flagged {}", flags.join(", ")) }
+            ),
+            Input::Verdict { officer, verdict, review, image_sha256, .. } => format!(
+                "officer {officer} gave verdict {} on review {review} of image {}",
+                format!("{verdict:?}").to_lowercase(),
+                image_sha256.as_deref().unwrap_or("(none)")
+            ),
             Input::ManualTransfer { officer, .. } => format!("officer {officer} moved it to review by hand"),
+            Input::ClearFlag { image_sha256, flag, officer, supervisor, reason, .. } => format!(
+                "officer {officer} cleared X-ray flag {flag:?} on image {image_sha256}, authorised by {supervisor}: {reason}"
+            ),
             Input::DestinationWritten { lane_id, .. } => {
                 format!("destination {} written to the PLC", lane_name(lanes, *lane_id))
             }
@@ -210,8 +229,14 @@ pub fn describe(record: &Record, lanes: &LaneMap) -> String {
             Identity::Ambiguous { count } => format!("{count} different codes read: ambiguous"),
             Identity::BadCheckDigit => "waybill read with a wrong check digit".into(),
         },
-        Record::ReviewRequested { deadline, .. } => {
-            format!("sent to the officer's screen; verdict due by line time {:.1} s", deadline.0 as f64 / 1000.0)
+        Record::ReviewRequested { review, deadline, image_sha256, manifest_version, .. } => format!(
+            "review {review} sent to the officer's screen (image {}, list version {manifest_version}); verdict due by line time {:.1} s",
+            image_sha256.as_deref().unwrap_or("(none)"),
+            deadline.0 as f64 / 1000.0
+        ),
+        Record::ReviewWithdrawn { review, why, .. } => format!("review {review} withdrawn: {why}"),
+        Record::ScreeningRequested { image_seq, manifest_version, .. } => {
+            format!("X-ray image {image_seq} to be screened against {}", list_version(*manifest_version))
         }
         Record::Decision { lane, reasons, manifest_version, .. } => format!(
             "DECIDED {}: {}{}",
@@ -231,6 +256,7 @@ pub fn describe(record: &Record, lanes: &LaneMap) -> String {
                 LostWhy::Unconfirmed => "no confirmation by the end of the line",
                 LostWhy::TrackingReused => "the PLC gave its tracking id to a new parcel",
                 LostWhy::PlcRestart => "the PLC restarted and forgot it: held by the PLC default",
+                LostWhy::EventsLost => "the PLC's events were lost: what it did with the parcel is not known",
             }
         ),
         Record::Refused { input, why, .. } => format!("{input} refused: {why}"),
@@ -252,12 +278,14 @@ pub fn describe(record: &Record, lanes: &LaneMap) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{PlcHoldCause, TrackingId, TriggerCount};
+    use crate::core::{ParcelId, PlcHoldCause, TrackingId, TriggerCount};
 
     #[test]
     fn inputs_round_trip_through_entries() {
         let inputs = [
-            Input::Gate { tracking: TrackingId(4), trigger: TriggerCount(9), length_mm: Some(350) },
+            Input::Gate { tracking: TrackingId(4), trigger: TriggerCount(9), length_mm: Some(350), at: None },
+            Input::Gate { tracking: TrackingId(4), trigger: TriggerCount(9), length_mm: None, at: Some(Millis(3)) },
+            Input::PlcSync { boot: 3, cause: SyncCause::EventsLost },
             Input::Scan { trigger: Some(TriggerCount(9)), codes: vec!["EA123456785CN".into()] },
             Input::Scan { trigger: None, codes: vec![] },
             Input::Lost { tracking: TrackingId(4) },
@@ -280,12 +308,13 @@ mod tests {
         let lanes = LaneMap { release: 1, inspection: 2, hold: 3 };
         let records = [
             Record::Decision {
-                tracking: TrackingId(1),
+                parcel: ParcelId { tracking: TrackingId(1), boot: 2, serial: 77 },
                 waybill: None,
                 lane: Lane::Hold,
                 reasons: vec![Reason::NoRead],
                 manifest_version: None,
                 channel: None,
+                image_sha256: None,
             },
             Record::Refused { input: "verdict".into(), tracking: Some(TrackingId(1)), why: "after the cut-off".into() },
             Record::Input(Input::Divert { tracking: TrackingId(1), lane_id: 3 }),

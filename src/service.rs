@@ -5,8 +5,10 @@
 //! lists past `[manifests] retention_days` are purged at start and every hour.
 //!
 //! At start the core takes in the manifest store's current declarations and standing manual
-//! targets (`manifests.db`, filled by `sortline manifest import` and `sortline target`);
-//! what is imported while it runs reaches it at the next start. With `[mqtt] broker` set it
+//! targets (`manifests.db`, filled by `sortline manifest import` and `sortline target`), and
+//! what operators had set (a line stop, rates, the review window: stored before each change
+//! took effect, [`resume`]); the PLC driver starts only once all of that is in, so the PLC
+//! holds induct until then. What is imported while it runs reaches it at the next start. With `[mqtt] broker` set it
 //! publishes state, parcels, alarms and metrics through the durable outbox and takes commands
 //! (`docs/mqtt.md`). Not wired yet: reviews need the officer console (until then a parcel
 //! selected for review is held at its cut-off as late).
@@ -16,7 +18,7 @@ use crate::clock;
 use crate::config::{ConfigError, Loaded};
 use crate::core::{Alarm, Line, ParcelReport, ReviewRequest};
 use crate::daemon::{self, CoreMsg, Daemon, DaemonConfig, DaemonError, LineClock, Parts, Screen};
-use crate::manifest::{self, ManifestStore, StoreError};
+use crate::manifest::{self, ManifestStore, OperatorStore, StoreError};
 use crate::mqtt::wiring::{Figures, Prepared};
 use crate::mqtt::{MqttError, MqttSink};
 use crate::recorder;
@@ -73,7 +75,8 @@ struct LogScreen {
 impl Screen for LogScreen {
     fn review_requested(&mut self, request: &ReviewRequest) {
         tracing::warn!(
-            tracking = %request.tracking,
+            parcel = %request.parcel,
+            review = %request.review,
             "review requested but no officer screen is connected: the parcel will be held at its cut-off"
         );
     }
@@ -89,13 +92,31 @@ impl Screen for LogScreen {
             m.parcel_done(report.clone());
         }
         tracing::info!(
-            tracking = %report.tracking,
+            parcel = %report.parcel,
             waybill = report.waybill.map(|w| w.to_string()),
             decided = ?report.decided,
             confirmed = ?report.confirmed,
             "parcel done"
         );
     }
+}
+
+/// Takes back, before the run's first entry, what an earlier run on `data_dir` left: what
+/// operators had set (from the operator store, where every change went before it took effect)
+/// and where serials go on (the chain's length, see [`Line::set_serial_base`]). Returns the
+/// store, where this run's changes go.
+pub fn resume(line: &mut Line, data_dir: &Path, log: &crate::audit::AuditLog) -> Result<OperatorStore, StoreError> {
+    let store = OperatorStore::open(&data_dir.join(manifest::DB_FILE))?;
+    let state = store.operator_state()?;
+    if state != Default::default() {
+        tracing::warn!(?state, "operators' settings restored from the last run (they override line.toml)");
+    }
+    if let Some(officer) = &state.stopped_by {
+        tracing::warn!(%officer, "the line was stopped by an operator and stays stopped: every parcel is held");
+    }
+    line.restore(state);
+    line.set_serial_base(log.head().0);
+    Ok(store)
 }
 
 /// Runs the line until SIGTERM or SIGINT; `data_dir` holds the record, the signing key and the
@@ -106,13 +127,14 @@ pub fn run(cfg: &Loaded, data_dir: &Path) -> Result<Stopped, ServiceError> {
     let map = cfg.register_map()?;
     let profile = cfg.scanner_profile()?;
     let xray_screen = cfg.xray_screen()?;
-    let line = Line::new(cfg.line.settings(), cfg.line.policy(secret, cfg.rules.clone()));
+    let mut line = Line::new(cfg.line.settings(), cfg.line.policy(secret, cfg.rules.clone()));
     let signer = Signer::load_or_init(&data_dir.join(audit::KEY_FILE))?;
     let store = ManifestStore::open(&data_dir.join(manifest::DB_FILE))?;
     let initial = store.core_inputs(clock::wall_ms())?;
     drop(store);
     tracing::info!(inputs = initial.len(), "declarations and standing targets loaded from the manifest store");
     let mut log = recorder::open_audit(&data_dir.join(audit::DB_FILE), signer, &cfg.line.audit)?;
+    let operator_store = resume(&mut line, data_dir, &log)?;
     log.append(&[recorder::run_start_entry(cfg, &line, "run", clock::wall_ms())])?;
     let audit = GroupCommit::start(log, Duration::from_millis(2), 256);
 
@@ -143,6 +165,7 @@ pub fn run(cfg: &Loaded, data_dir: &Path) -> Result<Stopped, ServiceError> {
             driver: cfg.line.driver_config(None),
             initial,
             screener: station.as_ref().map(|_| jobs),
+            operator_store: Some(operator_store),
         };
         let config = DaemonConfig::default();
         let (line, mode) = (config.line_stats.clone(), config.line_mode.clone());

@@ -67,6 +67,7 @@ async fn an_idle_line_gets_its_last_entries_signed() {
         },
         initial,
         screener: None,
+        operator_store: None,
     };
     let config = DaemonConfig { paced: true, checkpoint_poll: Duration::from_millis(20), ..DaemonConfig::default() };
     let daemon = Daemon::start(parts, config).unwrap();
@@ -109,6 +110,7 @@ async fn a_dead_core_stops_the_driver_and_the_plc_falls_back_to_hold() {
         driver: cfg.line.driver_config(Some(PlcLink::Tcp(plc.addr()))),
         initial,
         screener: None,
+        operator_store: None,
     };
     let daemon = Daemon::start(parts, DaemonConfig { paced: true, ..DaemonConfig::default() }).unwrap();
     // Nobody ever asks it to shut down: the core's end alone must end the run.

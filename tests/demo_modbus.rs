@@ -49,20 +49,20 @@ fn run(wire: ScannerWire, seed: u64) {
     let (mut reviewed, mut imaged, mut screened) = (HashSet::new(), HashSet::new(), HashSet::new());
     audit::entries(&dir.path().join(DB_FILE), |e| {
         match record_of(&e.kind, &e.payload) {
-            Some(Record::ReviewRequested { tracking, .. }) => {
-                reviewed.insert(tracking.0);
+            Some(Record::ReviewRequested { parcel, .. }) => {
+                reviewed.insert(parcel.tracking.0);
             }
-            Some(Record::ImageAttached { tracking, .. }) => {
-                imaged.insert(tracking.0);
+            Some(Record::ImageAttached { parcel, .. }) => {
+                imaged.insert(parcel.tracking.0);
             }
-            Some(Record::Input(Input::XrayScreened { tracking, .. })) => {
-                screened.insert(tracking.0);
+            Some(Record::Input(Input::XrayScreened { parcel, .. })) => {
+                screened.insert(parcel.tracking.0);
             }
-            Some(Record::Identified { tracking, identity, .. }) => {
-                identified.insert(tracking.0, identity);
+            Some(Record::Identified { parcel, identity, .. }) => {
+                identified.insert(parcel.tracking.0, identity);
             }
-            Some(Record::Decision { tracking, lane, reasons, .. }) => {
-                decided.insert(tracking.0, (lane, reasons));
+            Some(Record::Decision { parcel, lane, reasons, .. }) => {
+                decided.insert(parcel.tracking.0, (lane, reasons));
             }
             _ => {}
         }

@@ -138,10 +138,11 @@ fn verdict_before_cutoff_is_honoured() {
         let mut b = Bench::new(reviewed());
         b.manifest(manifest(1)).gate(0, 1).scan(10, 1, &[&waybill(1).to_string()]);
         assert!(b.out.iter().any(|o| matches!(o, Output::ReviewRequested(r) if r.deadline == Millis(CUTOFF_MS))));
-        b.at(5_000, Input::Verdict { tracking: TrackingId(1), officer: officer("officer-01"), verdict });
+        b.verdict(5_000, 1, "officer-01", verdict);
         b.tick(CUTOFF_MS);
         assert_eq!(b.destinations(1), vec![lane], "{verdict:?}");
-        assert!(b.out.iter().any(|o| matches!(o, Output::ReviewClosed { tracking } if tracking.0 == 1)));
+        // Answered: nothing waits on the screen (a review closes only while it is open).
+        assert!(!b.out.iter().any(|o| matches!(o, Output::ReviewClosed { parcel, .. } if parcel.tracking.0 == 1)));
     }
 }
 
@@ -151,25 +152,23 @@ fn verdict_after_cutoff_is_ignored_and_the_parcel_held_late() {
     b.manifest(manifest(1)).gate(0, 1).scan(10, 1, &[&waybill(1).to_string()]);
     // The verdict arrives after the cut-off without a tick in between: the
     // deadline still fires first.
-    b.at(
-        CUTOFF_MS + 1,
-        Input::Verdict { tracking: TrackingId(1), officer: officer("officer-02"), verdict: Verdict::Release },
-    );
+    b.verdict(CUTOFF_MS + 1, 1, "officer-02", Verdict::Release);
     assert_eq!(b.destinations(1), vec![Lane::Hold]);
     assert!(b.decision(1).unwrap().1.contains(&Reason::Late));
+    assert!(b.out.iter().any(|o| matches!(o, Output::ReviewClosed { parcel, .. } if parcel.tracking.0 == 1)));
     assert_eq!(b.records("refused").len(), 1);
-    assert_eq!(b.line.stats().late, 1);
-    assert_eq!(b.alarms("review_late"), 1);
+    assert_eq!((b.line.stats().late, b.line.stats().verdicts_refused), (1, 1));
+    assert_eq!((b.alarms("review_late"), b.alarms("verdict_refused")), (1, 1));
 }
 
 #[test]
 fn manual_transfer_moves_a_green_parcel_to_inspection() {
     let mut b = Bench::new(policy());
     b.manifest(manifest(1)).gate(0, 1).scan(10, 1, &[&waybill(1).to_string()]);
-    b.at(3_000, Input::ManualTransfer { tracking: TrackingId(1), officer: officer("watch-01") });
+    b.transfer(3_000, 1, "watch-01");
     b.tick(CUTOFF_MS);
     assert_eq!(b.destinations(1), vec![Lane::Inspection]);
-    b.at(CUTOFF_MS + 1, Input::ManualTransfer { tracking: TrackingId(1), officer: officer("watch-01") });
+    b.transfer(CUTOFF_MS + 1, 1, "watch-01");
     assert_eq!(b.destinations(1).len(), 1, "a destination is sent once");
 }
 
@@ -199,9 +198,11 @@ fn unknown_tracking_ids_never_produce_a_destination() {
     let mut b = Bench::new(policy());
     b.manifest(manifest(1));
     let t = TrackingId(77);
-    b.at(1, Input::Verdict { tracking: t, officer: officer("officer-01"), verdict: Verdict::Release });
-    b.at(2, Input::ManualTransfer { tracking: t, officer: officer("officer-01") });
-    b.at(3, Input::XrayScreened { tracking: t, flags: vec![] });
+    let parcel = ParcelId { tracking: t, boot: 0, serial: 1 };
+    let (review, image_sha256) = (ReviewId(1), None);
+    b.at(1, Input::Verdict { parcel, review, image_sha256, officer: officer("officer-01"), verdict: Verdict::Release });
+    b.at(2, Input::ManualTransfer { parcel, officer: officer("officer-01") });
+    b.at(3, Input::XrayScreened { parcel, sha256: "00".into(), manifest_version: Some(1), flags: vec![] });
     b.at(4, Input::DestinationWritten { tracking: t, lane_id: LANES.release });
     b.at(5, Input::Lost { tracking: t });
     b.at(6, Input::PlcHold { tracking: t, cause: PlcHoldCause::Late });
@@ -211,12 +212,15 @@ fn unknown_tracking_ids_never_produce_a_destination() {
 }
 
 #[test]
-fn xray_flags_send_to_inspection() {
+fn a_screening_result_for_a_parcel_without_an_image_is_refused() {
     let mut b = Bench::new(policy());
     b.manifest(manifest(1)).gate(0, 1).scan(10, 1, &[&waybill(1).to_string()]);
-    b.at(4_000, Input::XrayScreened { tracking: TrackingId(1), flags: vec!["undeclared metal".into()] });
+    let parcel = b.id(1);
+    let flags = vec!["undeclared metal".into()];
+    b.at(4_000, Input::XrayScreened { parcel, sha256: "ab".into(), manifest_version: Some(1), flags });
+    assert!(matches!(&b.records("refused")[..], [Record::Refused { why, .. }] if why.contains("no image")));
     b.tick(CUTOFF_MS);
-    assert_eq!(b.destinations(1), vec![Lane::Inspection]);
+    assert_eq!(b.destinations(1), vec![Lane::Release], "no station, no image: nothing to screen");
 }
 
 #[test]
@@ -324,7 +328,7 @@ fn a_review_window_shorter_than_the_cut_off_holds_a_parcel_late_when_it_ends() {
     assert!(b.decision(1).unwrap().1.contains(&Reason::Late));
     // A verdict inside the window is honoured at the cut-off as before.
     b.gate(3_000, 2).scan(3_010, 2, &[&waybill(2).to_string()]);
-    b.at(4_000, Input::Verdict { tracking: TrackingId(2), officer: officer("o-1"), verdict: Verdict::Release });
+    b.verdict(4_000, 2, "o-1", Verdict::Release);
     b.tick(3_000 + CUTOFF_MS);
     assert_eq!(b.destinations(2), vec![Lane::Release]);
 }
@@ -420,7 +424,7 @@ fn a_stopped_belt_holds_back_cutoffs_and_confirmations_not_scan_timeouts() {
 fn tracking_id_reuse_retires_the_old_parcel_as_lost() {
     let mut b = Bench::new(policy());
     b.gate(0, 1);
-    b.at(10, Input::Gate { tracking: TrackingId(1), trigger: TriggerCount(2), length_mm: None });
+    b.at(10, Input::Gate { tracking: TrackingId(1), trigger: TriggerCount(2), length_mm: None, at: None });
     assert!(matches!(b.records("parcel_lost")[..], [Record::Lost { why: LostWhy::TrackingReused, .. }]));
     assert_eq!(b.line.in_flight(), 1);
 }
@@ -542,8 +546,8 @@ fn screen_requests(b: &Bench) -> Vec<(TrackingId, u32, bool)> {
     b.out
         .iter()
         .filter_map(|o| match o {
-            Output::ScreenImage { tracking, image_seq, manifest, .. } => {
-                Some((*tracking, *image_seq, manifest.is_some()))
+            Output::ScreenImage { parcel, image_seq, manifest, .. } => {
+                Some((parcel.tracking, *image_seq, manifest.is_some()))
             }
             _ => None,
         })
@@ -557,7 +561,7 @@ fn with_an_xray_station_release_waits_for_the_pre_screen() {
     b.at(3_000, Input::XrayEntered { tracking: TrackingId(1), image_seq: 7 }).at(3_100, image(7, None));
     assert_eq!(screen_requests(&b), vec![(TrackingId(1), 7, true)], "screened against its declaration");
     assert_eq!(b.records("image_attached").len(), 1);
-    b.at(3_200, Input::XrayScreened { tracking: TrackingId(1), flags: vec![] });
+    b.screened(3_200, 1, &[]);
     b.tick(CUTOFF_MS);
     assert_eq!(b.destinations(1), vec![Lane::Release], "clean pre-screen: released");
 
@@ -579,7 +583,7 @@ fn an_image_before_its_tunnel_event_waits_and_one_nobody_claims_is_recorded() {
     assert!(screen_requests(&b).is_empty());
     b.at(3_000, Input::XrayEntered { tracking: TrackingId(1), image_seq: 7 });
     assert_eq!(screen_requests(&b), vec![(TrackingId(1), 7, true)]);
-    b.at(3_100, Input::XrayScreened { tracking: TrackingId(1), flags: vec!["undeclared metal".into()] });
+    b.screened(3_100, 1, &["undeclared metal"]);
     b.tick(CUTOFF_MS);
     assert_eq!(b.destinations(1), vec![Lane::Inspection], "the pre-screen's flag is a reason");
     // No parcel ever entered the tunnel with image 99: recorded, alarmed, nothing decided on it.

@@ -13,8 +13,8 @@ mod common;
 
 use common::mqtt::{report, subscriber, Proxy, GUARD};
 use serde_json::Value;
-use sortline::core::{Alarm, Input, Severity};
-use sortline::daemon::CoreMsg;
+use sortline::core::{Alarm, Input, ParcelId, Severity, TrackingId};
+use sortline::daemon::{Command, CoreMsg};
 use sortline::mqtt::client::{self, SinkMsg};
 use sortline::mqtt::outbox::{self, Outbox};
 use sortline::mqtt::{MqttStats, Output, Publisher, Settings, Topics};
@@ -80,11 +80,20 @@ fn start_with(
 }
 
 /// The next message to the core: an accepted command's record and input, checked against
-/// the request id.
+/// the request id; answered as the daemon's core answers once it has stored and taken it.
 fn accepted(core: &crossbeam_channel::Receiver<CoreMsg>, request_id: &str) -> Input {
+    answer(core, request_id, None)
+}
+
+/// As [`accepted`], the core refusing it (`why`) as the line or the operator store may.
+fn answer(core: &crossbeam_channel::Receiver<CoreMsg>, request_id: &str, refuse: Option<&str>) -> Input {
     match core.recv_timeout(GUARD).unwrap() {
-        CoreMsg::Command(record, Some(input)) => {
-            assert_eq!((record.status, record.request_id.as_deref()), ("accepted", Some(request_id)));
+        CoreMsg::Command(command) => {
+            let Command { reply, input: Some(input), respond: Some(respond) } = *command else {
+                panic!("an accepted command carries its input and a way to answer")
+            };
+            assert_eq!((reply.status, reply.request_id.as_deref()), ("accepted", Some(request_id)));
+            respond.send(refuse.map_or(reply.clone(), |why| reply.refused_with(why.into()))).unwrap();
             input
         }
         other => panic!("{other:?}"),
@@ -132,27 +141,39 @@ async fn every_topic_retained_state_and_commands(broker: SocketAddr) {
             "criterion": {"by": "hs_prefix", "value": "3303"}, "reason": "tip-off"}),
     )
     .await;
-    let reply = sub.next("/cmd/target_add/result").await;
-    assert_eq!((reply["status"].as_str(), reply["request_id"].as_str()), (Some("accepted"), Some("r1")));
+    // The reply comes once the core has taken (and stored) the command, not before.
     let input = accepted(&core, "r1");
     assert!(matches!(input, Input::TargetAdd(ref t) if &*t.id == "MT-9"), "{input:?}");
+    let reply = sub.next("/cmd/target_add/result").await;
+    assert_eq!((reply["status"].as_str(), reply["request_id"].as_str()), (Some("accepted"), Some("r1")));
 
-    command("transfer", serde_json::json!({"request_id": "r2", "operator": "officer-1", "tracking": 12})).await;
+    let transfer =
+        serde_json::json!({"request_id": "r2", "operator": "officer-1", "tracking": 12, "boot": 3, "serial": 90});
+    command("transfer", transfer).await;
+    let parcel = ParcelId { tracking: TrackingId(12), boot: 3, serial: 90 };
+    assert!(matches!(accepted(&core, "r2"), Input::ManualTransfer { parcel: p, .. } if p == parcel));
     assert_eq!(sub.next("/cmd/transfer/result").await["status"], "accepted");
-    assert!(matches!(accepted(&core, "r2"), Input::ManualTransfer { .. }));
     command(
         "set_rates",
         serde_json::json!({"request_id": "r2a", "operator": "ops-1", "xray_review_ratio": {"green": 0.2, "red": 1.0}}),
     )
     .await;
-    assert_eq!(sub.next("/cmd/set_rates/result").await["status"], "accepted");
     assert!(matches!(accepted(&core, "r2a"), Input::Parameters { sample_rate: None, xray_review_ratio: Some(_), .. }));
+    assert_eq!(sub.next("/cmd/set_rates/result").await["status"], "accepted");
     command("line_stop", serde_json::json!({"request_id": "r2b", "operator": "ops-1"})).await;
-    assert_eq!(sub.next("/cmd/line_stop/result").await["status"], "accepted");
     assert!(matches!(accepted(&core, "r2b"), Input::LineControl { running: false, .. }));
+    assert_eq!(sub.next("/cmd/line_stop/result").await["status"], "accepted");
+    // Well formed, and refused by the line itself: the reply says so.
+    command("line_stop", serde_json::json!({"request_id": "r2d", "operator": "ops-2"})).await;
+    answer(&core, "r2d", Some("the line is already stopped"));
+    let reply = sub.next("/cmd/line_stop/result").await;
+    assert_eq!(
+        (reply["status"].as_str(), reply["error"].as_str()),
+        (Some("refused"), Some("the line is already stopped"))
+    );
     command("reload_rules", serde_json::json!({"request_id": "r2c", "operator": "ops-1"})).await;
-    assert_eq!(sub.next("/cmd/reload_rules/result").await["status"], "accepted");
     assert!(matches!(accepted(&core, "r2c"), Input::Rules { .. }));
+    assert_eq!(sub.next("/cmd/reload_rules/result").await["status"], "accepted");
 
     // Refused: each with a clear error, each recorded (an alarm to the core).
     for (name, body, error) in [
@@ -178,7 +199,8 @@ async fn every_topic_retained_state_and_commands(broker: SocketAddr) {
         assert_eq!(reply["status"], "refused", "{reply}");
         assert!(reply["error"].as_str().unwrap().contains(error), "{reply}");
         match core.recv_timeout(GUARD).unwrap() {
-            CoreMsg::Command(record, None) => {
+            CoreMsg::Command(command) => {
+                let Command { reply: record, input: None, .. } = *command else { panic!("refused: no input") };
                 assert_eq!((record.status, record.request_id.as_deref()), ("refused", reply["request_id"].as_str()));
             }
             other => panic!("{other:?}"),
@@ -192,7 +214,7 @@ async fn every_topic_retained_state_and_commands(broker: SocketAddr) {
         }
     }
     let end = publisher.stop(GUARD).await.unwrap();
-    assert_eq!((end.commands_accepted, end.commands_refused, end.outbox.depth), (5, 8, 0));
+    assert_eq!((end.commands_accepted, end.commands_refused, end.outbox.depth), (5, 9, 0));
     assert_eq!(sub.next("/state").await["state"], "stopped");
 }
 

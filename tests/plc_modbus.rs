@@ -62,7 +62,7 @@ async fn a_plc_restart_mid_run_resyncs_and_its_orphans_end_in_hold() {
     assert!(!orphans.is_empty(), "{summary}");
     for p in &orphans {
         assert_eq!(p.held_by_plc, Some(PlcHoldCause::Restart), "{p:?}");
-        let outcome = report.outcomes.iter().find(|o| o.tracking == Some(p.tracking.0)).unwrap();
+        let outcome = report.outcomes.iter().find(|o| o.tracking == Some(p.parcel.tracking.0)).unwrap();
         assert_eq!(outcome.physical, sim::LaneRole::Hold, "{p:?}");
     }
     let after = run.done.iter().filter(|p| !p.lost && p.confirmed == p.decided).count();

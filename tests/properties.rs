@@ -84,6 +84,9 @@ fn decide(case: &Case, p: &Policy) -> Decision {
         manifest: case.manifest.as_ref(),
         rule_hits: &[],
         xray_flags: &case.flags,
+        cleared_flags: &[],
+        rates: None,
+        plc_events_lost: false,
         verdict: case.verdict.map(|v| (&officer, v)),
         transfer: case.transfer.then_some(&officer),
         late: case.late,
@@ -260,8 +263,20 @@ proptest! {
                     b.untriggered(now, &codes);
                     untriggered.extend(w);
                 }
-                Step::Verdict(t, v) => { b.at(now, Input::Verdict { tracking: TrackingId(t), officer: officer("o-1"), verdict: v }); }
-                Step::Transfer(t) => { b.at(now, Input::ManualTransfer { tracking: TrackingId(t), officer: officer("o-2") }); }
+                Step::Verdict(t, v) => {
+                    // As a screen sends it: naming the last review of this tracking id, if any.
+                    let review = b.out.iter().rev().find_map(|o| match o {
+                        Output::ReviewRequested(r) if r.parcel.tracking.0 == t => Some(r.clone()),
+                        _ => None,
+                    });
+                    if let Some(r) = review {
+                        b.at(now, Input::Verdict { parcel: r.parcel, review: r.review, image_sha256: r.image_sha256, officer: officer("o-1"), verdict: v });
+                    }
+                }
+                Step::Transfer(t) => {
+                    let parcel = b.line.parcel_id(TrackingId(t)).unwrap_or(ParcelId { tracking: TrackingId(t), boot: 0, serial: 0 });
+                    b.at(now, Input::ManualTransfer { parcel, officer: officer("o-2") });
+                }
                 Step::Divert(t, l) => { b.at(now, Input::Divert { tracking: TrackingId(t), lane_id: l }); }
                 Step::Lost(t) => { b.at(now, Input::Lost { tracking: TrackingId(t) }); }
                 Step::PlcHold(t, cause) => { b.at(now, Input::PlcHold { tracking: TrackingId(t), cause }); }
@@ -282,14 +297,15 @@ proptest! {
                 Step::Wait(ms) => { now += ms; b.tick(now); }
             }
             for o in &b.out[seen..] {
-                if let Output::SetDestination { tracking, lane, lane_id } = o {
+                if let Output::SetDestination { parcel, lane, lane_id } = o {
+                    let tracking = &parcel.tracking;
                     prop_assert_eq!(*lane_id, LANES.id(*lane));
                     *sent.entry(*tracking).or_default() += 1;
                     if *lane == Lane::Release {
                         prop_assert!(!safe, "release sent in safe mode");
                         prop_assert!(!stopped, "release sent while an operator had stopped the line");
                         let decided = b.out.iter().rev().find_map(|o| match o {
-                            Output::Record(Record::Decision { tracking: t, waybill, .. }) if t == tracking => Some(*waybill),
+                            Output::Record(Record::Decision { parcel: p, waybill, .. }) if p == parcel => Some(*waybill),
                             _ => None,
                         });
                         let n = (0..4).find(|n| decided == Some(Some(waybill(*n))));
@@ -303,11 +319,387 @@ proptest! {
             seen = b.out.len();
             // A tracking id can be reused after a parcel leaves; count per life.
             for o in &b.out {
-                if let Output::Record(Record::Completed { tracking, .. } | Record::Lost { tracking, .. }) = o {
-                    sent.remove(tracking);
+                if let Output::Record(Record::Completed { parcel, .. } | Record::Lost { parcel, .. }) = o {
+                    sent.remove(&parcel.tracking);
                 }
             }
             prop_assert!(sent.values().all(|n| *n <= 1), "a destination is sent once per parcel: {:?}", sent);
+        }
+    }
+}
+
+/// What the interleaving test does next. Answers (screening results, verdicts, clearances)
+/// pick one of the requests made so far by index, stale ones included, and may be tampered
+/// with, as a confused or hostile screen would.
+#[derive(Debug, Clone)]
+enum Edge {
+    Gate(u32),
+    Scan(u32, u32),
+    Entered(u32, u32),
+    Image(u32, Option<u32>),
+    Screen {
+        pick: usize,
+        flagged: bool,
+    },
+    Verdict {
+        pick: usize,
+        verdict: Verdict,
+        tamper: u8,
+    },
+    Clear {
+        pick: usize,
+        same_person: bool,
+    },
+    Transfer(u32),
+    /// A new version of list `n`: green and clean, or red, or rejected.
+    Amend(u32, u8),
+    Rates(f64, f64),
+    Target(u32),
+    Sync(u16, u8),
+    Control(bool),
+    Wait(u64),
+}
+
+fn edge() -> impl Strategy<Value = Edge> {
+    prop_oneof![
+        3 => (1u32..6).prop_map(Edge::Gate),
+        3 => (1u32..6, 0u32..5).prop_map(|(t, n)| Edge::Scan(t, n)),
+        2 => (1u32..6, 1u32..8).prop_map(|(t, s)| Edge::Entered(t, s)),
+        2 => (1u32..8, proptest::option::weighted(0.3, 0u32..5)).prop_map(|(s, b)| Edge::Image(s, b)),
+        3 => (any::<usize>(), proptest::bool::weighted(0.3)).prop_map(|(pick, flagged)| Edge::Screen { pick, flagged }),
+        3 => (any::<usize>(), prop_oneof![Just(Verdict::Release), Just(Verdict::Inspect), Just(Verdict::Hold)], 0u8..6)
+            .prop_map(|(pick, verdict, tamper)| Edge::Verdict { pick, verdict, tamper }),
+        1 => (any::<usize>(), any::<bool>()).prop_map(|(pick, same_person)| Edge::Clear { pick, same_person }),
+        1 => (1u32..6).prop_map(Edge::Transfer),
+        2 => (0u32..5, 0u8..4).prop_map(|(n, kind)| Edge::Amend(n, kind)),
+        1 => (prop_oneof![Just(0.0), Just(1.0), 0.0f64..1.0], prop_oneof![Just(0.0), Just(1.0), 0.0f64..1.0])
+            .prop_map(|(s, r)| Edge::Rates(s, r)),
+        1 => (0u32..5).prop_map(Edge::Target),
+        1 => (1u16..4, 0u8..3).prop_map(|(boot, cause)| Edge::Sync(boot, cause)),
+        1 => any::<bool>().prop_map(Edge::Control),
+        3 => (0u64..8_000).prop_map(Edge::Wait),
+    ]
+}
+
+/// An auditor's reading of the record alone: a release of parcel `p` is justified only by
+/// inputs about that very parcel (same tracking id, boot and serial), its image (same hash) and
+/// its list (same version), in force when it was decided. Returns why not, if not.
+fn unjustified_release(out: &[Output], at: usize, secret: &SiteSecret, station: bool) -> Option<String> {
+    let Output::Record(Record::Decision {
+        parcel: p,
+        waybill,
+        lane: Lane::Release,
+        manifest_version,
+        image_sha256,
+        ..
+    }) = &out[at]
+    else {
+        return None;
+    };
+    let before = &out[..at];
+    // An input the line refused is followed by its refusal before the next input.
+    let taken = |k: usize| {
+        let Output::Record(Record::Input(i)) = &before[k] else { return false };
+        !before[k + 1..]
+            .iter()
+            .take_while(|o| !matches!(o, Output::Record(Record::Input(_))))
+            .any(|o| matches!(o, Output::Record(Record::Refused { input, .. }) if input == i.kind()))
+    };
+    let records = || before.iter().filter_map(|o| if let Output::Record(r) = o { Some(r) } else { None });
+    let inputs = || {
+        before.iter().enumerate().filter(|(k, _)| taken(*k)).filter_map(|(_, o)| match o {
+            Output::Record(Record::Input(i)) => Some(i),
+            _ => None,
+        })
+    };
+    let Some(w) = *waybill else { return Some("released without a waybill".into()) };
+    let identified = records().rev().find_map(|r| match r {
+        Record::Identified { parcel, identity: Identity::Waybill { waybill }, rates, .. } if parcel == p => {
+            Some((*waybill, *rates))
+        }
+        _ => None,
+    });
+    let Some((read, Some(rates))) = identified else { return Some("no identification with frozen rates".into()) };
+    if read != w {
+        return Some(format!("identified as {read}, released as {w}"));
+    }
+    let list = inputs().rev().find_map(|i| match i {
+        Input::Manifest(m) if m.waybill == w => Some(m.clone()),
+        _ => None,
+    });
+    let Some(m) = list else { return Some("no list".into()) };
+    if Some(m.version) != *manifest_version {
+        return Some(format!("decided on version {manifest_version:?}, the list was at {}", m.version));
+    }
+    if m.channel != Channel::Green || m.status != ManifestStatus::Accepted || m.licence_required || m.platform_targeted
+    {
+        return Some("the list does not allow release".into());
+    }
+    if secret.selects(Purpose::RandomInspection, &w, rates.sample_rate.green) {
+        return Some("drawn for random inspection".into());
+    }
+    let mut stopped = false;
+    let mut lost = false;
+    for i in inputs() {
+        match i {
+            Input::LineControl { running, .. } => stopped = !running,
+            Input::PlcSync { cause: SyncCause::EventsLost, .. } => lost = true,
+            Input::PlcSync { cause: SyncCause::Restart, .. } => lost = false,
+            _ => {}
+        }
+    }
+    if stopped || lost {
+        return Some("released while the line was stopped or the PLC's events lost".into());
+    }
+    let targeted = inputs().any(|i| matches!(i, Input::TargetAdd(t) if t.criterion == TargetCriterion::Waybill(w)));
+    if targeted {
+        return Some("under a manual target".into());
+    }
+    let doubt = inputs().any(|i| match i {
+        Input::Verdict { parcel, verdict, .. } if parcel == p => *verdict != Verdict::Release,
+        Input::ManualTransfer { parcel, .. } => parcel == p,
+        _ => false,
+    });
+    if doubt {
+        return Some("an officer's doubt about this parcel".into());
+    }
+    if station {
+        let Some(h) = image_sha256 else { return Some("released without an image".into()) };
+        let attached =
+            records().any(|r| matches!(r, Record::ImageAttached { parcel, sha256, .. } if parcel == p && sha256 == h));
+        if !attached {
+            return Some("the image decided on is not this parcel's".into());
+        }
+        // The last screening of this image against this version.
+        let screened = before.iter().enumerate().rev().filter(|(k, _)| taken(*k)).find_map(|(k, o)| match o {
+            Output::Record(Record::Input(Input::XrayScreened { parcel, sha256, manifest_version: v, flags }))
+                if parcel == p && sha256 == h && *v == Some(m.version) =>
+            {
+                Some((k, flags.clone()))
+            }
+            _ => None,
+        });
+        let Some((k, flags)) = screened else { return Some("never screened against this version".into()) };
+        for flag in &flags {
+            let cleared = (k..before.len()).filter(|j| taken(*j)).any(|j| {
+                matches!(&before[j], Output::Record(Record::Input(Input::ClearFlag { parcel, image_sha256, flag: f, officer, supervisor, .. }))
+                    if parcel == p && image_sha256 == h && f == flag && officer != supervisor)
+            });
+            if !cleared {
+                return Some(format!("flag {flag} stands"));
+            }
+        }
+    }
+    if secret.selects(Purpose::XrayReview, &w, rates.xray_review_ratio.green) {
+        // A review of this image and version, answered release for that very review.
+        let reviews: Vec<(usize, ReviewId)> = before
+            .iter()
+            .enumerate()
+            .filter_map(|(k, o)| match o {
+                Output::Record(Record::ReviewRequested {
+                    review,
+                    parcel,
+                    image_sha256: img,
+                    manifest_version: v,
+                    ..
+                }) if parcel == p && *v == m.version && (!station || img == image_sha256) => Some((k, *review)),
+                _ => None,
+            })
+            .collect();
+        let answered = reviews.iter().any(|(k, r)| {
+            (*k..before.len()).filter(|j| taken(*j)).any(|j| {
+                matches!(&before[j], Output::Record(Record::Input(Input::Verdict { parcel, review, image_sha256: img, verdict: Verdict::Release, .. }))
+                    if parcel == p && review == r && (!station || img == image_sha256))
+            })
+        });
+        if !answered {
+            return Some("selected for review and no release verdict on a review of this image and version".into());
+        }
+    }
+    None
+}
+
+/// Plays `edges` into a bench; returns the outputs.
+fn play(b: &mut Bench, edges: &[Edge]) {
+    let mut now = 0;
+    let mut versions = [1u64; 5];
+    for e in edges {
+        match e.clone() {
+            Edge::Gate(t) => {
+                b.gate(now, t);
+            }
+            Edge::Scan(t, n) => {
+                b.scan(now, t, &[&waybill(n).to_string()]);
+            }
+            Edge::Entered(t, seq) => {
+                b.at(now, Input::XrayEntered { tracking: TrackingId(t), image_seq: seq });
+            }
+            Edge::Image(seq, barcode) => {
+                let barcode = barcode.map(|n| waybill(n).to_string());
+                b.at(now, Input::XrayImage { image_seq: seq, sha256: format!("{seq:064x}").into(), barcode });
+            }
+            Edge::Screen { pick, flagged } => {
+                let asked: Vec<_> = b
+                    .out
+                    .iter()
+                    .filter_map(|o| match o {
+                        Output::ScreenImage { parcel, sha256, manifest, .. } => {
+                            Some((*parcel, sha256.clone(), manifest.as_ref().map(|m| m.version)))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                if let Some((parcel, sha256, manifest_version)) = asked.get(pick % asked.len().max(1)).cloned() {
+                    let flags = if flagged { vec!["undeclared metal".into()] } else { vec![] };
+                    b.at(now, Input::XrayScreened { parcel, sha256, manifest_version, flags });
+                }
+            }
+            Edge::Verdict { pick, verdict, tamper } => {
+                let asked: Vec<ReviewRequest> = b
+                    .out
+                    .iter()
+                    .filter_map(|o| match o {
+                        Output::ReviewRequested(r) => Some(r.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                if let Some(r) = asked.get(pick % asked.len().max(1)).cloned() {
+                    let mut input = Input::Verdict {
+                        parcel: r.parcel,
+                        review: r.review,
+                        image_sha256: r.image_sha256,
+                        officer: officer("o-1"),
+                        verdict,
+                    };
+                    if let Input::Verdict { parcel, review, image_sha256, .. } = &mut input {
+                        match tamper {
+                            0 => parcel.serial += 1,
+                            1 => review.0 += 1,
+                            2 => *image_sha256 = Some("f00d".into()),
+                            _ => {}
+                        }
+                    }
+                    b.at(now, input);
+                }
+            }
+            Edge::Clear { pick, same_person } => {
+                let flagged: Vec<(ParcelId, Arc<str>)> = b
+                    .out
+                    .iter()
+                    .filter_map(|o| match o {
+                        Output::Record(Record::Input(Input::XrayScreened { parcel, sha256, flags, .. }))
+                            if !flags.is_empty() =>
+                        {
+                            Some((*parcel, sha256.clone()))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                if let Some((parcel, image_sha256)) = flagged.get(pick % flagged.len().max(1)).cloned() {
+                    let supervisor = officer(if same_person { "o-1" } else { "sup-1" });
+                    b.at(
+                        now,
+                        Input::ClearFlag {
+                            parcel,
+                            image_sha256,
+                            flag: "undeclared metal".into(),
+                            officer: officer("o-1"),
+                            supervisor,
+                            reason: "seen".into(),
+                        },
+                    );
+                }
+            }
+            Edge::Transfer(t) => {
+                if let Some(parcel) = b.line.parcel_id(TrackingId(t)) {
+                    b.at(now, Input::ManualTransfer { parcel, officer: officer("o-2") });
+                }
+            }
+            Edge::Amend(n, kind) => {
+                let k = n as usize;
+                versions[k] += 1;
+                let mut m = manifest(n);
+                m.version = versions[k];
+                match kind {
+                    1 => m.channel = Channel::Red,
+                    2 => m.status = ManifestStatus::Rejected,
+                    _ => {}
+                }
+                b.at(now, Input::Manifest(Arc::new(m)));
+            }
+            Edge::Rates(sample, review) => {
+                b.at(
+                    now,
+                    Input::Parameters {
+                        sample_rate: Some(PerChannel { green: sample, red: sample }),
+                        xray_review_ratio: Some(PerChannel { green: review, red: review }),
+                        review_window_ms: None,
+                        officer: officer("op-1"),
+                    },
+                );
+            }
+            Edge::Target(n) => {
+                b.at(
+                    now,
+                    Input::TargetAdd(ManualTarget {
+                        id: format!("MT-{n}").into(),
+                        criterion: TargetCriterion::Waybill(waybill(n)),
+                        author: officer("risk-1"),
+                        reason: "tip".into(),
+                        created_at: Millis(0),
+                        expires_at: None,
+                    }),
+                );
+            }
+            Edge::Sync(boot, cause) => {
+                let cause = [SyncCause::FirstContact, SyncCause::Restart, SyncCause::EventsLost][usize::from(cause)];
+                b.at(now, Input::PlcSync { boot, cause });
+            }
+            Edge::Control(running) => {
+                b.at(now, Input::LineControl { running, officer: officer("op-1") });
+            }
+            Edge::Wait(ms) => {
+                now += ms;
+                b.tick(now);
+            }
+        }
+    }
+    b.tick(now + 200_000);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    /// Any interleaving of scans, images, screening results, verdicts (stale, crossed or
+    /// tampered), clearances, amendments, rate changes, targets, PLC restarts and tracking-id
+    /// reuse: every release on record is justified by inputs about that very parcel, its image
+    /// and its list version, as an auditor reads the record.
+    #[test]
+    fn no_release_without_inputs_about_that_very_parcel(
+        edges in proptest::collection::vec(edge(), 1..150),
+        with_station: bool,
+        review in prop_oneof![Just(0.0), Just(1.0), 0.0f64..1.0],
+    ) {
+        let mut p = policy();
+        p.xray_review_ratio.green = review;
+        let secret = p.secret.clone();
+        let xray = with_station.then_some(XraySettings { missing_image_lane: Lane::Hold, image_match_window_ms: 2_000 });
+        let mut b = Bench { line: Line::new(LineSettings { xray, ..settings() }, p), out: Vec::new(), now: 0 };
+        for n in 0..5 {
+            b.manifest(manifest(n));
+        }
+        play(&mut b, &edges);
+        for k in 0..b.out.len() {
+            if let Some(why) = unjustified_release(&b.out, k, &secret, with_station) {
+                prop_assert!(false, "{:?}: {}", b.out[k], why);
+            }
+            if let Output::SetDestination { parcel, lane: Lane::Release, .. } = &b.out[k] {
+                let decided = b.out[..k].iter().rev().find_map(|o| match o {
+                    Output::Record(Record::Decision { parcel: d, lane, .. }) if d == parcel => Some(*lane),
+                    _ => None,
+                });
+                prop_assert_eq!(decided, Some(Lane::Release), "a release destination without its decision");
+            }
         }
     }
 }

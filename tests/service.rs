@@ -139,8 +139,8 @@ async fn the_daemon_runs_a_line_over_real_wires_and_stops_cleanly_on_sigterm() {
     let mut kinds = Vec::new();
     audit::entries(&db, |e| {
         kinds.push(e.kind.clone());
-        if let Some(Record::Decision { tracking, lane, reasons, .. }) = record_of(&e.kind, &e.payload) {
-            decided.insert(tracking.0, (lane, reasons));
+        if let Some(Record::Decision { parcel, lane, reasons, .. }) = record_of(&e.kind, &e.payload) {
+            decided.insert(parcel.tracking.0, (lane, reasons));
         }
         Ok(())
     })

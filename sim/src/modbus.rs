@@ -158,6 +158,8 @@ impl Shared {
             }),
             faults: Mutex::new(Faults::default()),
             generation: AtomicU64::new(0),
+            // The simulated PLC's own clock: it stands for hardware that has one.
+            #[allow(clippy::disallowed_methods)]
             epoch: Instant::now(),
             speed: config.speed.max(1),
             lockstep_quantum_ms: config.lockstep_quantum_ms.filter(|q| *q > 0),

@@ -26,6 +26,25 @@ pub struct Policy {
     pub weight_tolerance: Option<WeightTolerance>,
 }
 
+/// The sampling rates a parcel is drawn with: those in force when it was identified, frozen
+/// for it, so that a rate changed later neither selects it nor lets it go (an audit recomputes
+/// the draw from the recorded rates and the waybill).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rates {
+    pub sample_rate: PerChannel<f64>,
+    pub xray_review_ratio: PerChannel<f64>,
+}
+
+/// One pre-screen flag on one image, cleared by an officer with a supervisor's authority.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClearedFlag {
+    pub flag: Arc<str>,
+    pub image_sha256: Arc<str>,
+    pub officer: OfficerId,
+    pub supervisor: OfficerId,
+}
+
 /// A measured weight differs from the declared one when it is further off than the larger of
 /// `pct` percent of the declaration and `min_g`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -54,30 +73,46 @@ pub struct Facts<'a> {
     /// The interception rules the manifest matches, from [`Policy::rule_hits`]:
     /// worked out once when the manifest arrives, not at every decision.
     pub rule_hits: &'a [Reason],
+    /// The pre-screen's flags on the parcel's image (those cleared included).
     pub xray_flags: &'a [Arc<str>],
+    /// Flags of that image an officer cleared with a supervisor's authority.
+    pub cleared_flags: &'a [ClearedFlag],
+    /// The rates frozen for the parcel when it was identified; `None`: the policy's.
+    pub rates: Option<Rates>,
     pub verdict: Option<(&'a OfficerId, Verdict)>,
     pub transfer: Option<&'a OfficerId>,
     /// The cut-off has passed: waiting for a verdict is over.
     pub late: bool,
     pub safe_mode: bool,
+    /// The PLC's event ring jumped: events were lost.
+    pub plc_events_lost: bool,
     /// An operator stopped the line.
     pub line_stopped: bool,
     /// The X-ray station is part of the line: where a parcel goes whose image was not
     /// screened by the cut-off. `None`: no screening is waited for.
     pub xray_missing_lane: Option<Lane>,
-    /// The pre-screen's result for this parcel's image has come (clean or flagged).
+    /// The pre-screen's result for this parcel's very image, screened against the version of the
+    /// list decided on, has come (clean or flagged).
     pub screened: bool,
     /// The image's barcode names another waybill than the parcel's.
     pub image_mismatch: bool,
 }
 
 impl Policy {
+    /// The rates in force now.
+    pub fn rates(&self) -> Rates {
+        Rates { sample_rate: self.sample_rate, xray_review_ratio: self.xray_review_ratio }
+    }
+
     /// Decides a parcel. Every failure adds a hold reason; release needs the
     /// green-channel grounds and no other reason at all.
     pub fn decide(&self, f: &Facts<'_>, now: Millis) -> Decision {
         let mut r = Vec::with_capacity(4);
         if f.safe_mode {
             r.push(Reason::PlcSafeMode);
+        }
+        if f.plc_events_lost {
+            r.push(Reason::PlcEventsLost);
         }
         if f.line_stopped {
             r.push(Reason::LineStopped);
@@ -93,7 +128,8 @@ impl Policy {
             Some(Identity::Waybill { waybill }) => match f.manifest.filter(|m| m.waybill == *waybill) {
                 None => r.push(Reason::NoManifest),
                 Some(m) => {
-                    self.assess(m, f.rule_hits, now, &mut r);
+                    let sample_rate = f.rates.map_or(self.sample_rate, |r| r.sample_rate);
+                    self.assess(m, f.rule_hits, sample_rate, now, &mut r);
                     if let (Some(measured_g), Some(t)) = (f.weight_g, self.weight_tolerance) {
                         if t.mismatch(m.gross_weight_g, measured_g) {
                             r.push(Reason::WeightMismatch { declared_g: m.gross_weight_g, measured_g });
@@ -102,7 +138,18 @@ impl Policy {
                 }
             },
         }
-        r.extend(f.xray_flags.iter().map(|flag| Reason::XrayFlag { flag: flag.clone() }));
+        for flag in f.xray_flags {
+            // A cleared flag cites who cleared it; it never touches any other reason.
+            r.push(match f.cleared_flags.iter().find(|c| c.flag == *flag) {
+                Some(c) => Reason::XrayFlagCleared {
+                    flag: flag.clone(),
+                    image_sha256: c.image_sha256.clone(),
+                    officer: c.officer.clone(),
+                    supervisor: c.supervisor.clone(),
+                },
+                None => Reason::XrayFlag { flag: flag.clone() },
+            });
+        }
         if f.image_mismatch {
             r.push(Reason::ImageBarcodeMismatch);
         }
@@ -130,7 +177,14 @@ impl Policy {
         self.rules.matching(m).map(|rule| Reason::Interception { rule: rule.id.clone(), action: rule.action }).collect()
     }
 
-    fn assess(&self, m: &Manifest, rule_hits: &[Reason], now: Millis, r: &mut Vec<Reason>) {
+    fn assess(
+        &self,
+        m: &Manifest,
+        rule_hits: &[Reason],
+        sample_rate: PerChannel<f64>,
+        now: Millis,
+        r: &mut Vec<Reason>,
+    ) {
         match m.status {
             ManifestStatus::Rejected => r.push(Reason::ManifestRejected),
             ManifestStatus::Accepted => {}
@@ -151,7 +205,7 @@ impl Policy {
                 .map(|t| Reason::ManualTarget { target: t.id.clone() }),
         );
         r.extend(rule_hits.iter().cloned());
-        if self.secret.selects(Purpose::RandomInspection, &m.waybill, self.sample_rate.get(m.channel)) {
+        if self.secret.selects(Purpose::RandomInspection, &m.waybill, sample_rate.get(m.channel)) {
             r.push(Reason::RandomSample { channel: m.channel });
         }
         if m.status == ManifestStatus::Accepted && m.channel == Channel::Green {
@@ -160,9 +214,8 @@ impl Policy {
     }
 
     fn selected_for_review(&self, f: &Facts<'_>) -> bool {
-        f.manifest.is_some_and(|m| {
-            self.secret.selects(Purpose::XrayReview, &m.waybill, self.xray_review_ratio.get(m.channel))
-        })
+        let ratio = f.rates.map_or(self.xray_review_ratio, |r| r.xray_review_ratio);
+        f.manifest.is_some_and(|m| self.secret.selects(Purpose::XrayReview, &m.waybill, ratio.get(m.channel)))
     }
 }
 

@@ -8,13 +8,24 @@
 //! officer's verdict or transfer can still move it, and is sent then. A
 //! destination is sent once. The PLC then confirms the lane the parcel
 //! physically took, or reports it lost.
+//!
+//! Identity: a parcel is a [`ParcelId`] (PLC boot, tracking id, serial). The PLC's own events
+//! name the tracking id within the boot the last [`Input::PlcSync`] announced; every input from
+//! the host's side (screening, verdict, transfer, cleared flag) names the whole identity and is
+//! refused, with a record, when it names another parcel. A review is bound to one image and one
+//! version of the list; a verdict must name the review and the image, and a release verdict
+//! counts only while both stand. Sampling and review selection are drawn once, with the rates
+//! in force when the parcel is identified.
 
-use super::engine::{Facts, Policy, WeightTolerance};
+use super::engine::{ClearedFlag, Facts, Policy, Rates, WeightTolerance};
 use super::manifest::Manifest;
+use super::operator::OperatorState;
 use super::policy::{InterceptionRule, ManualTarget, RuleError, RuleSet};
 use super::reason::{Decision, Reason};
 use super::sampling::SiteSecret;
-use super::types::{Channel, Lane, Millis, OfficerId, PerChannel, TrackingId, TriggerCount, Verdict};
+use super::types::{
+    Channel, Lane, Millis, OfficerId, ParcelId, PerChannel, ReviewId, TrackingId, TriggerCount, Verdict,
+};
 use super::waybill::{Carriers, Identity, Waybill};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -104,6 +115,12 @@ pub struct LineSnapshot {
     pub weight_tolerance: Option<WeightTolerance>,
     pub rules: Vec<InterceptionRule>,
     pub targets: Vec<ManualTarget>,
+    /// What operators had set (restored at start); absent in older records.
+    #[serde(default)]
+    pub operator: OperatorState,
+    /// Where this run's serials and review ids start (see [`Line::set_serial_base`]).
+    #[serde(default)]
+    pub serial_base: u64,
 }
 
 impl LineSnapshot {
@@ -117,7 +134,10 @@ impl LineSnapshot {
             max_parcel_length_mm: self.max_parcel_length_mm,
             weight_tolerance: self.weight_tolerance,
         };
-        Ok(Line::new(self.settings, policy))
+        let mut line = Line::new(self.settings, policy);
+        line.restore(self.operator);
+        line.set_serial_base(self.serial_base);
+        Ok(line)
     }
 }
 
@@ -126,13 +146,21 @@ impl LineSnapshot {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "data", rename_all = "snake_case")]
 pub enum Input {
-    /// PLC: a parcel entered the reading gate.
+    /// PLC driver: the PLC's boot the events that follow belong to, and why the driver
+    /// (re)synchronised. A restart or lost events orphan every parcel of the line.
+    PlcSync {
+        boot: u16,
+        cause: SyncCause,
+    },
+    /// PLC: a parcel entered the reading gate. `at` is when, by the PLC's clock mapped onto
+    /// line time (absent: when the host took the event in, which is the upper bound anyway).
     Gate {
         tracking: TrackingId,
         trigger: TriggerCount,
         length_mm: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<Millis>,
     },
-    /// Scanner: the codes read at one trigger (empty: no read).
     /// Scanner: the codes read at one trigger. `trigger` is the scanner's trigger count when
     /// it sends one (matched to the PLC's gate event), else `None` (matched by the gate's
     /// time window, [`LineSettings::untriggered_after_ms`]).
@@ -161,21 +189,45 @@ pub enum Input {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         barcode: Option<String>,
     },
-    /// X-ray pre-screen findings for a parcel (empty: clean).
+    /// X-ray pre-screen findings (empty: clean) for one parcel's image, screened against one
+    /// version of its list (`None`: no list known), as [`Output::ScreenImage`] asked.
     XrayScreened {
-        tracking: TrackingId,
+        #[serde(flatten)]
+        parcel: ParcelId,
+        #[serde(default)]
+        sha256: Arc<str>,
+        #[serde(default)]
+        manifest_version: Option<u64>,
         flags: Vec<Arc<str>>,
     },
-    /// Officer at the X-ray screen.
+    /// Officer at the X-ray screen, answering one review of one image.
     Verdict {
-        tracking: TrackingId,
+        #[serde(flatten)]
+        parcel: ParcelId,
+        #[serde(default)]
+        review: ReviewId,
+        /// The image the officer looked at (`None` on a line without an X-ray station).
+        #[serde(default)]
+        image_sha256: Option<Arc<str>>,
         officer: OfficerId,
         verdict: Verdict,
     },
     /// Officer watching green parcels moves one to review by hand.
     ManualTransfer {
-        tracking: TrackingId,
+        #[serde(flatten)]
+        parcel: ParcelId,
         officer: OfficerId,
+    },
+    /// An officer, with a supervisor's authority, clears one pre-screen flag on one image. It
+    /// lowers nothing else: a rule hit, the red channel, a rejected list, a target stay.
+    ClearFlag {
+        #[serde(flatten)]
+        parcel: ParcelId,
+        image_sha256: Arc<str>,
+        flag: Arc<str>,
+        officer: OfficerId,
+        supervisor: OfficerId,
+        reason: String,
     },
     /// PLC driver: the destination is in the PLC's destination ring.
     DestinationWritten {
@@ -216,8 +268,8 @@ pub enum Input {
         officer: OfficerId,
         discrepancy: bool,
     },
-    /// Operator: new random-inspection rates and X-ray review ratios (each 0 to 1), from now
-    /// on; a rate left out stays as it was.
+    /// Operator: new random-inspection rates and X-ray review ratios (each 0 to 1), for parcels
+    /// identified from now on; a rate left out stays as it was.
     Parameters {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         sample_rate: Option<PerChannel<f64>>,
@@ -244,9 +296,22 @@ pub enum Input {
     Tick,
 }
 
+/// Why the PLC driver announced a boot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncCause {
+    /// The driver's first header: it continues where the PLC's current boot stands.
+    FirstContact,
+    /// The PLC restarted (its boot count or boot nonce changed): its windows are gone.
+    Restart,
+    /// The event ring jumped past events the host never read (a fault of the PLC or of the
+    /// link): nothing the PLC did since is known. Every parcel is held until the PLC restarts.
+    EventsLost,
+}
+
 impl Input {
     /// Audit kinds of the inputs that are recorded (all but ticks).
-    pub const RECORDED_KINDS: [&'static str; 21] = [
+    pub const RECORDED_KINDS: [&'static str; 23] = [
         "gate",
         "scan",
         "manifest",
@@ -268,11 +333,14 @@ impl Input {
         "line_control",
         "weighed",
         "xray_image",
+        "plc_sync",
+        "clear_flag",
     ];
 
     /// The audit kind of this input.
     pub fn kind(&self) -> &'static str {
         match self {
+            Input::PlcSync { .. } => "plc_sync",
             Input::Gate { .. } => "gate",
             Input::Scan { .. } => "scan",
             Input::Manifest(_) => "manifest",
@@ -280,6 +348,7 @@ impl Input {
             Input::XrayScreened { .. } => "xray_screened",
             Input::Verdict { .. } => "verdict",
             Input::ManualTransfer { .. } => "manual_transfer",
+            Input::ClearFlag { .. } => "clear_flag",
             Input::DestinationWritten { .. } => "destination_written",
             Input::Divert { .. } => "divert",
             Input::Lost { .. } => "lost",
@@ -304,13 +373,14 @@ impl Input {
             Input::Gate { tracking, .. }
             | Input::XrayEntered { tracking, .. }
             | Input::Weighed { tracking, .. }
-            | Input::XrayScreened { tracking, .. }
-            | Input::Verdict { tracking, .. }
-            | Input::ManualTransfer { tracking, .. }
             | Input::DestinationWritten { tracking, .. }
             | Input::Divert { tracking, .. }
             | Input::Lost { tracking }
             | Input::PlcHold { tracking, .. } => Some(*tracking),
+            Input::XrayScreened { parcel, .. }
+            | Input::Verdict { parcel, .. }
+            | Input::ManualTransfer { parcel, .. }
+            | Input::ClearFlag { parcel, .. } => Some(parcel.tracking),
             _ => None,
         }
     }
@@ -354,6 +424,8 @@ pub enum LostWhy {
     TrackingReused,
     /// The PLC restarted: the parcel runs on into the end lane (hold) unconfirmed.
     PlcRestart,
+    /// The PLC's event ring jumped: what became of the parcel is not known.
+    EventsLost,
 }
 
 /// One entry for the audit record.
@@ -362,65 +434,92 @@ pub enum LostWhy {
 pub enum Record {
     /// An input as it arrived (not ticks).
     Input(Input),
-    /// Who a parcel is, from its scan (or from the scan timeout: a no-read).
+    /// Who a parcel is, from its scan (or from the scan timeout: a no-read), and the rates its
+    /// random sample and review selection are drawn with (frozen now).
     Identified {
-        tracking: TrackingId,
+        #[serde(flatten)]
+        parcel: ParcelId,
         trigger: TriggerCount,
         identity: Identity,
         timed_out: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rates: Option<Rates>,
+    },
+    /// The parcel's image is to be screened against this version of its list.
+    ScreeningRequested {
+        #[serde(flatten)]
+        parcel: ParcelId,
+        image_seq: u32,
+        sha256: Arc<str>,
+        manifest_version: Option<u64>,
     },
     ReviewRequested {
-        tracking: TrackingId,
+        #[serde(default)]
+        review: ReviewId,
+        #[serde(flatten)]
+        parcel: ParcelId,
         waybill: Waybill,
         deadline: Millis,
+        #[serde(default)]
+        image_sha256: Option<Arc<str>>,
+        #[serde(default)]
+        manifest_version: u64,
+        #[serde(default)]
+        flags: Vec<Arc<str>>,
+    },
+    /// A review no longer stands (the list was amended, the image taken back): a release
+    /// verdict given on it does not count, another review follows.
+    ReviewWithdrawn {
+        review: ReviewId,
+        #[serde(flatten)]
+        parcel: ParcelId,
+        why: String,
     },
     /// The final decision, as sent to the PLC.
     Decision {
-        tracking: TrackingId,
+        #[serde(flatten)]
+        parcel: ParcelId,
         waybill: Option<Waybill>,
         lane: Lane,
         reasons: Vec<Reason>,
         manifest_version: Option<u64>,
         /// The channel of the list used, if there was one.
         channel: Option<Channel>,
+        /// The X-ray image the decision saw, if there was one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        image_sha256: Option<Arc<str>>,
     },
     /// The PLC confirmed a lane other than the one decided.
     Missort {
-        tracking: TrackingId,
+        #[serde(flatten)]
+        parcel: ParcelId,
         decided: Option<Lane>,
         actual: Option<Lane>,
         lane_id: u16,
     },
     Lost {
-        tracking: TrackingId,
+        #[serde(flatten)]
+        parcel: ParcelId,
         waybill: Option<Waybill>,
         why: LostWhy,
     },
     /// An input that could not be applied, and why.
-    Refused {
-        input: String,
-        tracking: Option<TrackingId>,
-        why: String,
-    },
+    Refused { input: String, tracking: Option<TrackingId>, why: String },
     /// The X-ray image that belongs to the parcel, by its hash.
     ImageAttached {
-        tracking: TrackingId,
+        #[serde(flatten)]
+        parcel: ParcelId,
         image_seq: u32,
         sha256: Arc<str>,
     },
     /// An X-ray image that no parcel claimed in its time window.
-    UnmatchedImage {
-        image_seq: u32,
-        sha256: Arc<str>,
-    },
+    UnmatchedImage { image_seq: u32, sha256: Arc<str> },
     /// A scan that no gate event claimed.
-    UnmatchedScan {
-        trigger: Option<TriggerCount>,
-        codes: Vec<String>,
-    },
+    UnmatchedScan { trigger: Option<TriggerCount>, codes: Vec<String> },
     /// A parcel's story is complete.
     Completed {
-        tracking: TrackingId,
+        #[serde(flatten)]
+        parcel: ParcelId,
         waybill: Option<Waybill>,
         decided: Option<Lane>,
         confirmed: Option<Lane>,
@@ -433,7 +532,9 @@ impl Record {
         match self {
             Record::Input(i) => i.kind(),
             Record::Identified { .. } => "identified",
+            Record::ScreeningRequested { .. } => "screening_requested",
             Record::ReviewRequested { .. } => "review_requested",
+            Record::ReviewWithdrawn { .. } => "review_withdrawn",
             Record::Decision { .. } => "decision",
             Record::Missort { .. } => "missort",
             Record::Lost { .. } => "parcel_lost",
@@ -445,18 +546,27 @@ impl Record {
         }
     }
 
+    /// The parcel a record tells about, with its whole identity (not inputs or refusals).
+    pub fn parcel(&self) -> Option<ParcelId> {
+        match self {
+            Record::ReviewRequested { parcel, .. }
+            | Record::ReviewWithdrawn { parcel, .. }
+            | Record::Identified { parcel, .. }
+            | Record::ScreeningRequested { parcel, .. }
+            | Record::Decision { parcel, .. }
+            | Record::Missort { parcel, .. }
+            | Record::Lost { parcel, .. }
+            | Record::Completed { parcel, .. }
+            | Record::ImageAttached { parcel, .. } => Some(*parcel),
+            _ => None,
+        }
+    }
+
     pub fn tracking(&self) -> Option<TrackingId> {
         match self {
             Record::Input(i) => i.tracking(),
-            Record::ReviewRequested { tracking, .. }
-            | Record::Identified { tracking, .. }
-            | Record::Decision { tracking, .. }
-            | Record::Missort { tracking, .. }
-            | Record::Lost { tracking, .. }
-            | Record::Completed { tracking, .. }
-            | Record::ImageAttached { tracking, .. } => Some(*tracking),
             Record::Refused { tracking, .. } => *tracking,
-            Record::UnmatchedScan { .. } | Record::UnmatchedImage { .. } => None,
+            other => other.parcel().map(|p| p.tracking),
         }
     }
 
@@ -478,12 +588,18 @@ impl Record {
     }
 }
 
-/// What the officer's screen needs to show a parcel.
+/// What the officer's screen needs to show a parcel, and what its verdict must name.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ReviewRequest {
-    pub tracking: TrackingId,
+    pub review: ReviewId,
+    pub parcel: ParcelId,
     pub waybill: Waybill,
     pub manifest: Arc<Manifest>,
+    /// The image to compare with the list (`None` on a line without an X-ray station).
+    pub image_sha256: Option<Arc<str>>,
+    /// What the pre-screen found on it (empty: clean; a flagged parcel is reviewed only once
+    /// its flags were cleared).
+    pub flags: Vec<Arc<str>>,
     /// The verdict must arrive before this.
     pub deadline: Millis,
 }
@@ -506,7 +622,8 @@ pub struct Alarm {
 /// The final story of one parcel, for monitoring.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ParcelReport {
-    pub tracking: TrackingId,
+    #[serde(flatten)]
+    pub parcel: ParcelId,
     pub waybill: Option<Waybill>,
     pub channel: Option<Channel>,
     pub reasons: Vec<Reason>,
@@ -526,24 +643,25 @@ pub struct ParcelReport {
 pub enum Output {
     Record(Record),
     /// Tell the PLC where the parcel goes. Sent once per parcel, after the
-    /// `Record::Decision` that produced it.
+    /// `Record::Decision` that produced it; the driver writes it for the parcel's boot only.
     SetDestination {
-        tracking: TrackingId,
+        parcel: ParcelId,
         lane: Lane,
         lane_id: u16,
     },
     ReviewRequested(ReviewRequest),
     /// Screen this parcel's X-ray image against its declaration (none known: against nothing);
-    /// the result comes back as `Input::XrayScreened`.
+    /// the result comes back as `Input::XrayScreened`, naming the image and the list version.
     ScreenImage {
-        tracking: TrackingId,
+        parcel: ParcelId,
         image_seq: u32,
         sha256: Arc<str>,
         manifest: Option<Arc<Manifest>>,
     },
-    /// The parcel no longer waits for a verdict (decided, late or gone).
+    /// The review no longer waits for a verdict (decided, late, withdrawn or gone).
     ReviewClosed {
-        tracking: TrackingId,
+        parcel: ParcelId,
+        review: ReviewId,
     },
     ParcelDone(ParcelReport),
     Alarm(Alarm),
@@ -555,6 +673,8 @@ pub struct LineMode {
     pub safe_mode: bool,
     /// The operator who stopped the line, while it is stopped.
     pub stopped_by: Option<OfficerId>,
+    /// The PLC's event ring jumped: everything is held until the PLC restarts.
+    pub plc_events_lost: bool,
 }
 
 /// Counters for monitoring; all since start.
@@ -574,6 +694,9 @@ pub struct LineStats {
     pub reviews: u64,
     pub refused: u64,
     pub unmatched_scans: u64,
+    /// Verdicts refused (another parcel, review or image; after the cut-off), counted in
+    /// `refused` too.
+    pub verdicts_refused: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -583,9 +706,33 @@ struct Sent {
     written: bool,
 }
 
+/// The X-ray image attached to a parcel.
+#[derive(Clone, Debug)]
+struct Image {
+    seq: u32,
+    sha256: Arc<str>,
+    /// The waybill the station read on it, if it read a valid one.
+    barcode: Option<Waybill>,
+}
+
+/// A review as requested: of one image, against one version of the list.
+#[derive(Clone, Debug)]
+struct Review {
+    id: ReviewId,
+    image: Option<Arc<str>>,
+}
+
+/// An officer's verdict on one review.
+#[derive(Clone, Debug)]
+struct Given {
+    review: ReviewId,
+    officer: OfficerId,
+    verdict: Verdict,
+}
+
 #[derive(Clone, Debug)]
 struct Parcel {
-    serial: u64,
+    id: ParcelId,
     trigger: TriggerCount,
     entered_at: Millis,
     cutoff_at: Millis,
@@ -594,17 +741,20 @@ struct Parcel {
     weight_g: Option<u32>,
     codes: Vec<String>,
     identity: Option<Identity>,
+    /// Frozen at identification.
+    rates: Option<Rates>,
     /// For matching the X-ray image to the parcel.
     image_seq: Option<u32>,
-    /// The image's hash, once it came.
-    image: Option<Arc<str>>,
-    /// The pre-screen's result came.
-    screened: bool,
-    image_mismatch: bool,
-    xray_flags: Vec<Arc<str>>,
-    verdict: Option<(OfficerId, Verdict)>,
+    image: Option<Image>,
+    /// The list version the image was last asked to be screened against.
+    screen_asked: Option<Option<u64>>,
+    /// The last screening accepted for the image: against which list version, what it found.
+    screening: Option<(Option<u64>, Vec<Arc<str>>)>,
+    /// Flags of that screening cleared with a supervisor's authority.
+    cleared: Vec<ClearedFlag>,
+    review: Option<Review>,
+    verdict: Option<Given>,
     transfer: Option<OfficerId>,
-    review_open: bool,
     sent: Option<Sent>,
     /// The PLC said it will take this parcel to hold, whatever was sent.
     plc_hold: Option<PlcHoldCause>,
@@ -617,6 +767,12 @@ impl Parcel {
             _ => None,
         }
     }
+
+    /// The review waiting for a verdict, if one does.
+    fn open_review(&self) -> Option<ReviewId> {
+        let answered = |r: &Review| self.verdict.as_ref().is_some_and(|v| v.review == r.id);
+        self.review.as_ref().filter(|r| !answered(r)).map(|r| r.id)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -627,7 +783,7 @@ enum Timer {
     ScanExpiry(TriggerCount),
     ImageExpiry(u32),
     /// The officer's time for a review is up (before the cut-off: a review window).
-    ReviewDeadline(TrackingId, u64),
+    ReviewDeadline(TrackingId, u64, ReviewId),
     UntriggeredExpiry(u64),
 }
 
@@ -642,9 +798,13 @@ struct Held {
 pub struct Line {
     settings: LineSettings,
     policy: Policy,
+    /// What operators set, as the daemon stores it.
+    operator: OperatorState,
     manifests: HashMap<Waybill, Held>,
     parcels: HashMap<TrackingId, Parcel>,
     by_trigger: HashMap<TriggerCount, TrackingId>,
+    /// The parcel the PLC reported in the tunnel with each image sequence number.
+    by_image: HashMap<u32, TrackingId>,
     early_scans: BTreeMap<TriggerCount, (Millis, Vec<String>)>,
     /// X-ray images waiting for their parcel's `XrayEntered`, by sequence number.
     early_images: BTreeMap<u32, (Arc<str>, Option<String>)>,
@@ -656,9 +816,13 @@ pub struct Line {
     /// had left.
     belt_stopped: Option<(Millis, Vec<(u64, Timer)>)>,
     safe_mode: bool,
-    /// Stopped by an operator: every parcel is held until started again.
-    stopped_by: Option<OfficerId>,
+    /// The PLC boot the PLC's events belong to (0 until the driver says).
+    plc_boot: u16,
+    /// The PLC's event ring jumped: every parcel is held until the PLC restarts.
+    events_lost: bool,
+    serial_base: u64,
     next_serial: u64,
+    next_review: u64,
     stats: LineStats,
 }
 
@@ -667,9 +831,11 @@ impl Line {
         Line {
             settings,
             policy,
+            operator: OperatorState::default(),
             manifests: HashMap::new(),
             parcels: HashMap::new(),
             by_trigger: HashMap::new(),
+            by_image: HashMap::new(),
             early_scans: BTreeMap::new(),
             early_images: BTreeMap::new(),
             early_untriggered: BTreeMap::new(),
@@ -677,8 +843,11 @@ impl Line {
             timers: BTreeSet::new(),
             belt_stopped: None,
             safe_mode: false,
-            stopped_by: None,
+            plc_boot: 0,
+            events_lost: false,
+            serial_base: 0,
             next_serial: 0,
+            next_review: 0,
             stats: LineStats::default(),
         }
     }
@@ -709,14 +878,30 @@ impl Line {
         self.safe_mode
     }
 
-    /// Safe mode and an operator's stop, as monitoring shows them.
-    pub fn mode(&self) -> LineMode {
-        LineMode { safe_mode: self.safe_mode, stopped_by: self.stopped_by.clone() }
+    /// The parcel the line knows under `tracking` now, if any: what a live view shows, and what
+    /// inputs about it must name.
+    pub fn parcel_id(&self, tracking: TrackingId) -> Option<ParcelId> {
+        self.parcels.get(&tracking).map(|p| p.id)
     }
 
-    /// Safe mode or an operator's stop: nothing is released, so nothing waits to be decided.
+    /// What operators have set: the state to store, and what [`OperatorState::after`] of an
+    /// operator's input says the line will do with it.
+    pub fn operator_state(&self) -> &OperatorState {
+        &self.operator
+    }
+
+    /// Safe mode, an operator's stop and lost PLC events, as monitoring shows them.
+    pub fn mode(&self) -> LineMode {
+        LineMode {
+            safe_mode: self.safe_mode,
+            stopped_by: self.operator.stopped_by.clone(),
+            plc_events_lost: self.events_lost,
+        }
+    }
+
+    /// Nothing is released, so nothing waits to be decided.
     fn holding_all(&self) -> bool {
-        self.safe_mode || self.stopped_by.is_some()
+        self.safe_mode || self.events_lost || self.operator.stopped_by.is_some()
     }
 
     /// When the driver must call `handle(Input::Tick, ..)` next.
@@ -735,6 +920,8 @@ impl Line {
             weight_tolerance: self.policy.weight_tolerance,
             rules: self.policy.rules.rules().to_vec(),
             targets: self.policy.targets.clone(),
+            operator: self.operator.clone(),
+            serial_base: self.serial_base,
         }
     }
 
@@ -760,6 +947,36 @@ impl Line {
         true
     }
 
+    /// Takes back what operators had set before a restart (the daemon's store): a stopped line
+    /// starts stopped, set rates and windows stay. Call before the first input; the start
+    /// entry's snapshot then records it.
+    pub fn restore(&mut self, state: OperatorState) {
+        self.operator = state;
+        self.apply_operator();
+    }
+
+    /// Serials and review ids of this run start after `base`: the daemon gives the audit
+    /// chain's length, which grows by at least one entry per parcel and per review, so no
+    /// later run gives out a number this one did.
+    pub fn set_serial_base(&mut self, base: u64) {
+        self.serial_base = base;
+        self.next_serial = self.next_serial.max(base);
+        self.next_review = self.next_review.max(base);
+    }
+
+    fn apply_operator(&mut self) {
+        let o = &self.operator;
+        if let Some(rate) = o.sample_rate {
+            self.policy.sample_rate = rate;
+        }
+        if let Some(ratio) = o.xray_review_ratio {
+            self.policy.xray_review_ratio = ratio;
+        }
+        if let Some(window_ms) = o.review_window_ms {
+            self.settings.review_window_ms = Some(window_ms);
+        }
+    }
+
     // --- input
 
     /// Applies one input at time `now` (deadlines due by `now` fire first)
@@ -769,25 +986,30 @@ impl Line {
         if !matches!(input, Input::Tick) {
             out.push(Output::Record(Record::Input(input.clone())));
         }
+        if let Some(next) = self.operator.after(&input) {
+            return match next {
+                Ok(next) => self.on_operator(next, now, out),
+                Err(why) => self.refuse(input.kind(), None, why, out),
+            };
+        }
         match input {
-            Input::Tick => {}
-            Input::Gate { tracking, trigger, length_mm } => self.on_gate(tracking, trigger, length_mm, now, out),
+            Input::Tick | Input::Parameters { .. } | Input::LineControl { .. } => {}
+            Input::PlcSync { boot, cause } => self.on_plc_sync(boot, cause, now, out),
+            Input::Gate { tracking, trigger, length_mm, at } => {
+                // An event cannot have happened after the host took it in.
+                let at = at.map_or(now, |at| at.min(now));
+                self.on_gate(tracking, trigger, length_mm, at, now, out)
+            }
             Input::Scan { trigger, codes } => self.on_scan(trigger, codes, now, out),
             Input::Manifest(m) => {
-                if !self.preload_manifest(m.clone()) {
+                let waybill = m.waybill;
+                if self.preload_manifest(m.clone()) {
+                    self.manifest_changed(waybill, now, out);
+                } else {
                     self.refuse("manifest", None, format!("version {} is not newer than the one held", m.version), out);
                 }
             }
-            // Every parcel passes the tunnel, decided or not; only the image link is kept.
-            Input::XrayEntered { tracking, image_seq } => match self.parcels.get_mut(&tracking) {
-                Some(p) => {
-                    p.image_seq = Some(image_seq);
-                    if let Some((sha256, barcode)) = self.early_images.remove(&image_seq) {
-                        self.attach_image(tracking, image_seq, sha256, barcode, now, out);
-                    }
-                }
-                None => self.refuse("xray_entered", Some(tracking), "unknown tracking id".into(), out),
-            },
+            Input::XrayEntered { tracking, image_seq } => self.on_xray_entered(tracking, image_seq, now, out),
             Input::Weighed { tracking, weight_g } => match self.parcels.get_mut(&tracking) {
                 // A decision already sent (a hold nothing lifts) keeps the reading on record only.
                 Some(p) if p.sent.is_some() => p.weight_g = Some(weight_g),
@@ -798,20 +1020,21 @@ impl Line {
                 None => self.refuse("weighed", Some(tracking), "unknown tracking id".into(), out),
             },
             Input::XrayImage { image_seq, sha256, barcode } => self.on_image(image_seq, sha256, barcode, now, out),
-            Input::XrayScreened { tracking, flags } => match self.parcels.get_mut(&tracking) {
-                // Every image is screened, held parcels' too: after the decision it is on record only.
-                Some(p) if p.sent.is_some() => p.xray_flags = flags,
-                Some(_) => self.amend(tracking, "xray_screened", now, out, |p| {
-                    p.xray_flags = flags;
-                    p.screened = true;
-                }),
-                None => self.refuse("xray_screened", Some(tracking), "unknown tracking id".into(), out),
-            },
-            Input::Verdict { tracking, officer, verdict } => {
-                self.amend(tracking, "verdict", now, out, |p| p.verdict = Some((officer, verdict)));
+            Input::XrayScreened { parcel, sha256, manifest_version, flags } => {
+                self.on_screened(parcel, sha256, manifest_version, flags, now, out)
             }
-            Input::ManualTransfer { tracking, officer } => {
-                self.amend(tracking, "manual_transfer", now, out, |p| p.transfer = Some(officer));
+            Input::Verdict { parcel, review, image_sha256, officer, verdict } => {
+                self.on_verdict(parcel, review, image_sha256, Given { review, officer, verdict }, now, out)
+            }
+            Input::ManualTransfer { parcel, officer } => {
+                if let Some(p) = self.undecided(parcel, "manual_transfer", now, out) {
+                    p.transfer = Some(officer);
+                    self.evaluate(parcel.tracking, now, false, out);
+                }
+            }
+            Input::ClearFlag { parcel, image_sha256, flag, officer, supervisor, .. } => {
+                let cleared = ClearedFlag { flag, image_sha256, officer, supervisor };
+                self.on_clear_flag(parcel, cleared, now, out)
             }
             Input::DestinationWritten { tracking, lane_id } => self.on_written(tracking, lane_id, out),
             Input::Divert { tracking, lane_id } => self.on_divert(tracking, lane_id, now, out),
@@ -828,14 +1051,10 @@ impl Line {
                 self.policy.targets.push(target);
             }
             Input::InspectionResult { .. } => {}
-            Input::Parameters { sample_rate, xray_review_ratio, review_window_ms, .. } => {
-                self.on_parameters(sample_rate, xray_review_ratio, review_window_ms, out)
-            }
             Input::Rules { rules, .. } => match RuleSet::new(rules) {
                 Ok(set) => self.set_rules(Arc::new(set)),
                 Err(e) => self.refuse("rules", None, format!("{e}; the rules in force stay"), out),
             },
-            Input::LineControl { running, officer } => self.on_line_control(running, officer, now, out),
             Input::TargetRemove { id, .. } => {
                 let before = self.policy.targets.len();
                 self.policy.targets.retain(|t| t.id != id);
@@ -846,11 +1065,59 @@ impl Line {
         }
     }
 
+    /// An operator's stop, start or parameters, as [`OperatorState::after`] worked them out.
+    fn on_operator(&mut self, next: OperatorState, now: Millis, out: &mut Vec<Output>) {
+        let stopping = self.operator.stopped_by.is_none() && next.stopped_by.is_some();
+        self.operator = next;
+        self.apply_operator();
+        if let Some(officer) = self.operator.stopped_by.as_ref().filter(|_| stopping) {
+            let message = format!("line stopped by {officer}: every parcel to hold");
+            self.alarm("line_stopped", Severity::Warning, None, message, out);
+            self.hold_undecided(now, out);
+        }
+    }
+
+    /// The PLC's boot for the events that follow. After a restart or lost events the PLC no
+    /// longer tracks what the line knows: every parcel is orphaned.
+    fn on_plc_sync(&mut self, boot: u16, cause: SyncCause, now: Millis, out: &mut Vec<Output>) {
+        let mut orphans: Vec<TrackingId> = self
+            .parcels
+            .iter()
+            .filter(|(_, p)| cause != SyncCause::FirstContact || p.id.boot != boot)
+            .map(|(t, _)| *t)
+            .collect();
+        orphans.sort_unstable(); // HashMap order is not deterministic
+        self.plc_boot = boot;
+        match cause {
+            SyncCause::FirstContact => {}
+            SyncCause::Restart => {
+                if self.events_lost {
+                    self.events_lost = false;
+                    let message = format!("PLC restarted (boot {boot}): the lost events no longer hold the line");
+                    self.alarm("plc_events_lost_cleared", Severity::Warning, None, message, out);
+                }
+            }
+            SyncCause::EventsLost => {
+                self.events_lost = true;
+                let message = "PLC event ring jumped past unread events: every parcel held until the PLC restarts";
+                self.alarm("plc_events_lost", Severity::Critical, None, message.into(), out);
+            }
+        }
+        for tracking in orphans {
+            if cause == SyncCause::EventsLost {
+                self.retire_lost(tracking, LostWhy::EventsLost, now, out);
+            } else {
+                self.on_plc_hold(tracking, PlcHoldCause::Restart, now, out);
+            }
+        }
+    }
+
     fn on_gate(
         &mut self,
         tracking: TrackingId,
         trigger: TriggerCount,
         length_mm: Option<u32>,
+        at: Millis,
         now: Millis,
         out: &mut Vec<Output>,
     ) {
@@ -871,13 +1138,14 @@ impl Line {
         }
         self.stats.parcels += 1;
         self.next_serial += 1;
-        let serial = self.next_serial;
-        let cutoff_at = now.saturating_add(self.settings.gate_to_cutoff_ms);
+        let id = ParcelId { tracking, boot: self.plc_boot, serial: self.next_serial };
+        let serial = id.serial;
+        let cutoff_at = at.saturating_add(self.settings.gate_to_cutoff_ms);
         let s = &self.settings;
-        self.timers.insert((now.saturating_add(s.scan_timeout_ms), Timer::ScanTimeout(tracking, serial)));
+        self.timers.insert((at.saturating_add(s.scan_timeout_ms), Timer::ScanTimeout(tracking, serial)));
         self.timers.insert((cutoff_at, Timer::Cutoff(tracking, serial)));
         self.timers.insert((
-            now.saturating_add(s.gate_to_end_ms + s.confirm_grace_ms),
+            at.saturating_add(s.gate_to_end_ms + s.confirm_grace_ms),
             Timer::ConfirmTimeout(tracking, serial),
         ));
         // A parcel seen at the gate of a standing belt waits with the others.
@@ -885,22 +1153,23 @@ impl Line {
         self.parcels.insert(
             tracking,
             Parcel {
-                serial,
+                id,
                 trigger,
-                entered_at: now,
+                entered_at: at,
                 cutoff_at,
                 length_mm,
                 weight_g: None,
                 codes: Vec::new(),
                 identity: None,
+                rates: None,
                 image_seq: None,
                 image: None,
-                screened: false,
-                image_mismatch: false,
-                xray_flags: Vec::new(),
+                screen_asked: None,
+                screening: None,
+                cleared: Vec::new(),
+                review: None,
                 verdict: None,
                 transfer: None,
-                review_open: false,
                 sent: None,
                 plc_hold: None,
             },
@@ -991,31 +1260,249 @@ impl Line {
         if identity == Identity::NoRead {
             self.stats.no_reads += u64::from(p.identity.is_none());
         }
-        p.identity = Some(identity.clone());
-        let trigger = p.trigger;
-        out.push(Output::Record(Record::Identified { tracking, trigger, identity, timed_out: false }));
+        self.identified(tracking, identity, false, out);
+        self.screen_if_stale(tracking, out);
         self.evaluate(tracking, now, false, out);
     }
 
-    /// Changes a parcel's facts if it is still undecided; refuses otherwise.
-    fn amend(
+    /// Sets who the parcel is and freezes the rates its draws are made with, on record.
+    fn identified(&mut self, tracking: TrackingId, identity: Identity, timed_out: bool, out: &mut Vec<Output>) {
+        let rates = self.policy.rates();
+        let Some(p) = self.parcels.get_mut(&tracking) else { return };
+        if matches!(identity, Identity::Waybill { .. }) {
+            p.rates.get_or_insert(rates);
+        }
+        p.identity = Some(identity.clone());
+        let (parcel, trigger, rates) = (p.id, p.trigger, p.rates);
+        out.push(Output::Record(Record::Identified { parcel, trigger, identity, timed_out, rates }));
+    }
+
+    /// The parcel `id` names, if it is that very parcel (same boot and serial as well as
+    /// tracking id) and still undecided; refused on record otherwise.
+    fn undecided(
         &mut self,
-        tracking: TrackingId,
+        id: ParcelId,
         what: &'static str,
         now: Millis,
         out: &mut Vec<Output>,
-        change: impl FnOnce(&mut Parcel),
-    ) {
-        match self.parcels.get_mut(&tracking) {
-            None => self.refuse(what, Some(tracking), "unknown tracking id".into(), out),
+    ) -> Option<&mut Parcel> {
+        let why = match self.parcels.get(&id.tracking) {
+            None => "unknown tracking id".to_string(),
+            Some(p) if p.id != id => {
+                format!("it names {id}, but tracking id {} is now {}: another parcel", id.tracking, p.id)
+            }
             Some(p) if p.sent.is_some() => {
-                let why = if now >= p.cutoff_at { "after the cut-off" } else { "after the decision was sent" };
-                self.refuse(what, Some(tracking), why.into(), out);
+                let when = if now >= p.cutoff_at { "after the cut-off" } else { "after the decision was sent" };
+                when.to_string()
             }
-            Some(p) => {
-                change(p);
-                self.evaluate(tracking, now, false, out);
+            Some(_) => return self.parcels.get_mut(&id.tracking),
+        };
+        self.refuse(what, Some(id.tracking), why, out);
+        None
+    }
+
+    fn on_verdict(
+        &mut self,
+        id: ParcelId,
+        review: ReviewId,
+        image: Option<Arc<str>>,
+        given: Given,
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(p) = self.undecided(id, "verdict", now, out) else {
+            self.verdict_refused(id, "the parcel it names is not on the line undecided", out);
+            return;
+        };
+        let why = match &p.review {
+            None => format!("no review {review} of this parcel stands"),
+            Some(r) if r.id != review => format!("review {review} does not stand; the parcel's review is {}", r.id),
+            Some(_) if p.verdict.as_ref().is_some_and(|v| v.review == review) => {
+                format!("review {review} was answered already")
             }
+            Some(r) if r.image != image => format!(
+                "it names image {}, the review is of image {}",
+                image.as_deref().unwrap_or("(none)"),
+                r.image.as_deref().unwrap_or("(none)")
+            ),
+            Some(_) => {
+                p.verdict = Some(given);
+                return self.evaluate(id.tracking, now, false, out);
+            }
+        };
+        self.refuse("verdict", Some(id.tracking), why, out);
+        self.verdict_refused(id, "it does not answer the review that stands", out);
+    }
+
+    /// A refused verdict is counted and raised, besides its record: an officer's decision did
+    /// not take effect.
+    fn verdict_refused(&mut self, id: ParcelId, why: &str, out: &mut Vec<Output>) {
+        self.stats.verdicts_refused += 1;
+        self.alarm(
+            "verdict_refused",
+            Severity::Warning,
+            Some(id.tracking),
+            format!("verdict for {id} refused: {why}"),
+            out,
+        );
+    }
+
+    fn on_clear_flag(&mut self, id: ParcelId, cleared: ClearedFlag, now: Millis, out: &mut Vec<Output>) {
+        let waybill = self.parcels.get(&id.tracking).and_then(Parcel::waybill);
+        let version = waybill.and_then(|w| self.manifests.get(&w)).map(|h| h.manifest.version);
+        let Some(p) = self.undecided(id, "clear_flag", now, out) else { return };
+        let why = match (&p.image, &p.screening) {
+            _ if cleared.officer == cleared.supervisor => {
+                "the officer cannot authorise their own clearance".to_string()
+            }
+            (None, _) => "no image is attached".to_string(),
+            (Some(image), _) if image.sha256 != cleared.image_sha256 => {
+                format!("it names image {}, the parcel's is {}", cleared.image_sha256, image.sha256)
+            }
+            (_, Some((screened, flags))) if *screened == version && flags.contains(&cleared.flag) => {
+                if !p.cleared.iter().any(|c| c.flag == cleared.flag) {
+                    p.cleared.push(cleared);
+                }
+                return self.evaluate(id.tracking, now, false, out);
+            }
+            _ => format!("the current screening of this image has no flag {:?}", cleared.flag),
+        };
+        self.refuse("clear_flag", Some(id.tracking), why, out);
+    }
+
+    fn on_screened(
+        &mut self,
+        id: ParcelId,
+        sha256: Arc<str>,
+        manifest_version: Option<u64>,
+        flags: Vec<Arc<str>>,
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(p) = self.parcels.get_mut(&id.tracking).filter(|p| p.id == id) else {
+            let why = format!("no parcel {id} on the line");
+            return self.refuse("xray_screened", Some(id.tracking), why, out);
+        };
+        let version = p.waybill().and_then(|w| self.manifests.get(&w)).map(|h| h.manifest.version);
+        let why = match &p.image {
+            None => "no image is attached to the parcel".to_string(),
+            Some(image) if image.sha256 != sha256 => {
+                format!("it screened image {sha256}, the parcel's is {}", image.sha256)
+            }
+            // A result for a list since amended: the one asked since will come.
+            Some(_) if manifest_version != version => format!(
+                "screened against list version {}, the parcel's is {}",
+                manifest_version.map_or("(none)".into(), |v| v.to_string()),
+                version.map_or("(none)".into(), |v| v.to_string())
+            ),
+            Some(_) => {
+                p.screening = Some((manifest_version, flags));
+                p.cleared.clear();
+                // Every image is screened, held parcels' too: after the decision it is on record only.
+                if p.sent.is_none() {
+                    self.evaluate(id.tracking, now, false, out);
+                }
+                return;
+            }
+        };
+        self.refuse("xray_screened", Some(id.tracking), why, out);
+    }
+
+    /// A new version of a list: undecided parcels under it are screened against it again, and
+    /// a review of the old version no longer stands (a release given on it does not count).
+    fn manifest_changed(&mut self, waybill: Waybill, now: Millis, out: &mut Vec<Output>) {
+        let mut affected: Vec<TrackingId> = self
+            .parcels
+            .iter()
+            .filter(|(_, p)| p.sent.is_none() && p.waybill() == Some(waybill))
+            .map(|(t, _)| *t)
+            .collect();
+        affected.sort_unstable(); // HashMap order is not deterministic
+        for tracking in affected {
+            let version = self.manifests.get(&waybill).map_or(0, |h| h.manifest.version);
+            self.withdraw_review(tracking, format!("the list was amended to version {version}"), out);
+            self.screen_if_stale(tracking, out);
+            self.evaluate(tracking, now, false, out);
+        }
+    }
+
+    fn withdraw_review(&mut self, tracking: TrackingId, why: String, out: &mut Vec<Output>) {
+        let Some(p) = self.parcels.get_mut(&tracking) else { return };
+        let Some(review) = p.review.take() else { return };
+        let answered = p.verdict.as_ref().is_some_and(|v| v.review == review.id);
+        // A doubt an officer raised stays; only a release depends on what was reviewed.
+        if p.verdict.as_ref().is_some_and(|v| v.verdict == Verdict::Release) {
+            p.verdict = None;
+        }
+        let parcel = p.id;
+        if !answered {
+            out.push(Output::ReviewClosed { parcel, review: review.id });
+        }
+        out.push(Output::Record(Record::ReviewWithdrawn { review: review.id, parcel, why }));
+    }
+
+    /// Asks for the parcel's image to be screened against its list as it is now, unless that
+    /// was asked already.
+    fn screen_if_stale(&mut self, tracking: TrackingId, out: &mut Vec<Output>) {
+        let Some(p) = self.parcels.get_mut(&tracking) else { return };
+        let Some(image) = p.image.as_ref() else { return };
+        let manifest = p.waybill().and_then(|w| self.manifests.get(&w)).map(|h| h.manifest.clone());
+        let version = manifest.as_ref().map(|m| m.version);
+        if p.screen_asked == Some(version) {
+            return;
+        }
+        p.screen_asked = Some(version);
+        let (parcel, image_seq, sha256) = (p.id, image.seq, image.sha256.clone());
+        out.push(Output::Record(Record::ScreeningRequested {
+            parcel,
+            image_seq,
+            sha256: sha256.clone(),
+            manifest_version: version,
+        }));
+        out.push(Output::ScreenImage { parcel, image_seq, sha256, manifest });
+    }
+
+    /// Every parcel passes the tunnel, decided or not; only the image link is kept. Two parcels
+    /// claiming one sequence number cannot tell whose the image is: neither gets it.
+    fn on_xray_entered(&mut self, tracking: TrackingId, image_seq: u32, now: Millis, out: &mut Vec<Output>) {
+        if !self.parcels.contains_key(&tracking) {
+            return self.refuse("xray_entered", Some(tracking), "unknown tracking id".into(), out);
+        }
+        match self.by_image.get(&image_seq).copied() {
+            // The same report again: nothing new.
+            Some(owner) if owner == tracking => {}
+            Some(owner) => {
+                self.by_image.remove(&image_seq);
+                for t in [owner, tracking] {
+                    self.detach_image(t, image_seq, out);
+                }
+                let message = format!("image {image_seq} claimed by {owner} and {tracking}: neither gets it");
+                self.alarm("xray_image_seq_conflict", Severity::Warning, Some(tracking), message, out);
+                for t in [owner, tracking] {
+                    self.evaluate(t, now, false, out);
+                }
+            }
+            None => {
+                if let Some(p) = self.parcels.get_mut(&tracking) {
+                    p.image_seq = Some(image_seq);
+                }
+                self.by_image.insert(image_seq, tracking);
+                if let Some((sha256, barcode)) = self.early_images.remove(&image_seq) {
+                    self.attach_image(tracking, image_seq, sha256, barcode, now, out);
+                }
+            }
+        }
+    }
+
+    /// Takes an image link back from an undecided parcel (decided ones keep their record).
+    fn detach_image(&mut self, tracking: TrackingId, image_seq: u32, out: &mut Vec<Output>) {
+        let Some(p) = self.parcels.get_mut(&tracking).filter(|p| p.sent.is_none()) else { return };
+        p.image_seq = None;
+        if p.image.take().is_some() {
+            p.screening = None;
+            p.screen_asked = None;
+            p.cleared.clear();
+            self.withdraw_review(tracking, format!("image {image_seq} is claimed by another parcel too"), out);
         }
     }
 
@@ -1044,7 +1531,7 @@ impl Line {
                 out,
             );
         }
-        let Some(p) = self.parcels.remove(&tracking) else {
+        let Some(p) = self.take(tracking) else {
             self.refuse("divert", Some(tracking), "unknown tracking id".into(), out);
             if actual != Some(Lane::Hold) {
                 self.alarm(
@@ -1057,13 +1544,12 @@ impl Line {
             }
             return;
         };
-        self.by_trigger.remove(&p.trigger);
         let decided = p.sent.as_ref().map(|s| s.decision.lane);
         // Undecided parcels, and those the PLC said it holds, are meant to take the hold lane.
         let expected = if p.plc_hold.is_some() { Some(Lane::Hold) } else { decided.or(Some(Lane::Hold)) };
         if actual != expected {
             self.stats.missorts += 1;
-            out.push(Output::Record(Record::Missort { tracking, decided, actual, lane_id }));
+            out.push(Output::Record(Record::Missort { parcel: p.id, decided, actual, lane_id }));
             let unsafe_release = actual == Some(Lane::Release);
             self.alarm(
                 if unsafe_release { "unsafe_release" } else { "missort" },
@@ -1079,7 +1565,7 @@ impl Line {
         } else {
             self.stats.confirmed += 1;
         }
-        self.complete(tracking, p, actual, false, now, out);
+        self.complete(p, actual, false, now, out);
     }
 
     fn on_plc_hold(&mut self, tracking: TrackingId, cause: PlcHoldCause, now: Millis, out: &mut Vec<Output>) {
@@ -1118,56 +1604,6 @@ impl Line {
         }
     }
 
-    fn on_line_control(&mut self, running: bool, officer: OfficerId, now: Millis, out: &mut Vec<Output>) {
-        match (running, self.stopped_by.is_some()) {
-            (false, false) => {
-                self.alarm(
-                    "line_stopped",
-                    Severity::Warning,
-                    None,
-                    format!("line stopped by {officer}: every parcel to hold"),
-                    out,
-                );
-                self.stopped_by = Some(officer);
-                self.hold_undecided(now, out);
-            }
-            (true, true) => self.stopped_by = None,
-            (_, stopped) => self.refuse(
-                "line_control",
-                None,
-                format!("the line is already {}", if stopped { "stopped" } else { "running" }),
-                out,
-            ),
-        }
-    }
-
-    fn on_parameters(
-        &mut self,
-        sample_rate: Option<PerChannel<f64>>,
-        xray_review_ratio: Option<PerChannel<f64>>,
-        review_window_ms: Option<u64>,
-        out: &mut Vec<Output>,
-    ) {
-        let valid = |r: &Option<PerChannel<f64>>| {
-            r.is_none_or(|r| [r.green, r.red].iter().all(|x| x.is_finite() && (0.0..=1.0).contains(x)))
-        };
-        if !(valid(&sample_rate) && valid(&xray_review_ratio)) {
-            return self.refuse("parameters", None, "rates and ratios must be between 0 and 1".into(), out);
-        }
-        if review_window_ms == Some(0) {
-            return self.refuse("parameters", None, "the review window must be above 0".into(), out);
-        }
-        if let Some(window_ms) = review_window_ms {
-            self.settings.review_window_ms = Some(window_ms);
-        }
-        if let Some(rate) = sample_rate {
-            self.policy.sample_rate = rate;
-        }
-        if let Some(ratio) = xray_review_ratio {
-            self.policy.xray_review_ratio = ratio;
-        }
-    }
-
     /// Decides every undecided parcel now: the reason holding them all is final.
     fn hold_undecided(&mut self, now: Millis, out: &mut Vec<Output>) {
         let mut undecided: Vec<TrackingId> =
@@ -1195,7 +1631,7 @@ impl Line {
                 for (left, timer) in frozen {
                     let at = now.saturating_add(left);
                     if let Timer::Cutoff(tracking, serial) = timer {
-                        if let Some(p) = self.parcels.get_mut(&tracking).filter(|p| p.serial == serial) {
+                        if let Some(p) = self.parcels.get_mut(&tracking).filter(|p| p.id.serial == serial) {
                             p.cutoff_at = at;
                         }
                     }
@@ -1257,8 +1693,8 @@ impl Line {
                         self.unmatched(Some(trigger), codes, "no gate event came for it", out);
                     }
                 }
-                Timer::ReviewDeadline(tracking, serial) => {
-                    let waiting = |p: &Parcel| p.sent.is_none() && p.review_open && p.verdict.is_none();
+                Timer::ReviewDeadline(tracking, serial, review) => {
+                    let waiting = |p: &Parcel| p.sent.is_none() && p.open_review() == Some(review);
                     if self.live(tracking, serial).is_some_and(|p| waiting(p)) {
                         self.evaluate(tracking, at, true, out);
                     }
@@ -1278,22 +1714,15 @@ impl Line {
     }
 
     fn scan_timed_out(&mut self, tracking: TrackingId, out: &mut Vec<Output>) {
-        if let Some(p) = self.parcels.get_mut(&tracking) {
-            p.identity = Some(Identity::NoRead);
+        if self.parcels.contains_key(&tracking) {
             self.stats.no_reads += 1;
-            let trigger = p.trigger;
-            out.push(Output::Record(Record::Identified {
-                tracking,
-                trigger,
-                identity: Identity::NoRead,
-                timed_out: true,
-            }));
+            self.identified(tracking, Identity::NoRead, true, out);
         }
     }
 
     /// The parcel a timer was set for, if it is still on the line.
     fn live(&mut self, tracking: TrackingId, serial: u64) -> Option<&mut Parcel> {
-        self.parcels.get_mut(&tracking).filter(|p| p.serial == serial)
+        self.parcels.get_mut(&tracking).filter(|p| p.id.serial == serial)
     }
 
     // --- deciding
@@ -1309,48 +1738,50 @@ impl Line {
         }
         let held = p.waybill().and_then(|w| self.manifests.get(&w));
         let manifest = held.map(|h| &h.manifest);
+        let version = manifest.map(|m| m.version);
+        // A screening counts for the image attached and the list as it is now.
+        let screened = p.image.is_some() && p.screening.as_ref().is_some_and(|(v, _)| *v == version);
+        // Flags stand until a screening of the list as it is now says otherwise.
+        let flags = p.screening.as_ref().map_or(&[][..], |(_, f)| f.as_slice());
+        let image_mismatch =
+            p.image.as_ref().and_then(|i| i.barcode).zip(p.waybill()).is_some_and(|(named, own)| named != own);
         let facts = Facts {
             identity: p.identity.as_ref(),
             length_mm: p.length_mm,
             weight_g: p.weight_g,
             manifest: manifest.map(|m| &**m),
             rule_hits: held.map_or(&[], |h| &h.rule_hits),
-            xray_flags: &p.xray_flags,
-            verdict: p.verdict.as_ref().map(|(o, v)| (o, *v)),
+            xray_flags: flags,
+            cleared_flags: &p.cleared,
+            rates: p.rates,
+            verdict: p.verdict.as_ref().map(|v| (&v.officer, v.verdict)),
             transfer: p.transfer.as_ref(),
             late: at_cutoff,
             safe_mode: self.safe_mode,
-            line_stopped: self.stopped_by.is_some(),
+            plc_events_lost: self.events_lost,
+            line_stopped: self.operator.stopped_by.is_some(),
             xray_missing_lane: self.settings.xray.map(|x| x.missing_image_lane),
-            screened: p.screened,
-            image_mismatch: p.image_mismatch,
+            screened,
+            image_mismatch,
         };
         let decision = self.policy.decide(&facts, now);
-        let manifest_version = manifest.map(|m| m.version);
         let channel = manifest.map(|m| m.channel);
-        let manifest = manifest.cloned();
-        let waybill = p.waybill();
-        let deadline = self.settings.review_window_ms.map_or(p.cutoff_at, |w| p.cutoff_at.min(now.saturating_add(w)));
-        let (review_open, serial, cutoff_at) = (p.review_open, p.serial, p.cutoff_at);
-
-        if decision.awaiting_review() && !review_open {
-            if let (Some(waybill), Some(manifest)) = (waybill, manifest) {
-                self.stats.reviews += 1;
-                out.push(Output::Record(Record::ReviewRequested { tracking, waybill, deadline }));
-                out.push(Output::ReviewRequested(ReviewRequest { tracking, waybill, manifest, deadline }));
-                if let Some(p) = self.parcels.get_mut(&tracking) {
-                    p.review_open = true;
-                }
-                if deadline < cutoff_at {
-                    self.timers.insert((deadline, Timer::ReviewDeadline(tracking, serial)));
-                }
-            }
+        let image = p.image.as_ref().map(|i| i.sha256.clone());
+        let (id, waybill, cutoff_at) = (p.id, p.waybill(), p.cutoff_at);
+        // An officer is asked only once the image is screened: the review is of that image.
+        let ask = decision.awaiting_review()
+            && p.review.is_none()
+            && !decision.reasons.contains(&Reason::AwaitingScreening)
+            && !at_cutoff;
+        if let (true, Some(waybill), Some(manifest)) = (ask, waybill, manifest.cloned()) {
+            let flags = flags.to_vec();
+            self.request_review(id, waybill, manifest, image.clone(), flags, cutoff_at, now, out);
         }
         if !(at_cutoff || decision.is_final_hold()) {
             return;
         }
-        if review_open {
-            out.push(Output::ReviewClosed { tracking });
+        if let Some(review) = self.parcels.get(&tracking).and_then(Parcel::open_review) {
+            out.push(Output::ReviewClosed { parcel: id, review });
         }
         if decision.reasons.contains(&Reason::Late) {
             self.stats.late += 1;
@@ -1369,29 +1800,80 @@ impl Line {
         }
         let lane = decision.lane;
         out.push(Output::Record(Record::Decision {
-            tracking,
+            parcel: id,
             waybill,
             lane,
             reasons: decision.reasons.clone(),
-            manifest_version,
+            manifest_version: version,
             channel,
+            image_sha256: image,
         }));
-        out.push(Output::SetDestination { tracking, lane, lane_id: self.settings.lanes.id(lane) });
+        out.push(Output::SetDestination { parcel: id, lane, lane_id: self.settings.lanes.id(lane) });
         if let Some(p) = self.parcels.get_mut(&tracking) {
-            p.review_open = false;
             p.sent = Some(Sent { decision, at: now, written: false });
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn request_review(
+        &mut self,
+        parcel: ParcelId,
+        waybill: Waybill,
+        manifest: Arc<Manifest>,
+        image_sha256: Option<Arc<str>>,
+        flags: Vec<Arc<str>>,
+        cutoff_at: Millis,
+        now: Millis,
+        out: &mut Vec<Output>,
+    ) {
+        self.next_review += 1;
+        let review = ReviewId(self.next_review);
+        let deadline = self.settings.review_window_ms.map_or(cutoff_at, |w| cutoff_at.min(now.saturating_add(w)));
+        self.stats.reviews += 1;
+        out.push(Output::Record(Record::ReviewRequested {
+            review,
+            parcel,
+            waybill,
+            deadline,
+            image_sha256: image_sha256.clone(),
+            manifest_version: manifest.version,
+            flags: flags.clone(),
+        }));
+        out.push(Output::ReviewRequested(ReviewRequest {
+            review,
+            parcel,
+            waybill,
+            manifest,
+            image_sha256: image_sha256.clone(),
+            flags,
+            deadline,
+        }));
+        if let Some(p) = self.parcels.get_mut(&parcel.tracking) {
+            p.review = Some(Review { id: review, image: image_sha256 });
+        }
+        if deadline < cutoff_at {
+            self.timers.insert((deadline, Timer::ReviewDeadline(parcel.tracking, parcel.serial, review)));
         }
     }
 
     // --- leaving the line
 
+    /// Takes a parcel off the line, with its indices.
+    fn take(&mut self, tracking: TrackingId) -> Option<Parcel> {
+        let p = self.parcels.remove(&tracking)?;
+        self.by_trigger.remove(&p.trigger);
+        if let Some(seq) = p.image_seq.filter(|seq| self.by_image.get(seq) == Some(&tracking)) {
+            self.by_image.remove(&seq);
+        }
+        Some(p)
+    }
+
     fn retire_lost(&mut self, tracking: TrackingId, why: LostWhy, now: Millis, out: &mut Vec<Output>) -> bool {
-        let Some(p) = self.parcels.remove(&tracking) else {
+        let Some(p) = self.take(tracking) else {
             return false;
         };
-        self.by_trigger.remove(&p.trigger);
         self.stats.lost += 1;
-        out.push(Output::Record(Record::Lost { tracking, waybill: p.waybill(), why }));
+        out.push(Output::Record(Record::Lost { parcel: p.id, waybill: p.waybill(), why }));
         self.alarm(
             "parcel_lost",
             Severity::Warning,
@@ -1399,21 +1881,14 @@ impl Line {
             format!("parcel lost ({why:?}); it runs on to the end of the line (hold)"),
             out,
         );
-        self.complete(tracking, p, None, true, now, out);
+        self.complete(p, None, true, now, out);
         true
     }
 
-    fn complete(
-        &mut self,
-        tracking: TrackingId,
-        p: Parcel,
-        confirmed: Option<Lane>,
-        lost: bool,
-        now: Millis,
-        out: &mut Vec<Output>,
-    ) {
-        if p.review_open {
-            out.push(Output::ReviewClosed { tracking });
+    fn complete(&mut self, p: Parcel, confirmed: Option<Lane>, lost: bool, now: Millis, out: &mut Vec<Output>) {
+        let parcel = p.id;
+        if let Some(review) = p.open_review().filter(|_| p.sent.is_none()) {
+            out.push(Output::ReviewClosed { parcel, review });
         }
         let waybill = p.waybill();
         let decided = p.sent.as_ref().map(|s| s.decision.lane);
@@ -1422,14 +1897,14 @@ impl Line {
             self.alarm(
                 "destination_unconfirmed",
                 Severity::Warning,
-                Some(tracking),
+                Some(parcel.tracking),
                 "parcel left before its destination was written".into(),
                 out,
             );
         }
-        out.push(Output::Record(Record::Completed { tracking, waybill, decided, confirmed }));
+        out.push(Output::Record(Record::Completed { parcel, waybill, decided, confirmed }));
         out.push(Output::ParcelDone(ParcelReport {
-            tracking,
+            parcel,
             waybill,
             channel: waybill.and_then(|w| self.manifests.get(&w)).map(|h| h.manifest.channel),
             reasons: p.sent.as_ref().map(|s| s.decision.reasons.clone()).unwrap_or_default(),
@@ -1447,7 +1922,8 @@ impl Line {
     /// An image from the station: to its parcel if the PLC reported it in the tunnel with this
     /// sequence number, else it waits (bounded) for that report.
     fn on_image(&mut self, seq: u32, sha256: Arc<str>, barcode: Option<String>, now: Millis, out: &mut Vec<Output>) {
-        let owner = self.parcels.iter().find(|(_, p)| p.image_seq == Some(seq)).map(|(t, p)| (*t, p.image.is_some()));
+        let owner =
+            self.by_image.get(&seq).and_then(|t| self.parcels.get(t)).map(|p| (p.id.tracking, p.image.is_some()));
         match owner {
             Some((tracking, false)) => self.attach_image(tracking, seq, sha256, barcode, now, out),
             Some((tracking, true)) => {
@@ -1469,31 +1945,30 @@ impl Line {
     fn attach_image(
         &mut self,
         tracking: TrackingId,
-        image_seq: u32,
+        seq: u32,
         sha256: Arc<str>,
         barcode: Option<String>,
         now: Millis,
         out: &mut Vec<Output>,
     ) {
         let Some(p) = self.parcels.get_mut(&tracking) else { return };
-        p.image = Some(sha256.clone());
-        // A barcode on the image that is another parcel's waybill: the image may be theirs.
-        let named = barcode.as_deref().and_then(|b| Waybill::parse(b).ok());
-        let mismatch = named.zip(p.waybill()).is_some_and(|(named, own)| named != own);
-        p.image_mismatch = mismatch;
-        let manifest = p.waybill().and_then(|w| self.manifests.get(&w)).map(|h| h.manifest.clone());
-        out.push(Output::Record(Record::ImageAttached { tracking, image_seq, sha256: sha256.clone() }));
-        out.push(Output::ScreenImage { tracking, image_seq, sha256, manifest });
-        if mismatch {
+        // A barcode on the image that is another parcel's waybill: the image may be theirs. It is
+        // compared with the parcel's waybill at every decision, so a scan after the image counts.
+        let barcode = barcode.as_deref().and_then(|b| Waybill::parse(b).ok());
+        p.image = Some(Image { seq, sha256: sha256.clone(), barcode });
+        let (parcel, own) = (p.id, p.waybill());
+        out.push(Output::Record(Record::ImageAttached { parcel, image_seq: seq, sha256 }));
+        self.screen_if_stale(tracking, out);
+        if barcode.zip(own).is_some_and(|(named, own)| named != own) {
             self.alarm(
                 "xray_image_mismatch",
                 Severity::Warning,
                 Some(tracking),
-                format!("image {image_seq} carries a barcode of another waybill; parcel held"),
+                format!("image {seq} carries a barcode of another waybill; parcel held"),
                 out,
             );
-            self.evaluate(tracking, now, false, out);
         }
+        self.evaluate(tracking, now, false, out);
     }
 
     fn unmatched_image(&mut self, image_seq: u32, sha256: Arc<str>, why: &str, out: &mut Vec<Output>) {

@@ -35,6 +35,14 @@ pub enum Reason {
     XrayFlag {
         flag: Arc<str>,
     },
+    /// A pre-screen flag on this image, cleared by an officer with a supervisor's authority: it
+    /// no longer asks for inspection, and it lowers nothing else.
+    XrayFlagCleared {
+        flag: Arc<str>,
+        image_sha256: Arc<str>,
+        officer: OfficerId,
+        supervisor: OfficerId,
+    },
     /// The line scale disagrees with the declared gross weight beyond the tolerance.
     WeightMismatch {
         declared_g: u32,
@@ -78,6 +86,9 @@ pub enum Reason {
     /// The cut-off came before the decision was final.
     Late,
     PlcSafeMode,
+    /// The PLC's event ring jumped past events the host never read: what the PLC did is no
+    /// longer known, so every parcel is held until the PLC restarts.
+    PlcEventsLost,
     /// An operator stopped the line.
     LineStopped,
     /// No reason for any lane was found: release must be earned.
@@ -88,7 +99,7 @@ impl Reason {
     pub fn lane(&self) -> Lane {
         use Reason::*;
         match self {
-            GreenChannel => Lane::Release,
+            GreenChannel | XrayFlagCleared { .. } => Lane::Release,
             RedChannel
             | PlatformTargeted
             | ManualTarget { .. }
@@ -112,6 +123,7 @@ impl Reason {
             | ImageBarcodeMismatch
             | Late
             | PlcSafeMode
+            | PlcEventsLost
             | LineStopped
             | NoGrounds => Lane::Hold,
         }
@@ -133,6 +145,9 @@ impl Reason {
             Interception { rule, .. } => format!("rule {rule}"),
             RandomSample { channel } => format!("random sample ({})", channel.as_str()),
             XrayFlag { flag } => format!("x-ray: {flag}"),
+            XrayFlagCleared { flag, officer, supervisor, .. } => {
+                format!("x-ray flag {flag} cleared by {officer}, authorised by {supervisor}")
+            }
             WeightMismatch { declared_g, measured_g } => {
                 format!("weight mismatch (declared {declared_g} g, weighed {measured_g} g)")
             }
@@ -151,6 +166,7 @@ impl Reason {
             ImageBarcodeMismatch => "X-ray image barcode names another waybill".into(),
             Late => "late".into(),
             PlcSafeMode => "PLC safe mode".into(),
+            PlcEventsLost => "PLC events lost".into(),
             LineStopped => "line stopped by an operator".into(),
             NoGrounds => "no grounds for release".into(),
         }
@@ -228,6 +244,16 @@ mod tests {
             (Reason::ImageBarcodeMismatch, Lane::Hold),
             (Reason::Late, Lane::Hold),
             (Reason::PlcSafeMode, Lane::Hold),
+            (Reason::PlcEventsLost, Lane::Hold),
+            (
+                Reason::XrayFlagCleared {
+                    flag: "dense object".into(),
+                    image_sha256: "ab".into(),
+                    officer: officer(),
+                    supervisor: OfficerId::new("supervisor-01").unwrap(),
+                },
+                Lane::Release,
+            ),
             (Reason::LineStopped, Lane::Hold),
             (Reason::NoGrounds, Lane::Hold),
         ];

@@ -23,6 +23,39 @@ impl Millis {
 #[serde(transparent)]
 pub struct TrackingId(pub u32);
 
+/// One parcel as the host knows it: the PLC boot it entered the line in, the tracking id the
+/// PLC gave it then, and the core's serial for it, unique across the daemon's runs (a PLC
+/// reuses tracking ids after a cold reset; a serial is never reused). Every input about a
+/// parcel from the host's side (screening, verdicts, transfers) names all three, so that it
+/// can only land on the parcel it was meant for. Records from before identities read back with
+/// boot and serial 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ParcelId {
+    pub tracking: TrackingId,
+    #[serde(default)]
+    pub boot: u16,
+    #[serde(default)]
+    pub serial: u64,
+}
+
+impl fmt::Display for ParcelId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (boot {}, serial {})", self.tracking, self.boot, self.serial)
+    }
+}
+
+/// An officer's review of one parcel's image against one version of its list: a verdict must
+/// name it. Unique across the daemon's runs, like a parcel's serial.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ReviewId(pub u64);
+
+impl fmt::Display for ReviewId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "R{}", self.0)
+    }
+}
+
 /// The scanner trigger count the PLC reports with a gate event; it pairs a
 /// scan with its parcel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -1,9 +1,11 @@
-//! `manifests.db`: every version of every declaration and the local manual
-//! targets, in one SQLite file (WAL, synchronous=FULL), with an in-memory index
-//! of each waybill's current version for the hot lookup.
+//! `manifests.db`: every version of every declaration, the local manual targets and what
+//! operators set at run time, in one SQLite file (WAL, synchronous=FULL). [`ManifestStore`]
+//! keeps an in-memory index of each waybill's current version for the hot lookup;
+//! [`OperatorStore`] is the daemon's handle on the targets and the operators' state, without
+//! that index.
 
 use super::model::Declaration;
-use crate::core::{Input, ManualTarget, Millis, OfficerId, TargetCriterion, Waybill};
+use crate::core::{Input, ManualTarget, Millis, OfficerId, OperatorState, TargetCriterion, Waybill};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -52,6 +54,19 @@ CREATE TABLE dead_letters (
     topic       TEXT    NOT NULL,
     reason      TEXT    NOT NULL,
     payload     BLOB    NOT NULL   -- as received, cut at 64 KiB
+);
+"#,
+    ),
+    (
+        3,
+        "operators' run-time state",
+        r#"
+-- What operators set at run time (line stop, rates, review window), one row, replaced at every
+-- change before the change takes effect; the audit chain keeps the history.
+CREATE TABLE operator_state (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    state       TEXT    NOT NULL,  -- JSON: core::OperatorState
+    changed_ms  INTEGER NOT NULL   -- wall clock
 );
 "#,
     ),
@@ -143,19 +158,25 @@ impl StoredTarget {
     }
 }
 
+/// Opens or creates the file, in WAL with full syncs, at the current schema.
+fn open_db(path: &Path) -> Result<Connection, StoreError> {
+    let sql = |source| StoreError::Sqlite { path: path.to_path_buf(), source };
+    let mut conn = Connection::open(path).map_err(sql)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(sql)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::NotWal { path: path.to_path_buf(), mode });
+    }
+    // FULL: a committed batch survives a power cut.
+    conn.pragma_update(None, "synchronous", "FULL").map_err(sql)?;
+    migrate(&mut conn, path)?;
+    Ok(conn)
+}
+
 impl ManifestStore {
     /// Opens or creates the store and builds the index from it.
     pub fn open(path: &Path) -> Result<ManifestStore, StoreError> {
-        let sql = |source| StoreError::Sqlite { path: path.to_path_buf(), source };
-        let mut conn = Connection::open(path).map_err(sql)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(sql)?;
-        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(sql)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::NotWal { path: path.to_path_buf(), mode });
-        }
-        // FULL: a committed batch survives a power cut.
-        conn.pragma_update(None, "synchronous", "FULL").map_err(sql)?;
-        migrate(&mut conn, path)?;
+        let conn = open_db(path)?;
         let mut store = ManifestStore { conn, path: path.to_path_buf(), index: HashMap::new() };
         store.rebuild_index()?;
         Ok(store)
@@ -360,22 +381,132 @@ impl ManifestStore {
         Ok(n as u64)
     }
 
-    // --- manual targets
+    // --- manual targets and the operators' state
+
+    fn queries(&self) -> Targets<'_> {
+        Targets { conn: &self.conn, path: &self.path }
+    }
 
     /// The id the next target added by hand gets: `MT-<n>`.
     pub fn next_target_id(&self) -> Result<String, StoreError> {
+        self.queries().next_id()
+    }
+
+    pub fn add_target(&mut self, t: &StoredTarget) -> Result<(), StoreError> {
+        self.queries().add(t)
+    }
+
+    /// Marks an active target removed; the row stays.
+    pub fn remove_target(&mut self, id: &str, by: &str, now_ms: i64) -> Result<StoredTarget, StoreError> {
+        self.queries().remove(id, by, now_ms)
+    }
+
+    pub fn target(&self, id: &str) -> Result<Option<StoredTarget>, StoreError> {
+        self.queries().get(id)
+    }
+
+    /// Every target ever added, in the order added.
+    pub fn targets(&self) -> Result<Vec<StoredTarget>, StoreError> {
+        self.queries().all()
+    }
+
+    /// Targets in force at `wall_ms` (not removed, not expired): what the core loads at start.
+    pub fn standing_targets(&self, wall_ms: i64) -> Result<Vec<StoredTarget>, StoreError> {
+        Ok(self.targets()?.into_iter().filter(|t| t.active_at(wall_ms)).collect())
+    }
+
+    /// What operators last set (default: nothing), to restore at start.
+    pub fn operator_state(&self) -> Result<OperatorState, StoreError> {
+        self.queries().operator_state()
+    }
+
+    /// What a starting core needs from the store, as inputs (recorded, so replay sees them):
+    /// every current declaration (the decision's view) and the standing manual targets.
+    pub fn core_inputs(&self, wall_ms: i64) -> Result<Vec<Input>, StoreError> {
+        let mut inputs = Vec::with_capacity(self.len());
+        self.for_each_current(|d| inputs.push(Input::Manifest(Arc::new(d.core_view()))))?;
+        for t in self.standing_targets(wall_ms)? {
+            inputs.push(Input::TargetAdd(t.to_core(wall_ms, Millis(0))?));
+        }
+        Ok(inputs)
+    }
+}
+
+/// The daemon's handle on `manifests.db` for what operators change at run time: manual
+/// targets and [`OperatorState`]. Each change is durable when the call returns; the core takes
+/// it only then (`daemon::Command`).
+pub struct OperatorStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for OperatorStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperatorStore").field("path", &self.path).finish()
+    }
+}
+
+impl OperatorStore {
+    pub fn open(path: &Path) -> Result<OperatorStore, StoreError> {
+        Ok(OperatorStore { conn: open_db(path)?, path: path.to_path_buf() })
+    }
+
+    fn queries(&self) -> Targets<'_> {
+        Targets { conn: &self.conn, path: &self.path }
+    }
+
+    /// A target from an operator's command (its times are the core's line time; the store
+    /// keeps wall-clock time, so it is stored as made now and without expiry when it has none).
+    pub fn add_target(&mut self, t: &ManualTarget, now_ms: i64) -> Result<(), StoreError> {
+        let expires_ms = t.expires_at.map(|e| now_ms.saturating_add(e.0.saturating_sub(t.created_at.0) as i64));
+        self.queries().add(&new_target(t.id.to_string(), t.criterion.clone(), &t.author, &t.reason, now_ms, expires_ms))
+    }
+
+    pub fn remove_target(&mut self, id: &str, by: &OfficerId, now_ms: i64) -> Result<(), StoreError> {
+        self.queries().remove(id, by.as_str(), now_ms).map(drop)
+    }
+
+    pub fn save_state(&mut self, state: &OperatorState, now_ms: i64) -> Result<(), StoreError> {
+        let state = serde_json::to_string(state).unwrap_or_default();
+        self.conn
+            .execute(
+                "INSERT INTO operator_state (id, state, changed_ms) VALUES (1, ?1, ?2) \
+                 ON CONFLICT (id) DO UPDATE SET state = excluded.state, changed_ms = excluded.changed_ms",
+                params![state, now_ms],
+            )
+            .map_err(|source| StoreError::Sqlite { path: self.path.clone(), source })?;
+        Ok(())
+    }
+
+    pub fn operator_state(&self) -> Result<OperatorState, StoreError> {
+        self.queries().operator_state()
+    }
+}
+
+/// The targets' and the operators' state's queries, shared by both handles.
+struct Targets<'a> {
+    conn: &'a Connection,
+    path: &'a Path,
+}
+
+impl Targets<'_> {
+    fn sql(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+        move |source| StoreError::Sqlite { path: self.path.to_path_buf(), source }
+    }
+
+    fn next_id(&self) -> Result<String, StoreError> {
         let n: i64 =
             self.conn.query_row("SELECT COUNT(*) FROM manual_targets", [], |r| r.get(0)).map_err(self.sql())?;
         let mut k = n + 1;
         // Ids given by other means (the demo's) may take a number.
-        while self.target(&format!("MT-{k}"))?.is_some() {
+        while self.get(&format!("MT-{k}"))?.is_some() {
             k += 1;
         }
         Ok(format!("MT-{k}"))
     }
 
-    pub fn add_target(&mut self, t: &StoredTarget) -> Result<(), StoreError> {
-        if self.target(&t.id)?.is_some() {
+    fn add(&self, t: &StoredTarget) -> Result<(), StoreError> {
+        if self.get(&t.id)?.is_some() {
             return Err(StoreError::TargetExists(t.id.clone()));
         }
         let criterion = serde_json::to_string(&t.criterion).unwrap_or_default();
@@ -389,9 +520,8 @@ impl ManifestStore {
         Ok(())
     }
 
-    /// Marks an active target removed; the row stays.
-    pub fn remove_target(&mut self, id: &str, by: &str, now_ms: i64) -> Result<StoredTarget, StoreError> {
-        let t = self.target(id)?.filter(|t| t.removed.is_none()).ok_or_else(|| StoreError::NoTarget(id.into()))?;
+    fn remove(&self, id: &str, by: &str, now_ms: i64) -> Result<StoredTarget, StoreError> {
+        let t = self.get(id)?.filter(|t| t.removed.is_none()).ok_or_else(|| StoreError::NoTarget(id.into()))?;
         self.conn
             .execute(
                 "UPDATE manual_targets SET removed_ms = ?2, removed_by = ?3 WHERE id = ?1 AND removed_ms IS NULL",
@@ -401,32 +531,30 @@ impl ManifestStore {
         Ok(StoredTarget { removed: Some((now_ms, by.into())), ..t })
     }
 
-    pub fn target(&self, id: &str) -> Result<Option<StoredTarget>, StoreError> {
-        Ok(self.targets_where("WHERE id = ?1", [id])?.pop())
+    fn get(&self, id: &str) -> Result<Option<StoredTarget>, StoreError> {
+        Ok(self.select("WHERE id = ?1", [id])?.pop())
     }
 
-    /// Every target ever added, in the order added.
-    pub fn targets(&self) -> Result<Vec<StoredTarget>, StoreError> {
-        self.targets_where("", [])
+    fn all(&self) -> Result<Vec<StoredTarget>, StoreError> {
+        self.select("", [])
     }
 
-    /// Targets in force at `wall_ms` (not removed, not expired): what the core loads at start.
-    pub fn standing_targets(&self, wall_ms: i64) -> Result<Vec<StoredTarget>, StoreError> {
-        Ok(self.targets()?.into_iter().filter(|t| t.active_at(wall_ms)).collect())
+    fn operator_state(&self) -> Result<OperatorState, StoreError> {
+        let text: Option<String> = self
+            .conn
+            .query_row("SELECT state FROM operator_state WHERE id = 1", [], |r| r.get(0))
+            .optional()
+            .map_err(self.sql())?;
+        text.map_or(Ok(OperatorState::default()), |text| {
+            serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
+                path: self.path.to_path_buf(),
+                what: "the operators' state".into(),
+                problem: e.to_string(),
+            })
+        })
     }
 
-    /// What a starting core needs from the store, as inputs (recorded, so replay sees them):
-    /// every current declaration (the decision's view) and the standing manual targets.
-    pub fn core_inputs(&self, wall_ms: i64) -> Result<Vec<Input>, StoreError> {
-        let mut inputs = Vec::with_capacity(self.len());
-        self.for_each_current(|d| inputs.push(Input::Manifest(Arc::new(d.core_view()))))?;
-        for t in self.standing_targets(wall_ms)? {
-            inputs.push(Input::TargetAdd(t.to_core(wall_ms, Millis(0))?));
-        }
-        Ok(inputs)
-    }
-
-    fn targets_where<P: rusqlite::Params>(&self, filter: &str, p: P) -> Result<Vec<StoredTarget>, StoreError> {
+    fn select<P: rusqlite::Params>(&self, filter: &str, p: P) -> Result<Vec<StoredTarget>, StoreError> {
         let mut stmt = self
             .conn
             .prepare(&format!(
@@ -453,7 +581,7 @@ impl ManifestStore {
             let (id, criterion, author, reason, created_ms, expires_ms, removed_ms, removed_by) =
                 row.map_err(self.sql())?;
             let criterion = serde_json::from_str(&criterion).map_err(|e| StoreError::Corrupt {
-                path: self.path.clone(),
+                path: self.path.to_path_buf(),
                 what: format!("target {id}"),
                 problem: e.to_string(),
             })?;

@@ -8,7 +8,7 @@ use super::sparkplug::{self, Edge, Rendered};
 use super::{MqttError, Output, Settings};
 use crate::clock;
 use crate::core::{Alarm, ParcelReport, ReviewRequest, Severity};
-use crate::daemon::{CoreMsg, Screen};
+use crate::daemon::{Command, CoreMsg, Screen};
 use rumqttc::{AsyncClient, ConnectionError, Event, LastWill, MqttOptions, Outgoing, Packet, Publish, QoS};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
@@ -161,6 +161,7 @@ impl Publisher {
     ) -> Publisher {
         let (stop, stop_rx) = oneshot::channel();
         let (stats_tx, stats) = watch::channel(MqttStats::default());
+        let (replies, replies_rx) = mpsc::unbounded_channel();
         let edge = match &settings.output {
             Output::Json => None,
             Output::SparkplugB(c) => Some(Edge::new(c.ids.clone(), &sparkplug::figures_template())),
@@ -181,8 +182,9 @@ impl Publisher {
             level: Level::Normal,
             conn: None,
             generation: 0,
+            replies,
         };
-        Publisher { stop: Some(stop), task: tokio::spawn(task.run(events, stop_rx)), stats }
+        Publisher { stop: Some(stop), task: tokio::spawn(task.run(events, stop_rx, replies_rx)), stats }
     }
 
     pub fn stats(&self) -> watch::Receiver<MqttStats> {
@@ -242,6 +244,9 @@ struct Task {
     level: Level,
     conn: Option<Conn>,
     generation: u64,
+    /// Where the core answers commands once it has stored, taken and recorded them. Unbounded,
+    /// but never longer than the commands waiting in the core's own bounded queue.
+    replies: mpsc::UnboundedSender<Reply>,
 }
 
 type Polled = (u64, Result<Event, ConnectionError>);
@@ -251,12 +256,13 @@ impl Task {
         mut self,
         mut events: mpsc::Receiver<SinkMsg>,
         mut stop: oneshot::Receiver<Duration>,
+        mut replies: mpsc::UnboundedReceiver<Reply>,
     ) -> Result<MqttStats, MqttError> {
         let (polled_tx, mut polled) = mpsc::channel::<Polled>(256);
         let mut backoff = self.settings.reconnect_min;
-        let mut next_attempt = Instant::now();
+        let mut next_attempt = clock::tokio_now();
         let mut metrics = tokio::time::interval_at(
-            Instant::now() + self.settings.metrics_every,
+            clock::tokio_now() + self.settings.metrics_every,
             self.settings.metrics_every.max(Duration::from_millis(10)),
         );
         metrics.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -268,13 +274,13 @@ impl Task {
         let mut events_open = true;
         self.publish_stats();
         loop {
-            if self.conn.is_none() && Instant::now() >= next_attempt {
+            if self.conn.is_none() && clock::tokio_now() >= next_attempt {
                 self.connect(polled_tx.clone(), stopping.is_some());
             }
             tokio::select! {
                 biased;
                 limit = &mut stop, if stopping.is_none() => {
-                    stopping = Some(Instant::now() + limit.unwrap_or_default());
+                    stopping = Some(clock::tokio_now() + limit.unwrap_or_default());
                     self.publish_state(true);
                 }
                 Some((generation, event)) = polled.recv() => {
@@ -292,7 +298,7 @@ impl Task {
                                 self.stats.connected = false;
                                 self.stats.subscribed = false;
                                 self.stats.connection_errors += 1;
-                                next_attempt = Instant::now() + backoff;
+                                next_attempt = clock::tokio_now() + backoff;
                                 backoff = (backoff * 2).min(self.settings.reconnect_max);
                             }
                         }
@@ -302,10 +308,11 @@ impl Task {
                     Some(msg) => self.take(msg)?,
                     None => events_open = false,
                 },
+                Some(reply) = replies.recv() => self.reply(reply)?,
                 _ = metrics.tick(), if stopping.is_none() => self.push_metrics()?,
                 _ = health.tick(), if stopping.is_none() => self.check_health(),
                 () = tokio::time::sleep_until(next_attempt), if self.conn.is_none() => {}
-                () = tokio::time::sleep_until(stopping.unwrap_or_else(Instant::now)), if stopping.is_some() => break,
+                () = tokio::time::sleep_until(stopping.unwrap_or_else(clock::tokio_now)), if stopping.is_some() => break,
             }
             self.pump()?;
             self.publish_stats();
@@ -464,20 +471,19 @@ impl Task {
         });
         let reply = match parsed {
             Ok((accepted, input)) => {
+                // The core stores what it changes, takes it, records the command and the input,
+                // and answers through `replies` only then.
                 let reply = Reply::accepted(&accepted);
-                // The command's record (request id, operator), then the input it carries,
-                // which the core records in turn.
-                if self.to_core(CoreMsg::Command(Box::new(reply.clone()), Some(input))) {
-                    self.stats.commands_accepted += 1;
-                    reply
-                } else {
-                    Reply { status: "refused", error: Some("the line is stopping".into()), ..reply }
+                let command = Command { reply: reply.clone(), input: Some(input), respond: Some(self.replies.clone()) };
+                if self.to_core(CoreMsg::Command(Box::new(command))) {
+                    return Ok(());
                 }
+                reply.refused_with("the line is stopping".into())
             }
             Err(refusal) => {
-                self.stats.commands_refused += 1;
                 let reply = Reply::refused(&refusal);
-                self.to_core(CoreMsg::Command(Box::new(reply.clone()), None));
+                let command = Command { reply: reply.clone(), input: None, respond: None };
+                self.to_core(CoreMsg::Command(Box::new(command)));
                 self.to_core(CoreMsg::Alarm(Alarm {
                     code: "mqtt_command_refused",
                     severity: Severity::Warning,
@@ -493,6 +499,15 @@ impl Task {
                 reply
             }
         };
+        self.reply(reply)
+    }
+
+    /// Publishes a command's reply (through the outbox, as every event).
+    fn reply(&mut self, reply: Reply) -> Result<(), MqttError> {
+        match reply.status {
+            "accepted" => self.stats.commands_accepted += 1,
+            _ => self.stats.commands_refused += 1,
+        }
         let topic = self.settings.topics.reply(&reply.command);
         let text = serde_json::to_string(&payload::ReplyEvent { reply, wall_ms: clock::wall_ms() }).unwrap_or_default();
         self.push(Kind::Reply, &topic, &text)

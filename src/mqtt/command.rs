@@ -3,7 +3,7 @@
 //! core then does with an accepted one (a transfer of a parcel that is gone, a removal of an
 //! unknown target) is the core's to refuse and record.
 
-use crate::core::{Input, ManualTarget, Millis, OfficerId, PerChannel, TargetCriterion, TrackingId, Waybill};
+use crate::core::{Input, ManualTarget, Millis, OfficerId, ParcelId, PerChannel, TargetCriterion, TrackingId, Waybill};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -96,12 +96,16 @@ struct BareBody {
     operator: String,
 }
 
+/// A parcel named whole (tracking id, PLC boot, serial, as the console's live line shows
+/// them): a tracking id alone may be a new parcel's by now.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TransferBody {
     request_id: String,
     operator: String,
     tracking: u32,
+    boot: u16,
+    serial: u64,
 }
 
 /// The reply on `…/cmd/<name>/result`.
@@ -110,7 +114,8 @@ pub struct Reply {
     pub command: String,
     pub request_id: Option<String>,
     pub operator: Option<String>,
-    /// `accepted` (handed to the core, which records it) or `refused`.
+    /// `accepted` (stored where it changes what operators set, taken by the line, recorded) or
+    /// `refused`.
     pub status: &'static str,
     pub error: Option<String>,
 }
@@ -124,6 +129,11 @@ impl Reply {
             status: "accepted",
             error: None,
         }
+    }
+
+    /// The same command, refused after all (by the store or the line), and why.
+    pub fn refused_with(self, why: String) -> Reply {
+        Reply { status: "refused", error: Some(why), ..self }
     }
 
     pub fn refused(r: &Refusal) -> Reply {
@@ -184,7 +194,8 @@ pub fn parse(name: &str, payload: &[u8]) -> Result<Accepted, Refusal> {
             "transfer" => {
                 let b: TransferBody = read(payload)?;
                 let officer = operator(&b.operator)?;
-                let input = Input::ManualTransfer { tracking: TrackingId(b.tracking), officer: officer.clone() };
+                let parcel = ParcelId { tracking: TrackingId(b.tracking), boot: b.boot, serial: b.serial };
+                let input = Input::ManualTransfer { parcel, officer: officer.clone() };
                 (b.request_id, officer, Action::Core(input))
             }
             "set_rates" => {
@@ -318,11 +329,12 @@ mod tests {
 
     #[test]
     fn refusals_say_why_and_whose() {
-        let cases: [(&str, &[u8], &str); 12] = [
-            ("transfer", br#"{"request_id":"r","tracking":1}"#, "missing field `operator`"),
-            ("transfer", br#"{"request_id":"r","operator":"","tracking":1}"#, "operator"),
-            ("transfer", br#"{"request_id":"r","operator":"o","tracking":1,"x":0}"#, "unknown field"),
-            ("transfer", br#"{"request_id":"r","operator":"o","tracking":4294967296}"#, "invalid value"),
+        let cases: [(&str, &[u8], &str); 13] = [
+            ("transfer", br#"{"request_id":"r","tracking":1,"boot":1,"serial":2}"#, "missing field `operator`"),
+            ("transfer", br#"{"request_id":"r","operator":"","tracking":1,"boot":1,"serial":2}"#, "operator"),
+            ("transfer", br#"{"request_id":"r","operator":"o","tracking":1,"boot":1,"serial":2,"x":0}"#, "unknown field"),
+            ("transfer", br#"{"request_id":"r","operator":"o","tracking":4294967296,"boot":1,"serial":2}"#, "invalid value"),
+            ("transfer", br#"{"request_id":"r","operator":"o","tracking":1}"#, "missing field `boot`"),
             ("target_remove", br#"{"request_id":"","operator":"o","target_id":"t"}"#, "request_id: empty"),
             (
                 "target_add",

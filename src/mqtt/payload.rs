@@ -29,6 +29,10 @@ pub struct State<'a> {
 #[derive(Clone, Debug, Serialize)]
 pub struct Parcel {
     pub tracking: u32,
+    /// The PLC boot the parcel entered in and the line's serial for it: with the tracking id,
+    /// the parcel's identity (tracking ids are reused).
+    pub boot: u16,
+    pub serial: u64,
     pub waybill: Option<String>,
     pub channel: Option<Channel>,
     pub reasons: Vec<Reason>,
@@ -48,7 +52,9 @@ pub struct Parcel {
 impl Parcel {
     pub fn new(p: &ParcelReport, wall_ms: i64) -> Parcel {
         Parcel {
-            tracking: p.tracking.0,
+            tracking: p.parcel.tracking.0,
+            boot: p.parcel.boot,
+            serial: p.parcel.serial,
             waybill: p.waybill.map(|w| w.to_string()),
             channel: p.channel,
             reasons: p.reasons.clone(),

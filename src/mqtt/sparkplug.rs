@@ -237,6 +237,9 @@ const PARCEL: &[(&str, DataType)] = &[
     ("done_at_ms", DataType::UInt64),
     ("decision_ms", DataType::UInt64),
     ("wall_ms", DataType::DateTime),
+    // Added after the first release: appended, so that the aliases before them stay.
+    ("boot", DataType::UInt32),
+    ("serial", DataType::UInt64),
 ];
 
 /// The fields of an `alarm` (`payload::AlarmEvent` plus the event id).
@@ -574,7 +577,9 @@ fn value_of(datatype: DataType, v: &Json) -> Result<Option<Value>, &'static str>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{Alarm, Channel, Lane, Millis, ParcelReport, PlcHoldCause, Reason, Severity, TrackingId};
+    use crate::core::{
+        Alarm, Channel, Lane, Millis, ParcelId, ParcelReport, PlcHoldCause, Reason, Severity, TrackingId,
+    };
     use crate::mqtt::payload;
     use proptest::prelude::*;
     use prost::Message as _;
@@ -585,7 +590,7 @@ mod tests {
 
     fn report() -> ParcelReport {
         ParcelReport {
-            tracking: TrackingId(17),
+            parcel: ParcelId { tracking: TrackingId(17), boot: 1, serial: 40 },
             waybill: None,
             channel: Some(Channel::Green),
             reasons: vec![Reason::GreenChannel],

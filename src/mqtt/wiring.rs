@@ -78,7 +78,12 @@ impl Prepared {
                 if figures.scanner.as_ref().is_some_and(|stats| !stats().link.connected) {
                     degraded.push("scanner_link_down");
                 }
-                Health { safe_mode: mode.safe_mode, stopped_by: mode.stopped_by.map(String::from), degraded }
+                // Lost PLC events hold every parcel, as safe mode does; the condition says why.
+                if mode.plc_events_lost {
+                    degraded.push("plc_events_lost");
+                }
+                let safe_mode = mode.safe_mode || mode.plc_events_lost;
+                Health { safe_mode, stopped_by: mode.stopped_by.map(String::from), degraded }
             })
         };
         let metrics: MetricsFn = Box::new(move || {

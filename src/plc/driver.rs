@@ -18,8 +18,10 @@ use super::codec::Header;
 use super::error::{LinkFault, ModbusException, Operation, PlcError};
 use super::map::RegisterMap;
 use super::protocol::{
-    check_identity, host_control, BeltWatch, Destination, DestinationWriter, EventReader, Heartbeat,
+    check_identity, event_time, host_control, BeltWatch, Destination, DestinationWriter, EventReader, Heartbeat,
+    ResyncCause,
 };
+use crate::clock::Stopwatch;
 use crate::core::{Alarm, Input, Millis, TrackingId};
 use crate::metrics::Latency;
 use std::collections::HashMap;
@@ -28,7 +30,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 use tokio_modbus::client::{rtu, tcp, Context, Reader, Writer};
 use tokio_modbus::Slave;
 use tokio_serial::SerialPort;
@@ -204,6 +205,10 @@ pub struct Pace {
     pub handled: tokio::sync::watch::Receiver<u64>,
 }
 
+/// The line clock the core runs on (ms), read by the driver when it requests a header so that
+/// events can be placed in line time by the PLC's own clock ([`event_time`]).
+pub type LineTime = Arc<dyn Fn() -> u64 + Send + Sync>;
+
 /// The PLC link: one per PLC.
 pub struct Driver {
     map: RegisterMap,
@@ -216,9 +221,13 @@ pub struct Driver {
     destinations: mpsc::Receiver<Destination>,
     destinations_open: bool,
     stats: Arc<Mutex<DriverStats>>,
-    epoch: Instant,
+    /// Real time since start, for heartbeats and the stall timeout (a lockstep line's clock is
+    /// not real time, the PLC's watchdog is).
+    epoch: Stopwatch,
+    /// The core's clock, for placing events; `None`: events carry no time of their own.
+    line_time: Option<LineTime>,
     /// Arrival time of each destination not yet taken (bounded by the writer's capacity).
-    arrived: HashMap<TrackingId, Instant>,
+    arrived: HashMap<TrackingId, Stopwatch>,
     /// The last error's alarm code, so a fault that persists is raised once, not every poll.
     last_alarm: Option<&'static str>,
     pace: Option<Pace>,
@@ -251,7 +260,8 @@ impl Driver {
             destinations,
             destinations_open: true,
             stats: Arc::default(),
-            epoch: Instant::now(),
+            epoch: Stopwatch::start(),
+            line_time: None,
             arrived: HashMap::new(),
             last_alarm: None,
             pace: None,
@@ -265,6 +275,12 @@ impl Driver {
         self
     }
 
+    /// Places the events of each poll in the core's line time by the PLC's clock.
+    pub fn with_line_time(mut self, line_time: LineTime) -> Driver {
+        self.line_time = Some(line_time);
+        self
+    }
+
     /// The counters, shared: read them while the driver runs.
     pub fn stats(&self) -> Arc<Mutex<DriverStats>> {
         self.stats.clone()
@@ -275,7 +291,7 @@ impl Driver {
     }
 
     fn now(&self) -> Millis {
-        Millis(self.epoch.elapsed().as_millis() as u64)
+        Millis(self.epoch.elapsed_ms())
     }
 
     async fn emit(&mut self, o: DriverOutput) {
@@ -385,7 +401,7 @@ impl Driver {
                     self.accept(d).await;
                 }
             }
-            let started = Instant::now();
+            let started = Stopwatch::start();
             match self.poll(&mut ctx, first).await {
                 Ok(()) => {
                     first = false;
@@ -416,7 +432,7 @@ impl Driver {
     async fn accept(&mut self, d: Destination) {
         match self.writer.push(d) {
             Ok(()) => {
-                self.arrived.insert(d.tracking, Instant::now());
+                self.arrived.insert(d.tracking, Stopwatch::start());
             }
             Err(e) => {
                 self.stat(|s| s.destinations_refused += 1);
@@ -430,6 +446,9 @@ impl Driver {
     async fn poll(&mut self, ctx: &mut Context, first: bool) -> Result<(), PlcError> {
         let timeout = self.config.request_timeout;
         let (address, count) = self.map.header_span();
+        // Before the request: the PLC read its clock after this, so events placed by it are
+        // early by at most the request's delay, never late.
+        let header_at = self.line_time.as_ref().map(|now| Millis(now()));
         let words = read(ctx, timeout, Operation::ReadHeader, address, count).await?;
         let header = Header::decode(&self.map, &words).ok_or_else(|| PlcError::Link {
             op: Operation::ReadHeader,
@@ -458,17 +477,23 @@ impl Driver {
         let poll = self.reader.handle(&header, span.map(|s| (s, slots.as_slice())));
         let mut orphaned = Vec::new();
         if let Some(resync) = &poll.resync {
-            for input in resync.orphan_inputs() {
-                self.emit(DriverOutput::Input(input)).await;
-            }
+            // The core orphans its parcels of the old boot, or all of them when events were lost.
+            self.emit(DriverOutput::Input(resync.input())).await;
             orphaned.clone_from(&resync.orphaned);
+            if resync.cause == ResyncCause::EventsLost {
+                for d in self.writer.forget(&orphaned) {
+                    self.arrived.remove(&d.tracking);
+                    tracing::warn!(tracking = %d.tracking, lane_id = d.lane_id, "destination dropped: PLC events lost");
+                }
+            }
         }
         for fault in &poll.faults {
             self.emit(DriverOutput::Alarm(fault.alarm())).await;
         }
         self.stat(|s| s.events += poll.events.len() as u64);
         for event in &poll.events {
-            if let Some(input) = event.event.to_input(&self.map.codes) {
+            let at = header_at.and_then(|h| event_time(h, header.plc_time_ms, event.plc_time_ms));
+            if let Some(input) = event.event.to_input(&self.map.codes, at) {
                 self.emit(DriverOutput::Input(input)).await;
             }
             if let Some(alarm) = event.alarm(&self.map) {

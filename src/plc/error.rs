@@ -149,7 +149,7 @@ impl PlcError {
 /// Something wrong in what the PLC wrote into the rings, found by the handshake itself.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RingFault {
-    #[error("event write index {write} is {unread} ahead of read index {read}, more than the {slots} slots: resynchronised, events skipped")]
+    #[error("event write index {write} is {unread} ahead of read index {read}, more than the {slots} slots: events lost, every parcel held until the PLC restarts")]
     EventIndexJump { read: u16, write: u16, unread: u16, slots: u16 },
     #[error("event slot at index {index} failed {polls} polls in a row: {fault}")]
     EventSlotStuck { index: u16, polls: u32, fault: super::codec::SlotFault },
@@ -182,15 +182,19 @@ impl RingFault {
 pub enum DestinationError {
     #[error("destination for {tracking} refused: ring and queue full ({capacity} waiting); the PLC is not taking destinations")]
     Full { tracking: TrackingId, capacity: usize },
-    #[error("destination for {tracking} refused: the PLC restarted and no longer tracks it")]
+    #[error("destination for {tracking} refused: the PLC restarted, or lost events, and no longer tracks it")]
     Orphaned { tracking: TrackingId },
+    #[error("destination for {tracking} of PLC boot {boot} refused: the PLC runs boot {current}")]
+    OtherBoot { tracking: TrackingId, boot: u16, current: u16 },
 }
 
 impl DestinationError {
     pub fn alarm(&self) -> Alarm {
         let (code, tracking) = match self {
             DestinationError::Full { tracking, .. } => ("plc_dest_backpressure", *tracking),
-            DestinationError::Orphaned { tracking } => ("plc_dest_orphaned", *tracking),
+            DestinationError::Orphaned { tracking } | DestinationError::OtherBoot { tracking, .. } => {
+                ("plc_dest_orphaned", *tracking)
+            }
         };
         Alarm { code, severity: Severity::Critical, tracking: Some(tracking), message: self.to_string() }
     }

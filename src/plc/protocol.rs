@@ -15,7 +15,7 @@
 use super::codec::{DestSlot, Header, HostControl, PlcStatus, RawEvent, RegisterWrite, SlotFault};
 use super::error::{DestinationError, PlcError, RingFault};
 use super::map::{Codes, DestSlotLayout, EventCodes, EventSlotLayout, RegisterMap, Ring};
-use crate::core::{Alarm, Input, Millis, PlcHoldCause, Severity, TrackingId, TriggerCount};
+use crate::core::{Alarm, Input, Millis, PlcHoldCause, Severity, SyncCause, TrackingId, TriggerCount};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 /// The map version and the watchdog the PLC publishes must be the ones the map says.
@@ -144,12 +144,13 @@ impl PlcEvent {
         }
     }
 
-    /// The core input this event is. Rejected destinations and forced holds tell the core the
-    /// parcel goes to hold whatever was decided (named from the map's `codes.reject`); they
-    /// also raise alarms ([`Event::alarm`]), as do lane full, jam and untracked parcels.
-    pub fn to_input(&self, codes: &Codes) -> Option<Input> {
+    /// The core input this event is; `at` is when it happened in line time, if known (see
+    /// [`event_time`]). Rejected destinations and forced holds tell the core the parcel goes to
+    /// hold whatever was decided (named from the map's `codes.reject`); they also raise alarms
+    /// ([`Event::alarm`]), as do lane full, jam and untracked parcels.
+    pub fn to_input(&self, codes: &Codes, at: Option<Millis>) -> Option<Input> {
         Some(match *self {
-            PlcEvent::GateEntered { tracking, trigger, length_mm } => Input::Gate { tracking, trigger, length_mm },
+            PlcEvent::GateEntered { tracking, trigger, length_mm } => Input::Gate { tracking, trigger, length_mm, at },
             PlcEvent::XrayEntered { tracking, image_seq } => Input::XrayEntered { tracking, image_seq },
             PlcEvent::DivertConfirmed { tracking, lane_id } => Input::Divert { tracking, lane_id },
             PlcEvent::ParcelLost { tracking, .. } => Input::Lost { tracking },
@@ -166,6 +167,21 @@ impl PlcEvent {
             _ => return None,
         })
     }
+}
+
+/// Longest an event may have waited in the ring and still be placed by the PLC's clock: older,
+/// the mapping is not trusted (a PLC clock set back, a garbled slot) and the host's receive
+/// time stands.
+pub const MAX_EVENT_AGE_MS: u32 = 60_000;
+
+/// When an event happened, in line time: the PLC stamped it `event_ms` by its clock, which read
+/// `plc_now_ms` in the header the host requested at line time `header_at`. The mapping is made
+/// afresh at every poll (so at every PLC boot too, and no clock drift builds up); it is early by
+/// at most the header request's own delay, never late. `None` when the stamp is not within
+/// [`MAX_EVENT_AGE_MS`] before the header's clock.
+pub fn event_time(header_at: Millis, plc_now_ms: u32, event_ms: u32) -> Option<Millis> {
+    let age_ms = plc_now_ms.wrapping_sub(event_ms);
+    (age_ms <= MAX_EVENT_AGE_MS).then(|| Millis(header_at.0.saturating_sub(u64::from(age_ms))))
 }
 
 /// The `codes.reject` entry for a destination that came after the latch point.
@@ -235,12 +251,15 @@ pub enum ResyncCause {
     FirstContact,
     /// BOOT_COUNT changed: the PLC restarted, its rings and windows are gone.
     PlcRestart { previous: u16 },
+    /// The event write index jumped past what the ring can hold: events were lost. The host
+    /// continues from the write index, and nothing it knew of the PLC's parcels holds.
+    EventsLost,
 }
 
-/// The host adopted a PLC boot. After a restart, `orphaned` are the parcels the host knew in
-/// flight (gate seen, no divert or loss yet): the PLC no longer tracks them, so whatever was
-/// asked for them they run on into the hold lane. The core records them so
-/// ([`Resync::orphan_inputs`]).
+/// The host adopted a PLC boot, or lost track of it. After a restart or lost events,
+/// `orphaned` are the parcels the host knew in flight (gate seen, no divert or loss yet): the
+/// PLC no longer tracks them, or nothing it did with them is known, so no destination is sent
+/// for them again. The core orphans every parcel of its own on [`Resync::input`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resync {
     pub cause: ResyncCause,
@@ -249,9 +268,14 @@ pub struct Resync {
 }
 
 impl Resync {
-    /// Each orphan is held by the PLC default; the core retires it unconfirmed.
-    pub fn orphan_inputs(&self) -> Vec<Input> {
-        self.orphaned.iter().map(|&tracking| Input::PlcHold { tracking, cause: PlcHoldCause::Restart }).collect()
+    /// The core's input: which boot the events from now on belong to, and why.
+    pub fn input(&self) -> Input {
+        let cause = match self.cause {
+            ResyncCause::FirstContact => SyncCause::FirstContact,
+            ResyncCause::PlcRestart { .. } => SyncCause::Restart,
+            ResyncCause::EventsLost => SyncCause::EventsLost,
+        };
+        Input::PlcSync { boot: self.boot, cause }
     }
 }
 
@@ -400,16 +424,20 @@ impl EventReader {
                     faults.push(RingFault::PlcRestart { previous, boot: p.boot, orphaned: orphaned.len() });
                     orphaned
                 }
-                ResyncCause::FirstContact => Vec::new(),
+                ResyncCause::FirstContact | ResyncCause::EventsLost => Vec::new(),
             };
             tracing::info!(boot = p.boot, read_index = p.read_index, ?cause, "event ring resynchronised");
             resync = Some(Resync { cause, boot: p.boot, orphaned });
             self.stuck = None;
         }
         if let Some(jump) = p.jump {
-            tracing::error!(%jump, "event ring index jump");
+            // What the skipped slots held is gone: a fault, never a quiet resync.
+            tracing::error!(%jump, "event ring index jump: events lost");
             faults.push(jump);
             self.stuck = None;
+            let mut orphaned = resync.take().map(|r: Resync| r.orphaned).unwrap_or_default();
+            orphaned.extend(self.in_flight.drain());
+            resync = Some(Resync { cause: ResyncCause::EventsLost, boot: p.boot, orphaned });
         }
         self.boot = Some(p.boot);
         self.read_index = p.read_index;
@@ -483,9 +511,11 @@ fn ring_requests(ring: &Ring, span: SlotSpan, max_words: u16) -> Vec<(u16, u16)>
     out
 }
 
-/// A destination for one parcel, as the core decided it.
+/// A destination for one parcel, as the core decided it: for its tracking id in the PLC boot
+/// it entered the line in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Destination {
+    pub boot: u16,
     pub tracking: TrackingId,
     pub lane_id: u16,
 }
@@ -565,6 +595,10 @@ impl DestinationWriter {
         if self.orphaned.contains(&dest.tracking) {
             return Err(DestinationError::Orphaned { tracking: dest.tracking });
         }
+        // A parcel of another boot: its tracking id may be a new parcel's now.
+        if let Some(boot) = self.boot.filter(|b| *b != dest.boot) {
+            return Err(DestinationError::OtherBoot { tracking: dest.tracking, boot: dest.boot, current: boot });
+        }
         if self.queue.len() >= self.max_queued {
             return Err(DestinationError::Full { tracking: dest.tracking, capacity: self.max_queued });
         }
@@ -601,6 +635,11 @@ impl DestinationWriter {
                 self.base = if unread <= self.ring.slots { start } else { h.dest_read_index };
                 self.boot = Some(h.boot_count);
                 self.in_ring.clear();
+                // Queued before the host knew the boot: only those for this boot may go out.
+                let (dropped, kept): (VecDeque<_>, VecDeque<_>) =
+                    self.queue.drain(..).partition(|d| d.boot != h.boot_count);
+                self.queue = kept;
+                poll.dropped = dropped.into();
                 return poll;
             }
             Some(b) if b != h.boot_count => {
@@ -666,6 +705,16 @@ impl DestinationWriter {
             }
         }
         DestWrite { slots, write_index: self.write_index() }
+    }
+
+    /// Events were lost: nothing more goes out for the parcels in flight then, queued or not
+    /// (what is in the ring is the PLC's already). Returns the destinations dropped.
+    pub fn forget(&mut self, orphaned: &[TrackingId]) -> Vec<Destination> {
+        self.orphaned.extend(orphaned.iter().copied());
+        let (dropped, kept): (VecDeque<_>, VecDeque<_>) =
+            self.queue.drain(..).partition(|d| self.orphaned.contains(&d.tracking));
+        self.queue = kept;
+        dropped.into()
     }
 
     /// Every slot of `write` was written: the PLC may be told up to `write.write_index`.

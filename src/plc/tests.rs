@@ -7,7 +7,7 @@ use super::map::{RegisterMap, Ring};
 use super::protocol::*;
 use super::tests_support::map;
 use super::{fuzzing, PlcError, RingFault};
-use crate::core::{Input, Millis, PlcHoldCause, TrackingId, TriggerCount};
+use crate::core::{Input, Millis, PlcHoldCause, SyncCause, TrackingId, TriggerCount};
 use proptest::prelude::*;
 use std::collections::HashSet;
 
@@ -142,8 +142,10 @@ impl ModelPlc {
                 let slot =
                     self.map.dest_slot.decode(words, self.dest_read).expect("an index published before its slot");
                 assert_eq!(slot.boot, self.boot, "a destination for another boot");
-                self.taken
-                    .push((self.boot, Destination { tracking: TrackingId(slot.tracking), lane_id: slot.lane_id }));
+                self.taken.push((
+                    self.boot,
+                    Destination { boot: slot.boot, tracking: TrackingId(slot.tracking), lane_id: slot.lane_id },
+                ));
                 self.dest_read = self.dest_read.wrapping_add(1);
             }
         }
@@ -348,7 +350,11 @@ fn run(ops: &[Op], max_queued: usize, start: (u16, u16)) {
             Op::Push(n) => {
                 for _ in 0..n {
                     next_dest += 1;
-                    host.push(Destination { tracking: TrackingId(next_dest), lane_id: (next_dest % 3) as u16 + 1 });
+                    // For a parcel of the boot the host knows (the core tags its parcels so); before
+                    // the first header, of the model's first boot.
+                    let boot = host.reader.boot().unwrap_or(1);
+                    let lane_id = (next_dest % 3) as u16 + 1;
+                    host.push(Destination { boot, tracking: TrackingId(next_dest), lane_id });
                 }
             }
             Op::Restart => plc.restart(),
@@ -507,8 +513,8 @@ fn first_contact_resumes_from_the_index_the_plc_holds() {
     assert_eq!(poll.resync.unwrap().cause, ResyncCause::FirstContact);
     assert_eq!(poll.events.len(), 2);
     assert_eq!(
-        poll.events[1].event.to_input(&map.codes),
-        Some(Input::Gate { tracking: TrackingId(101), trigger: TriggerCount(141), length_mm: None })
+        poll.events[1].event.to_input(&map.codes, None),
+        Some(Input::Gate { tracking: TrackingId(101), trigger: TriggerCount(141), length_mm: None, at: None })
     );
     assert_eq!((poll.boot, poll.read_index), (3, 12));
     // Without an acknowledgement of this boot, the index in the PLC is from before its restart.
@@ -574,7 +580,7 @@ fn a_torn_slot_is_retried_not_consumed_and_alarmed_when_it_stays_bad() {
 }
 
 #[test]
-fn a_write_index_jump_resynchronises_with_an_alarm() {
+fn a_write_index_jump_is_lost_events_with_an_alarm() {
     let map = map();
     let mut r = EventReader::new(&map, 8);
     let h = header(&map, 1, 5, 1, 5);
@@ -585,6 +591,9 @@ fn a_write_index_jump_resynchronises_with_an_alarm() {
     assert!(matches!(poll.faults[..], [RingFault::EventIndexJump { read: 5, write: 70, unread: 65, slots: 64 }]));
     assert_eq!(poll.read_index, 70);
     assert_eq!(poll.faults[0].alarm().code, "plc_event_index_jump");
+    // Never a quiet resync: the core is told events were lost.
+    let resync = poll.resync.expect("a jump resynchronises as lost events");
+    assert_eq!(resync.input(), Input::PlcSync { boot: 1, cause: SyncCause::EventsLost });
     // A write index behind the read index is a jump too (unread wraps to a huge number).
     let poll = r.handle(&header(&map, 1, 60, 1, 70), None);
     assert!(matches!(poll.faults[..], [RingFault::EventIndexJump { .. }]));
@@ -599,7 +608,10 @@ fn a_plc_restart_reports_the_parcels_in_flight() {
     let words = [gate_slot(&map, 0, 1), gate_slot(&map, 1, 2), divert].concat();
     let span = r.plan(&h, 64).unwrap();
     let poll = r.handle(&h, Some((span, &words)));
-    assert_eq!(poll.events[2].event.to_input(&map.codes), Some(Input::Divert { tracking: TrackingId(1), lane_id: 3 }));
+    assert_eq!(
+        poll.events[2].event.to_input(&map.codes, None),
+        Some(Input::Divert { tracking: TrackingId(1), lane_id: 3 })
+    );
     assert_eq!(r.in_flight(), vec![TrackingId(2)]);
     // Restart: boot 5, ring empty again; our ack (4) is stale.
     let after = header(&map, 5, 0, 0, 0);
@@ -607,7 +619,7 @@ fn a_plc_restart_reports_the_parcels_in_flight() {
     let resync = poll.resync.unwrap();
     assert_eq!(resync.cause, ResyncCause::PlcRestart { previous: 4 });
     assert_eq!(resync.orphaned, vec![TrackingId(2)]);
-    assert_eq!(resync.orphan_inputs(), vec![Input::PlcHold { tracking: TrackingId(2), cause: PlcHoldCause::Restart }]);
+    assert_eq!(resync.input(), Input::PlcSync { boot: 5, cause: SyncCause::Restart });
     assert_eq!((poll.boot, poll.read_index), (5, 0));
     assert!(r.in_flight().is_empty());
 }
@@ -621,7 +633,7 @@ fn events_map_to_core_inputs_and_alarms() {
     let cases = [
         (
             raw(c.gate_entered, 77, 5, 420),
-            Some(Input::Gate { tracking: t, trigger: TriggerCount(5), length_mm: Some(420) }),
+            Some(Input::Gate { tracking: t, trigger: TriggerCount(5), length_mm: Some(420), at: Some(Millis(7)) }),
         ),
         (raw(c.xray_entered, 77, 9001, 0), Some(Input::XrayEntered { tracking: t, image_seq: 9001 })),
         (raw(c.divert_confirmed, 77, 2, 0), Some(Input::Divert { tracking: t, lane_id: 2 })),
@@ -638,7 +650,7 @@ fn events_map_to_core_inputs_and_alarms() {
         (raw(c.untracked_parcel, 0, 4, 0), None),
     ];
     for (raw, input) in cases {
-        assert_eq!(PlcEvent::classify(c, &raw).to_input(&map.codes), input, "{raw:?}");
+        assert_eq!(PlcEvent::classify(c, &raw).to_input(&map.codes, Some(Millis(7))), input, "{raw:?}");
     }
     for bad in [
         raw(99, 77, 0, 0),                      // unknown code
@@ -665,18 +677,19 @@ fn dest_header(map: &RegisterMap, boot: u16, plc_read: u16, ack: u16, host_write
     h
 }
 
-fn d(t: u32, lane_id: u16) -> Destination {
-    Destination { tracking: TrackingId(t), lane_id }
+/// A destination for tracking id `t` of PLC boot `boot`.
+fn d(boot: u16, t: u32, lane_id: u16) -> Destination {
+    Destination { boot, tracking: TrackingId(t), lane_id }
 }
 
 #[test]
 fn destinations_are_written_then_released_when_taken() {
     let map = map();
     let mut w = DestinationWriter::new(&map, 4);
-    w.push(d(10, 1)).unwrap();
+    w.push(d(2, 10, 1)).unwrap();
     assert!(w.poll_write().slots.is_empty(), "nothing is written before the first header");
     w.handle_header(&dest_header(&map, 2, 0, 0, 0), &[]);
-    w.push(d(11, 2)).unwrap();
+    w.push(d(2, 11, 2)).unwrap();
     let write = w.poll_write();
     assert_eq!(write.write_index, 2);
     assert_eq!(write.slots.len(), 1);
@@ -687,7 +700,7 @@ fn destinations_are_written_then_released_when_taken() {
     assert_eq!(w.published_index(), 2);
     assert!(w.poll_write().slots.is_empty(), "nothing rewritten on a healthy link");
     let poll = w.handle_header(&dest_header(&map, 2, 1, 2, 2), &[]);
-    assert_eq!(poll.taken, vec![d(10, 1)]);
+    assert_eq!(poll.taken, vec![d(2, 10, 1)]);
     assert_eq!(poll.taken[0].written_input(), Input::DestinationWritten { tracking: TrackingId(10), lane_id: 1 });
     assert_eq!(w.pending(), 1);
 }
@@ -698,14 +711,14 @@ fn after_a_reconnect_only_what_the_plc_did_not_take_is_sent_again() {
     let mut w = DestinationWriter::new(&map, 8);
     w.handle_header(&dest_header(&map, 1, 0, 0, 0), &[]);
     for t in 1..=3 {
-        w.push(d(t, 1)).unwrap();
+        w.push(d(1, t, 1)).unwrap();
     }
     let first = w.poll_write();
     w.commit(&first);
     w.link_lost();
     // Reconnected: the PLC took index 0 meanwhile.
     let poll = w.handle_header(&dest_header(&map, 1, 1, 1, 3), &[]);
-    assert_eq!(poll.taken, vec![d(1, 1)]);
+    assert_eq!(poll.taken, vec![d(1, 1, 1)]);
     let again = w.poll_write();
     assert_eq!(again.slots.len(), 1);
     assert_eq!(again.slots[0].address, 806, "from index 1, not 0");
@@ -719,15 +732,15 @@ fn a_full_ring_pushes_back_with_a_clear_error() {
     let mut w = DestinationWriter::new(&map, 3);
     w.handle_header(&dest_header(&map, 1, 0, 0, 0), &[]);
     for t in 0..32 {
-        w.push(d(t, 1)).unwrap();
+        w.push(d(1, t, 1)).unwrap();
         w.poll_write();
     }
     for t in 32..35 {
-        w.push(d(t, 1)).unwrap();
+        w.push(d(1, t, 1)).unwrap();
     }
     let write = w.poll_write();
     assert_eq!(write.write_index, 32, "the ring holds 32 slots; the rest wait");
-    let e = w.push(d(99, 1)).unwrap_err();
+    let e = w.push(d(1, 99, 1)).unwrap_err();
     assert!(e.to_string().contains("ring and queue full"), "{e}");
     assert_eq!(e.alarm().code, "plc_dest_backpressure");
     w.commit(&write);
@@ -740,18 +753,20 @@ fn a_plc_restart_drops_and_then_refuses_destinations_of_the_old_boot() {
     let map = map();
     let mut w = DestinationWriter::new(&map, 8);
     w.handle_header(&dest_header(&map, 1, 0, 0, 0), &[]);
-    w.push(d(1, 1)).unwrap();
-    w.push(d(2, 2)).unwrap();
+    w.push(d(1, 1, 1)).unwrap();
+    w.push(d(1, 2, 2)).unwrap();
     let write = w.poll_write();
     w.commit(&write);
-    w.push(d(3, 1)).unwrap();
+    w.push(d(1, 3, 1)).unwrap();
     let poll = w.handle_header(&dest_header(&map, 2, 0, 0, 0), &[TrackingId(4)]);
-    assert_eq!(poll.dropped, vec![d(1, 1), d(2, 2), d(3, 1)]);
+    assert_eq!(poll.dropped, vec![d(1, 1, 1), d(1, 2, 2), d(1, 3, 1)]);
     assert_eq!(w.pending(), 0);
     for t in [3, 4] {
-        assert!(matches!(w.push(d(t, 1)), Err(crate::plc::DestinationError::Orphaned { .. })));
+        assert!(matches!(w.push(d(1, t, 1)), Err(crate::plc::DestinationError::Orphaned { .. })));
     }
-    w.push(d(5, 1)).unwrap();
+    // A parcel of the old boot never gets a destination under the new one, tracking id reused or not.
+    assert!(matches!(w.push(d(1, 9, 1)), Err(crate::plc::DestinationError::OtherBoot { boot: 1, current: 2, .. })));
+    w.push(d(2, 5, 1)).unwrap();
     let write = w.poll_write();
     assert_eq!(write.slots[0].words[..2], [0, 2], "index 0 of boot 2");
 }
@@ -762,14 +777,14 @@ fn first_contact_continues_after_a_previous_hosts_entries() {
     let mut w = DestinationWriter::new(&map, 8);
     // The previous daemon wrote up to 7 for this boot; the PLC has taken up to 5.
     w.handle_header(&dest_header(&map, 3, 5, 3, 7), &[]);
-    w.push(d(1, 1)).unwrap();
+    w.push(d(3, 1, 1)).unwrap();
     let write = w.poll_write();
     assert_eq!(write.slots[0].address, 800 + 7 * 6);
     w.commit(&write);
     let poll = w.handle_header(&dest_header(&map, 3, 7, 3, 8), &[]);
     assert!(poll.taken.is_empty(), "the PLC took the previous host's entries, not ours");
     let poll = w.handle_header(&dest_header(&map, 3, 8, 3, 8), &[]);
-    assert_eq!(poll.taken, vec![d(1, 1)]);
+    assert_eq!(poll.taken, vec![d(3, 1, 1)]);
     // A read index beyond anything written is a PLC fault: believed by nobody.
     let poll = w.handle_header(&dest_header(&map, 3, 20, 3, 8), &[]);
     assert!(matches!(poll.fault, Some(RingFault::DestIndexJump { .. })));

@@ -347,7 +347,7 @@ impl ScannerLink {
         backoff: &mut Duration,
     ) -> Ended {
         let silence = self.config.silence_timeout_ms.map(Duration::from_millis);
-        let mut last_byte = Instant::now();
+        let mut last_byte = crate::clock::tokio_now();
         let mut buf = vec![0u8; READ_BUF];
         loop {
             let silent_at = silence.filter(|_| !self.silent).map(|s| last_byte + s);
@@ -362,7 +362,7 @@ impl ScannerLink {
                 r = stream.read(&mut buf) => match r {
                     Ok(0) => return self.lost(ScannerLinkError::Closed),
                     Ok(n) => {
-                        last_byte = Instant::now();
+                        last_byte = crate::clock::tokio_now();
                         *backoff = Duration::from_millis(self.config.backoff_initial_ms);
                         self.stat(|s| s.bytes += n as u64);
                         if self.silent {

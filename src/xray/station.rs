@@ -11,7 +11,7 @@ use super::store::{ImageStore, IntakeOutput, Pinned, XrayIntakeStats};
 use super::tcp::TcpIntake;
 use super::XrayImage;
 use crate::clock;
-use crate::core::{Alarm, Input, Manifest, Severity, TrackingId};
+use crate::core::{Alarm, Input, Manifest, ParcelId, Severity};
 use crate::daemon::CoreMsg;
 use std::collections::VecDeque;
 use std::path::Path;
@@ -24,7 +24,7 @@ pub const QUEUE: usize = 256;
 /// What the core asks the pre-screen (`Output::ScreenImage`).
 #[derive(Clone, Debug)]
 pub struct ScreenJob {
-    pub tracking: TrackingId,
+    pub parcel: ParcelId,
     pub image_seq: u32,
     pub sha256: Arc<str>,
     pub manifest: Option<Arc<Manifest>>,
@@ -71,7 +71,7 @@ pub fn screen_job(screen: &Screen, cache: &ImageCache, job: &ScreenJob) -> CoreM
         CoreMsg::Alarm(Alarm {
             code: "xray_screen_failed",
             severity: Severity::Warning,
-            tracking: Some(job.tracking),
+            tracking: Some(job.parcel.tracking),
             message: format!("X-ray image {} not screened ({why}): the parcel is not released", job.image_seq),
         })
     };
@@ -80,7 +80,13 @@ pub fn screen_job(screen: &Screen, cache: &ImageCache, job: &ScreenJob) -> CoreM
     };
     let declared = job.manifest.as_deref().map_or(&[][..], |m| &m.items);
     match screen.screen(&image, declared) {
-        Ok(s) => CoreMsg::Input(Input::XrayScreened { tracking: job.tracking, flags: s.reasons() }),
+        // The answer names what was screened: this image, against this version of the list.
+        Ok(s) => CoreMsg::Input(Input::XrayScreened {
+            parcel: job.parcel,
+            sha256: job.sha256.clone(),
+            manifest_version: job.manifest.as_ref().map(|m| m.version),
+            flags: s.reasons(),
+        }),
         Err(e) => unscreened(e.to_string()),
     }
 }

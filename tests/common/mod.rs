@@ -136,7 +136,12 @@ impl Bench {
     pub fn gate(&mut self, ms: u64, tracking: u32) -> &mut Bench {
         self.at(
             ms,
-            Input::Gate { tracking: TrackingId(tracking), trigger: TriggerCount(tracking), length_mm: Some(400) },
+            Input::Gate {
+                tracking: TrackingId(tracking),
+                trigger: TriggerCount(tracking),
+                length_mm: Some(400),
+                at: None,
+            },
         )
     }
 
@@ -152,11 +157,64 @@ impl Bench {
         self.at(ms, Input::Scan { trigger: None, codes: codes.iter().map(|c| c.to_string()).collect() })
     }
 
+    /// The parcel the line knows under tracking id `t` now.
+    pub fn id(&self, t: u32) -> ParcelId {
+        self.line.parcel_id(TrackingId(t)).unwrap_or_else(|| panic!("no parcel T{t} on the line"))
+    }
+
+    /// The last review asked for tracking id `t`.
+    pub fn review(&self, t: u32) -> ReviewRequest {
+        self.out
+            .iter()
+            .rev()
+            .find_map(|o| match o {
+                Output::ReviewRequested(r) if r.parcel.tracking.0 == t => Some(r.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no review asked for T{t}"))
+    }
+
+    /// An officer's verdict on the last review of `t`, named as the screen names it.
+    pub fn verdict(&mut self, ms: u64, t: u32, who: &str, verdict: Verdict) -> &mut Bench {
+        let r = self.review(t);
+        let input = Input::Verdict {
+            parcel: r.parcel,
+            review: r.review,
+            image_sha256: r.image_sha256,
+            officer: officer(who),
+            verdict,
+        };
+        self.at(ms, input)
+    }
+
+    /// The pre-screen's answer to the last screening asked for `t`.
+    pub fn screened(&mut self, ms: u64, t: u32, flags: &[&str]) -> &mut Bench {
+        let (parcel, sha256, manifest_version) = self
+            .out
+            .iter()
+            .rev()
+            .find_map(|o| match o {
+                Output::ScreenImage { parcel, sha256, manifest, .. } if parcel.tracking.0 == t => {
+                    Some((*parcel, sha256.clone(), manifest.as_ref().map(|m| m.version)))
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no screening asked for T{t}"));
+        let flags = flags.iter().map(|f| Arc::from(*f)).collect();
+        self.at(ms, Input::XrayScreened { parcel, sha256, manifest_version, flags })
+    }
+
+    /// An officer watching the live line moves `t` to review by hand.
+    pub fn transfer(&mut self, ms: u64, t: u32, who: &str) -> &mut Bench {
+        let parcel = self.id(t);
+        self.at(ms, Input::ManualTransfer { parcel, officer: officer(who) })
+    }
+
     pub fn destinations(&self, tracking: u32) -> Vec<Lane> {
         self.out
             .iter()
             .filter_map(|o| match o {
-                Output::SetDestination { tracking: t, lane, .. } if t.0 == tracking => Some(*lane),
+                Output::SetDestination { parcel, lane, .. } if parcel.tracking.0 == tracking => Some(*lane),
                 _ => None,
             })
             .collect()
@@ -164,7 +222,7 @@ impl Bench {
 
     pub fn decision(&self, tracking: u32) -> Option<(Lane, Vec<Reason>)> {
         self.out.iter().find_map(|o| match o {
-            Output::Record(Record::Decision { tracking: t, lane, reasons, .. }) if t.0 == tracking => {
+            Output::Record(Record::Decision { parcel, lane, reasons, .. }) if parcel.tracking.0 == tracking => {
                 Some((*lane, reasons.clone()))
             }
             _ => None,

@@ -1,7 +1,7 @@
 //! The MQTT tests' fixtures: a proxy to cut, a subscriber on the broker, a parcel report.
 
 use serde_json::Value;
-use sortline::core::{Lane, Millis, ParcelReport, TrackingId};
+use sortline::core::{Lane, Millis, ParcelId, ParcelReport, TrackingId};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -115,7 +115,7 @@ impl Subscriber {
 
 pub fn report(tracking: u32) -> ParcelReport {
     ParcelReport {
-        tracking: TrackingId(tracking),
+        parcel: ParcelId { tracking: TrackingId(tracking), boot: 1, serial: u64::from(tracking) },
         waybill: None,
         channel: None,
         reasons: vec![],

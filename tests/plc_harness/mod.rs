@@ -33,9 +33,9 @@ pub fn repo(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
-/// A device event (scanner, officer, bench) as the core's input. PLC events never come here:
-/// they arrive through the register map.
-fn device_input(event: sim::SimEvent) -> Input {
+/// A device event (scanner, officer, bench) as the core's input, if a screen shows the parcel
+/// it is about. PLC events never come here: they arrive through the register map.
+fn device_input(event: sim::SimEvent, screens: &demo::OfficerScreens) -> Option<Input> {
     use sim::SimEvent as E;
     match event {
         E::Gate { .. }
@@ -46,7 +46,7 @@ fn device_input(event: sim::SimEvent) -> Input {
         | E::ForcedHold { .. } => {
             panic!("a PLC event on the device channel: {event:?}")
         }
-        other => demo::input(other).unwrap().expect("a device event the host sees"),
+        other => demo::input(other, screens).unwrap(),
     }
 }
 
@@ -74,6 +74,8 @@ pub struct Run {
     now: u64,
     pub done: Vec<ParcelReport>,
     pub alarms: Vec<Alarm>,
+    /// What the simulated officers see, for their verdicts and transfers.
+    screens: demo::OfficerScreens,
     pub destinations: u64,
     /// Lockstep: driver outputs handled, for the driver's [`Pace`].
     handled: watch::Sender<u64>,
@@ -152,6 +154,7 @@ impl Run {
             now: 0,
             done: Vec::new(),
             alarms: Vec::new(),
+            screens: demo::OfficerScreens::default(),
             destinations: 0,
             handled,
             lockstep,
@@ -174,13 +177,21 @@ impl Run {
     async fn route(&mut self, out: Vec<Output>) {
         for o in out {
             match o {
-                Output::SetDestination { tracking, lane_id, .. } => {
+                Output::SetDestination { parcel, lane_id, .. } => {
                     self.destinations += 1;
-                    self.dest.send(Destination { tracking, lane_id }).await.expect("driver running");
+                    let d = Destination { boot: parcel.boot, tracking: parcel.tracking, lane_id };
+                    self.dest.send(d).await.expect("driver running");
                 }
-                Output::ReviewRequested(r) => self.plc.request_review(r.tracking.0),
-                Output::ParcelDone(report) => self.done.push(report),
+                Output::ReviewRequested(r) => {
+                    self.screens.review(&r);
+                    self.plc.request_review(r.parcel.tracking.0)
+                }
+                Output::ParcelDone(report) => {
+                    self.screens.done(report.parcel);
+                    self.done.push(report)
+                }
                 Output::Alarm(a) => self.alarms.push(a),
+                Output::Record(Record::Identified { parcel, .. }) => self.screens.identified(parcel),
                 Output::Record(_) | Output::ReviewClosed { .. } | Output::ScreenImage { .. } => {}
             }
         }
@@ -212,7 +223,9 @@ impl Run {
                     self.handled.send_modify(|n| *n += 1);
                 }
                 Some((_, event)) = self.devices.recv() => {
-                    self.handle(device_input(event)).await;
+                    if let Some(input) = device_input(event, &self.screens) {
+                        self.handle(input).await;
+                    }
                     self.devices_handled.fetch_add(1, Ordering::SeqCst);
                 }
                 () = tokio::time::sleep(Duration::from_millis(wait_ms)) => self.handle(Input::Tick).await,
