@@ -1465,8 +1465,14 @@ impl Line {
     /// Every parcel passes the tunnel, decided or not; only the image link is kept. Two parcels
     /// claiming one sequence number cannot tell whose the image is: neither gets it.
     fn on_xray_entered(&mut self, tracking: TrackingId, image_seq: u32, now: Millis, out: &mut Vec<Output>) {
-        if !self.parcels.contains_key(&tracking) {
-            return self.refuse("xray_entered", Some(tracking), "unknown tracking id".into(), out);
+        match self.parcels.get(&tracking).map(|p| p.image_seq) {
+            None => return self.refuse("xray_entered", Some(tracking), "unknown tracking id".into(), out),
+            // A parcel enters the tunnel once: which image is its own is not clear now.
+            Some(Some(seq)) if seq != image_seq => {
+                let why = format!("the parcel entered the tunnel already, with image {seq}");
+                return self.refuse("xray_entered", Some(tracking), why, out);
+            }
+            Some(_) => {}
         }
         match self.by_image.get(&image_seq).copied() {
             // The same report again: nothing new.
