@@ -456,7 +456,7 @@ mod tests {
         let map = shipped_map();
         let mut plc = PlcRegisters::new(map, 0);
         let h = header(&plc);
-        assert_eq!((h.map_version, h.boot_count, h.watchdog_ms), (1, 1, 1000));
+        assert_eq!((h.map_version, h.boot_count, h.watchdog_ms), (2, 1, 1000));
         assert!(h.status.safe_mode && !h.status.host_synced);
         let scan = plc.scan(10, 0);
         assert_eq!(scan.safe_mode_changed, None);
