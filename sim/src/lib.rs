@@ -14,9 +14,11 @@
 //! - `lib.rs`: the public types: geometry, scenario, events, report.
 //! - `world`: the event engine ([`World`]): conveyor, PLC, scanner, X-ray, officers, referee.
 //! - `plc`: the PLC's side of the register map ([`PlcRegisters`]), pure: the register bank,
-//!   the event ring writer, the destination ring reader, heartbeats, watchdog, boot counter.
+//!   the event ring writer, the destination ring reader, heartbeats, watchdog, boot counter
+//!   and nonce.
 //! - [`modbus`]: the simulated PLC as a Modbus TCP server (or RTU slave): the World in real time × a speed
-//!   factor behind [`PlcRegisters`], with fault knobs (drop, stall, exception, restart).
+//!   factor behind [`PlcRegisters`], with fault knobs (drop, stall, exception, restart, memory
+//!   reset).
 //! - [`rtu`]: Modbus RTU framing for the simulated PLC on a pseudo-terminal
 //!   ([`modbus::SimPlc::start_rtu`]).
 //! - [`scanner`]: simulated barcode scanners: the World's scans framed per a profile and served

@@ -14,8 +14,9 @@
 //! missing its deadlines. The PLC's heartbeat and watchdog stay on real time.
 //!
 //! Fault knobs ([`SimPlc`]): drop every open connection, stall replies past the host's
-//! timeout, answer with a Modbus exception, restart the PLC, stop its heartbeat, pause the
-//! destination ring (late destinations), fill a lane, jam the belt or press the emergency stop.
+//! timeout, answer with a Modbus exception, restart the PLC (or reset its memory: boot 1 again,
+//! a new nonce), stop its heartbeat, pause the destination ring (late destinations), fill a
+//! lane, jam the belt or press the emergency stop.
 
 use std::future::Future;
 use std::io;
@@ -557,6 +558,11 @@ impl SimPlc {
         self.shared.state().regs.boot_count()
     }
 
+    /// The `BOOT_NONCE` of the PLC's current boot.
+    pub fn boot_nonce(&self) -> u32 {
+        self.shared.state().regs.boot_nonce()
+    }
+
     pub fn safe_mode(&self) -> bool {
         self.shared.state().regs.safe_mode()
     }
@@ -603,12 +609,24 @@ impl SimPlc {
         f.exception = code;
     }
 
-    /// Fault: the PLC restarts now: windows, rings and queues gone, boot count up.
+    /// Fault: the PLC restarts now: windows, rings and queues gone, boot count up, a new nonce.
     pub fn restart(&self) {
+        self.start_again(PlcRegisters::restart);
+    }
+
+    /// Fault: the PLC's memory is reset (or its CPU replaced) and it starts now: as
+    /// [`SimPlc::restart`], but the persistent boot count is gone, so this is boot 1 again and
+    /// only `BOOT_NONCE` shows the restart (see [`PlcRegisters::memory_reset`]). Tracking ids
+    /// are the World's and continue; a real PLC would start them from 1 again.
+    pub fn memory_reset(&self) {
+        self.start_again(PlcRegisters::memory_reset);
+    }
+
+    fn start_again(&self, start: impl FnOnce(&mut PlcRegisters, u64)) {
         let real_ms = self.shared.real_ms();
         self.shared.at_now(|st, belt| {
             st.world.plc_restart(belt);
-            st.regs.restart(real_ms);
+            start(&mut st.regs, real_ms);
             // A PLC starts in safe mode (not synced); the scan reports only changes.
             st.world.set_safe_mode(belt, true);
         });

@@ -21,6 +21,17 @@ const EVENT_QUEUE_CAP: usize = 100_000;
 const DEST_PER_SCAN: usize = 8;
 /// Scans a malformed destination slot may stay malformed before DEST_RING_ERROR is set.
 const DEST_STUCK_SCANS: u32 = 50;
+/// Mixed into the start count to make `BOOT_NONCE` (any constant would do; deterministic).
+const NONCE_KEY: u32 = 0x5EED_B007;
+
+/// A bijection on u32 (Wellons' lowbias32): distinct start counts give distinct nonces.
+fn mix32(mut x: u32) -> u32 {
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7FEB_352D);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846C_A68B);
+    x ^ (x >> 16)
+}
 
 /// Why a Modbus request cannot be served: answered with exception 0x02, illegal data address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,7 +67,13 @@ struct Pending {
 pub struct PlcRegisters {
     map: RegisterMap,
     bank: Vec<u16>,
+    /// Persistent: survives [`PlcRegisters::restart`], not [`PlcRegisters::memory_reset`].
     boot_count: u16,
+    /// This start's `BOOT_NONCE`; persistent like the boot count, so the next differs from it.
+    boot_nonce: u32,
+    /// Every start ever, memory resets included: the stand-in for the PLC's nonce source (its
+    /// real-time clock), which no reset clears.
+    starts: u32,
     line_ms: u64,
     // Event ring.
     queue: VecDeque<Pending>,
@@ -99,6 +116,8 @@ impl PlcRegisters {
             map: map.clone(),
             bank: vec![0; end],
             boot_count: 0,
+            boot_nonce: 0,
+            starts: 0,
             line_ms: 0,
             queue: VecDeque::new(),
             write_index: 0,
@@ -122,10 +141,17 @@ impl PlcRegisters {
         plc
     }
 
-    /// Step 1 of the PLC side: boot count up (skipping 0), everything else cleared, safe mode
-    /// until the host acknowledges the new boot.
+    /// Step 1 of the PLC side: boot count up (skipping 0), a new nonce, everything else
+    /// cleared, safe mode until the host acknowledges the new boot.
     fn start(&mut self, plc_ms: u64) {
         self.boot_count = self.boot_count.wrapping_add(1).max(1);
+        self.starts = self.starts.wrapping_add(1);
+        let mut nonce = mix32(self.starts ^ NONCE_KEY);
+        if nonce == self.boot_nonce {
+            // The contract's guarantee, as sortline.st gives it (mix32 alone never repeats here).
+            nonce ^= 1;
+        }
+        self.boot_nonce = nonce;
         self.bank.iter_mut().for_each(|w| *w = 0);
         self.queue.clear();
         self.write_index = 0;
@@ -144,8 +170,18 @@ impl PlcRegisters {
         self.publish();
     }
 
-    /// A PLC restart (power cycle, program download): rings and queues reset, boot count up.
+    /// A PLC restart (power cycle, cold reset, program download): rings and queues reset, boot
+    /// count up, a new nonce.
     pub fn restart(&mut self, plc_ms: u64) {
+        self.start(plc_ms);
+    }
+
+    /// A memory reset (CODESYS or TwinCAT Reset Origin, a Siemens MRES) or a replaced CPU, then
+    /// a start: the persistent memory is gone, so this is boot 1 again and only `BOOT_NONCE`
+    /// shows the host the restart. The previous nonce is gone too; the new one still differs.
+    pub fn memory_reset(&mut self, plc_ms: u64) {
+        self.boot_count = 0;
+        self.boot_nonce = 0;
         self.start(plc_ms);
     }
 
@@ -207,6 +243,10 @@ impl PlcRegisters {
 
     pub fn boot_count(&self) -> u16 {
         self.boot_count
+    }
+
+    pub fn boot_nonce(&self) -> u32 {
+        self.boot_nonce
     }
 
     pub fn safe_mode(&self) -> bool {
@@ -427,6 +467,7 @@ impl PlcRegisters {
         }
         // The line's clock, wrapping at 2^32 ms as the contract says.
         put_u32(&mut self.bank, usize::from(a.plc_time_ms), self.line_ms as u32);
+        put_u32(&mut self.bank, usize::from(a.boot_nonce), self.boot_nonce);
     }
 }
 
@@ -456,7 +497,8 @@ mod tests {
         let map = shipped_map();
         let mut plc = PlcRegisters::new(map, 0);
         let h = header(&plc);
-        assert_eq!((h.map_version, h.boot_count, h.watchdog_ms), (1, 1, 1000));
+        assert_eq!((h.map_version, h.boot_count, h.watchdog_ms), (2, 1, 1000));
+        assert_eq!(h.boot_nonce, plc.boot_nonce());
         assert!(h.status.safe_mode && !h.status.host_synced);
         let scan = plc.scan(10, 0);
         assert_eq!(scan.safe_mode_changed, None);
@@ -530,13 +572,43 @@ mod tests {
         assert!(header(&plc).status.watchdog_tripped);
         control(&mut plc, 2, 1, 0, 0);
         assert_eq!(plc.scan(1_200, 0).safe_mode_changed, Some(false));
+        let nonce = header(&plc).boot_nonce;
         plc.restart(1_300);
         let h = header(&plc);
         assert_eq!((h.boot_count, h.event_write_index, h.dest_read_index), (2, 0, 0));
+        assert_ne!(h.boot_nonce, nonce);
         assert!(h.status.safe_mode);
         // The host block is cleared too; the heartbeat moves with the PLC's clock.
         assert_eq!(h.host_boot_ack, 0);
         plc.scan(1_500, 0);
         assert_eq!(header(&plc).plc_heartbeat, 1);
+    }
+
+    #[test]
+    fn a_memory_reset_is_boot_1_again_with_a_new_nonce() {
+        let map = shipped_map();
+        let mut plc = PlcRegisters::new(map, 0);
+        let first = header(&plc);
+        plc.restart(100);
+        let second = header(&plc);
+        assert_eq!((first.boot_count, second.boot_count), (1, 2));
+        assert_ne!(first.boot_nonce, second.boot_nonce);
+        control(&mut plc, 1, 2, 0, 0);
+        plc.scan(200, 0);
+        assert!(plc.synced());
+        plc.memory_reset(300);
+        let h = header(&plc);
+        // The boot count cannot tell this boot from the first; the nonce can.
+        assert_eq!((h.boot_count, h.event_write_index, h.host_boot_ack), (1, 0, 0));
+        assert!(h.boot_nonce != second.boot_nonce && h.boot_nonce != first.boot_nonce);
+        assert!(h.status.safe_mode && !h.status.host_synced);
+        // Boots go on from 1, each with a nonce unlike the one before.
+        let mut nonces = vec![h.boot_nonce];
+        for k in 0..20 {
+            plc.restart(400 + k);
+            nonces.push(header(&plc).boot_nonce);
+        }
+        assert_eq!(header(&plc).boot_count, 21);
+        assert!(nonces.windows(2).all(|w| w[0] != w[1]), "{nonces:?}");
     }
 }

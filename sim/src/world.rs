@@ -742,7 +742,9 @@ impl World {
 
     /// The PLC restarted at `now`: every window is gone. Parcels on the belt past the gate get
     /// no more PLC events (no X-ray entry, no confirmation) and run on into the end lane;
-    /// their tracking ids are unknown to the new run. Tracking ids continue (retentive).
+    /// their tracking ids are unknown to the new run. Tracking ids continue (persistent; the World
+    /// numbers them for the whole run, so even across a memory reset, after which a real PLC
+    /// would start them from 1 again).
     pub fn plc_restart(&mut self, now: Ms) {
         self.now_ms = self.now_ms.max(now);
         self.plc_restarts += 1;

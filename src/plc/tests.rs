@@ -486,7 +486,7 @@ fn valid_polls(n: usize, start: u16) -> Vec<u8> {
 
 fn header(map: &RegisterMap, boot: u16, write: u16, ack: u16, read: u16) -> Header {
     let mut words = vec![0u16; 20];
-    words[usize::from(map.addr.map_version)] = 1;
+    words[usize::from(map.addr.map_version)] = map.version;
     words[usize::from(map.addr.watchdog_ms)] = 1000;
     words[usize::from(map.addr.boot_count)] = boot;
     words[usize::from(map.addr.event_write_index)] = write;
@@ -813,10 +813,11 @@ fn a_plc_with_another_map_version_is_refused() {
     let map = map();
     let mut h = header(&map, 1, 0, 0, 0);
     check_identity(&map, &h).unwrap();
-    h.map_version = 2;
-    let e = check_identity(&map, &h).unwrap_err();
-    assert_eq!(e.to_string(), "PLC implements register map version 2; this host implements 1: refusing to drive it");
+    // A PLC still running the version 1 program (no BOOT_NONCE) is refused.
     h.map_version = 1;
+    let e = check_identity(&map, &h).unwrap_err();
+    assert_eq!(e.to_string(), "PLC implements register map version 1; this host implements 2: refusing to drive it");
+    h.map_version = 2;
     h.watchdog_ms = 5000;
     assert!(matches!(check_identity(&map, &h), Err(PlcError::Watchdog { expected: 1000, found: 5000 })));
 }

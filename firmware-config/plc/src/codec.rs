@@ -210,6 +210,9 @@ pub struct Header {
     pub event_write_index: u16,
     pub dest_read_index: u16,
     pub plc_time_ms: u32,
+    /// New at every PLC start and never the previous start's: with `boot_count`, what tells the
+    /// host that the PLC restarted even when a memory reset has started the count from 1 again.
+    pub boot_nonce: u32,
     pub host_heartbeat: u16,
     pub host_boot_ack: u16,
     pub event_read_index: u16,
@@ -236,6 +239,7 @@ impl Header {
             event_write_index: w(a.event_write_index),
             dest_read_index: w(a.dest_read_index),
             plc_time_ms: get_u32(words, at(a.plc_time_ms)),
+            boot_nonce: get_u32(words, at(a.boot_nonce)),
             host_heartbeat: w(a.host_heartbeat),
             host_boot_ack: w(a.host_boot_ack),
             event_read_index: w(a.event_read_index),
@@ -267,6 +271,7 @@ impl Header {
             words[at(addr)] = v;
         }
         put_u32(&mut words, at(a.plc_time_ms), self.plc_time_ms);
+        put_u32(&mut words, at(a.boot_nonce), self.boot_nonce);
         words
     }
 }
@@ -365,7 +370,7 @@ mod tests {
         assert!(st.lane_is_full(3) && !st.lane_is_full(1) && !st.lane_is_full(40));
         assert_eq!(st.encode(&m.status_bits), 0b100_0000_1001);
         let h = Header {
-            map_version: 1,
+            map_version: 2,
             status: st,
             fault_code: 0,
             boot_count: 4,
@@ -374,6 +379,7 @@ mod tests {
             event_write_index: 65535,
             dest_read_index: 3,
             plc_time_ms: 0x0001_0002,
+            boot_nonce: 0xCAFE_F00D,
             host_heartbeat: 5,
             host_boot_ack: 4,
             event_read_index: 65530,
@@ -381,7 +387,9 @@ mod tests {
         };
         let words = h.encode(&m);
         assert_eq!(words.len(), 20);
-        assert_eq!(&words[..12], &[1, 0b100_0000_1001, 8, 0, 4, 77, 1000, 65535, 3, 0, 1, 2]);
+        assert_eq!(&words[..12], &[2, 0b100_0000_1001, 8, 0, 4, 77, 1000, 65535, 3, 0, 1, 2]);
+        // BOOT_NONCE at 12-13, high word first; 14-15 unused.
+        assert_eq!(&words[12..16], &[0xCAFE, 0xF00D, 0, 0]);
         assert_eq!(&words[16..], &[5, 4, 65530, 6]);
         assert_eq!(Header::decode(&m, &words), Some(h));
         assert_eq!(Header::decode(&m, &words[..19]), None);

@@ -8,7 +8,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// The map version this host implements. A map file or a PLC with another version is refused.
-pub const MAP_VERSION: u16 = 1;
+/// Version 2 added `BOOT_NONCE` and made the boot and tracking counters persistent.
+pub const MAP_VERSION: u16 = 2;
 
 /// Modbus caps per request (PDU size): 125 registers read, 123 written.
 const MODBUS_MAX_READ: u16 = 125;
@@ -253,6 +254,7 @@ pub struct Addresses {
     pub event_write_index: u16,
     pub dest_read_index: u16,
     pub plc_time_ms: u16,
+    pub boot_nonce: u16,
     pub host_heartbeat: u16,
     pub host_boot_ack: u16,
     pub event_read_index: u16,
@@ -318,7 +320,7 @@ pub struct RegisterMap {
 }
 
 /// The single registers the host relies on: name, type, writer.
-const REQUIRED: [(&str, WordType, Writer); 14] = [
+const REQUIRED: [(&str, WordType, Writer); 15] = [
     ("MAP_VERSION", WordType::U16, Writer::Plc),
     ("STATUS", WordType::U16, Writer::Plc),
     ("LANE_FULL", WordType::U16, Writer::Plc),
@@ -329,6 +331,7 @@ const REQUIRED: [(&str, WordType, Writer); 14] = [
     ("EVENT_WRITE_INDEX", WordType::U16, Writer::Plc),
     ("DEST_READ_INDEX", WordType::U16, Writer::Plc),
     ("PLC_TIME_MS", WordType::U32, Writer::Plc),
+    ("BOOT_NONCE", WordType::U32, Writer::Plc),
     ("HOST_HEARTBEAT", WordType::U16, Writer::Host),
     ("HOST_BOOT_ACK", WordType::U16, Writer::Host),
     ("EVENT_READ_INDEX", WordType::U16, Writer::Host),
@@ -583,6 +586,7 @@ fn check_registers(regs: &[Register], limits: &Limits) -> Result<Addresses, MapE
         event_write_index: get("EVENT_WRITE_INDEX")?,
         dest_read_index: get("DEST_READ_INDEX")?,
         plc_time_ms: get("PLC_TIME_MS")?,
+        boot_nonce: get("BOOT_NONCE")?,
         host_heartbeat: get("HOST_HEARTBEAT")?,
         host_boot_ack: get("HOST_BOOT_ACK")?,
         event_read_index: get("EVENT_READ_INDEX")?,
@@ -752,6 +756,7 @@ mod tests {
         assert_eq!(map.header_span(), (0, 20));
         assert_eq!(map.control_span(), (16, 4));
         assert_eq!(map.addr.plc_time_ms, 10);
+        assert_eq!(map.addr.boot_nonce, 12);
         assert_eq!(map.event_ring.slot_address(64 + 3), 32 + 3 * 12);
         assert_eq!(map.dest_ring.slot_address(u16::MAX), 800 + 31 * 6);
         assert_eq!(map.event_slot.check, 11);
@@ -761,9 +766,15 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let cases = [
-            ("map_version = 1", "map_version = 2", "map_version"),
+            ("map_version = 2", "map_version = 1", "map_version"),
             (r#"name = "STATUS", address = 1"#, r#"name = "STATUS", address = 0"#, "registers.STATUS"),
             (r#"address = 10, type = "u32""#, r#"address = 11, type = "u32""#, "registers.PLC_TIME_MS.address"),
+            (r#"address = 12, type = "u32""#, r#"address = 13, type = "u32""#, "registers.BOOT_NONCE.address"),
+            (
+                r#"name = "BOOT_NONCE", address = 12, type = "u32""#,
+                r#"name = "BOOT_NONCE", address = 12, type = "u16""#,
+                "registers.BOOT_NONCE",
+            ),
             ("slots = 64", "slots = 48", "event_ring.slots"),
             ("base = 800", "base = 780", "event_ring"),
             (r#"{ name = "ARG2", offset = 6"#, r#"{ name = "ARG2", offset = 5"#, "event_ring.fields.ARG2.offset"),
@@ -790,6 +801,8 @@ mod tests {
     fn a_missing_register_or_field_is_named() {
         let no_boot = MAP_TOML.lines().filter(|l| !l.contains(r#""BOOT_COUNT""#)).collect::<Vec<_>>().join("\n");
         assert_eq!(field_of(RegisterMap::parse(&no_boot).unwrap_err()), "registers.BOOT_COUNT");
+        let no_nonce = MAP_TOML.lines().filter(|l| !l.contains(r#""BOOT_NONCE""#)).collect::<Vec<_>>().join("\n");
+        assert_eq!(field_of(RegisterMap::parse(&no_nonce).unwrap_err()), "registers.BOOT_NONCE");
         let no_time = MAP_TOML.lines().filter(|l| !l.contains(r#""TIME_MS""#)).collect::<Vec<_>>().join("\n");
         assert_eq!(field_of(RegisterMap::parse(&no_time).unwrap_err()), "event_ring.fields.TIME_MS");
     }
