@@ -327,7 +327,9 @@ impl PlcRegisters {
         let a = self.map.addr;
         // 2. Sync.
         let was_synced = self.synced;
-        self.synced = self.reg(a.host_boot_ack) == self.boot_count;
+        // Both acknowledgements: after a memory reset the boot count alone repeats.
+        let nonce_ack = u32::from(self.reg(a.host_nonce_ack)) << 16 | u32::from(self.reg(a.host_nonce_ack + 1));
+        self.synced = self.reg(a.host_boot_ack) == self.boot_count && nonce_ack == self.boot_nonce;
         // 3. Watchdog: restarted by every change of the host's heartbeat.
         let hb = self.reg(a.host_heartbeat);
         if self.host_heartbeat != Some(hb) {
@@ -485,10 +487,17 @@ mod tests {
         Header::decode(plc.map(), &plc.read(first, count).unwrap()).unwrap()
     }
 
+    /// The host's control block, acknowledging `boot` with the PLC's current nonce.
     fn control(plc: &mut PlcRegisters, hb: u16, boot: u16, read: u16, write: u16) {
-        let w =
-            HostControl { host_heartbeat: hb, host_boot_ack: boot, event_read_index: read, dest_write_index: write }
-                .encode(plc.map());
+        let host_nonce_ack = plc.boot_nonce();
+        let w = HostControl {
+            host_heartbeat: hb,
+            host_boot_ack: boot,
+            event_read_index: read,
+            dest_write_index: write,
+            host_nonce_ack,
+        }
+        .encode(plc.map());
         plc.write(w.address, &w.words).unwrap();
     }
 
@@ -602,6 +611,22 @@ mod tests {
         assert_eq!((h.boot_count, h.event_write_index, h.host_boot_ack), (1, 0, 0));
         assert!(h.boot_nonce != second.boot_nonce && h.boot_nonce != first.boot_nonce);
         assert!(h.status.safe_mode && !h.status.host_synced);
+        // A host that has not noticed acknowledges boot 1 with the first boot's nonce: the PLC
+        // does not take it for this boot's acknowledgement.
+        let stale = HostControl {
+            host_heartbeat: 2,
+            host_boot_ack: 1,
+            event_read_index: 0,
+            dest_write_index: 0,
+            host_nonce_ack: first.boot_nonce,
+        };
+        let w = stale.encode(plc.map());
+        plc.write(w.address, &w.words).unwrap();
+        plc.scan(310, 0);
+        assert!(!plc.synced(), "a stale nonce does not sync");
+        control(&mut plc, 3, 1, 0, 0);
+        plc.scan(320, 0);
+        assert!(plc.synced());
         // Boots go on from 1, each with a nonce unlike the one before.
         let mut nonces = vec![h.boot_nonce];
         for k in 0..20 {

@@ -324,6 +324,25 @@ impl InFlight {
     }
 }
 
+/// One start of the PLC, as its header tells it: the boot count and the boot nonce. Either
+/// changing is a restart (a memory reset starts the count from 1 again; the nonce still moves).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlcBoot {
+    pub count: u16,
+    pub nonce: u32,
+}
+
+impl PlcBoot {
+    pub fn of(h: &Header) -> PlcBoot {
+        PlcBoot { count: h.boot_count, nonce: h.boot_nonce }
+    }
+
+    /// A host (this one or one before it) acknowledged this very boot, count and nonce.
+    fn acknowledged_in(h: &Header) -> bool {
+        h.host_boot_ack == h.boot_count && h.host_nonce_ack == h.boot_nonce
+    }
+}
+
 /// Consumes the PLC's event ring: every event exactly once, in order, within a boot.
 #[derive(Clone, Debug)]
 pub struct EventReader {
@@ -332,7 +351,7 @@ pub struct EventReader {
     codes: EventCodes,
     max_read_registers: u16,
     stuck_alarm_polls: u32,
-    boot: Option<u16>,
+    boot: Option<PlcBoot>,
     read_index: u16,
     /// The slot that failed to decode at the read index, and in how many polls in a row.
     stuck: Option<(u16, u32)>,
@@ -363,8 +382,14 @@ impl EventReader {
         }
     }
 
+    /// The boot count of the boot the reader follows.
     pub fn boot(&self) -> Option<u16> {
-        self.boot
+        self.boot.map(|b| b.count)
+    }
+
+    /// That boot's nonce (0 before the first header).
+    pub fn nonce(&self) -> u32 {
+        self.boot.map_or(0, |b| b.nonce)
     }
 
     pub fn read_index(&self) -> u16 {
@@ -378,11 +403,11 @@ impl EventReader {
 
     fn position(&self, h: &Header) -> Position {
         let (read_index, cause) = match self.boot {
-            Some(b) if b == h.boot_count => (self.read_index, None),
-            Some(previous) => (0, Some(ResyncCause::PlcRestart { previous })),
+            Some(b) if b == PlcBoot::of(h) => (self.read_index, None),
+            Some(previous) => (0, Some(ResyncCause::PlcRestart { previous: previous.count })),
             // The PLC keeps our last acknowledged index for its current boot; any other value in
             // EVENT_READ_INDEX is from before its restart, and its ring started again at 0.
-            None if h.host_boot_ack == h.boot_count => (h.event_read_index, Some(ResyncCause::FirstContact)),
+            None if PlcBoot::acknowledged_in(h) => (h.event_read_index, Some(ResyncCause::FirstContact)),
             None => (0, Some(ResyncCause::FirstContact)),
         };
         let unread = Ring::unread(h.event_write_index, read_index);
@@ -439,7 +464,7 @@ impl EventReader {
             orphaned.extend(self.in_flight.drain());
             resync = Some(Resync { cause: ResyncCause::EventsLost, boot: p.boot, orphaned });
         }
-        self.boot = Some(p.boot);
+        self.boot = Some(PlcBoot::of(header));
         self.read_index = p.read_index;
         let mut events = Vec::new();
         let unread = Ring::unread(header.event_write_index, self.read_index);
@@ -560,7 +585,7 @@ pub struct DestinationWriter {
     layout: DestSlotLayout,
     max_write_registers: u16,
     max_queued: usize,
-    boot: Option<u16>,
+    boot: Option<PlcBoot>,
     /// The PLC's read index as last seen.
     plc_read: u16,
     /// Ring index of `in_ring[0]`; at or after `plc_read` (a previous host's entries may lie
@@ -596,8 +621,8 @@ impl DestinationWriter {
             return Err(DestinationError::Orphaned { tracking: dest.tracking });
         }
         // A parcel of another boot: its tracking id may be a new parcel's now.
-        if let Some(boot) = self.boot.filter(|b| *b != dest.boot) {
-            return Err(DestinationError::OtherBoot { tracking: dest.tracking, boot: dest.boot, current: boot });
+        if let Some(boot) = self.boot.filter(|b| b.count != dest.boot) {
+            return Err(DestinationError::OtherBoot { tracking: dest.tracking, boot: dest.boot, current: boot.count });
         }
         if self.queue.len() >= self.max_queued {
             return Err(DestinationError::Full { tracking: dest.tracking, capacity: self.max_queued });
@@ -629,11 +654,11 @@ impl DestinationWriter {
         match self.boot {
             None => {
                 // A previous host's entries for this boot stay where they are; continue after them.
-                let start = if h.host_boot_ack == h.boot_count { h.dest_write_index } else { h.dest_read_index };
+                let start = if PlcBoot::acknowledged_in(h) { h.dest_write_index } else { h.dest_read_index };
                 let unread = Ring::unread(start, h.dest_read_index);
                 self.plc_read = h.dest_read_index;
                 self.base = if unread <= self.ring.slots { start } else { h.dest_read_index };
-                self.boot = Some(h.boot_count);
+                self.boot = Some(PlcBoot::of(h));
                 self.in_ring.clear();
                 // Queued before the host knew the boot: only those for this boot may go out.
                 let (dropped, kept): (VecDeque<_>, VecDeque<_>) =
@@ -642,10 +667,10 @@ impl DestinationWriter {
                 poll.dropped = dropped.into();
                 return poll;
             }
-            Some(b) if b != h.boot_count => {
+            Some(b) if b != PlcBoot::of(h) => {
                 poll.dropped = self.in_ring.drain(..).map(|e| e.dest).chain(self.queue.drain(..)).collect();
                 self.orphaned = orphaned.iter().copied().chain(poll.dropped.iter().map(|d| d.tracking)).collect();
-                self.boot = Some(h.boot_count);
+                self.boot = Some(PlcBoot::of(h));
                 self.plc_read = h.dest_read_index;
                 self.base = h.dest_read_index;
                 if !poll.dropped.is_empty() {
@@ -674,7 +699,7 @@ impl DestinationWriter {
     /// have succeeded (a rewrite is the same words at the same index: the PLC cannot take it
     /// twice). Nothing before the first header.
     pub fn poll_write(&mut self) -> DestWrite {
-        let Some(boot) = self.boot else {
+        let Some(boot) = self.boot.map(|b| b.count) else {
             return DestWrite { slots: Vec::new(), write_index: self.published_index() };
         };
         while Ring::unread(self.write_index(), self.plc_read) < self.ring.slots {
@@ -831,5 +856,6 @@ pub fn host_control(heartbeat: u16, reader: &EventReader, writer: &DestinationWr
         host_boot_ack: boot,
         event_read_index: reader.read_index(),
         dest_write_index: writer.published_index(),
+        host_nonce_ack: reader.nonce(),
     })
 }

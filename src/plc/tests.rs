@@ -485,7 +485,7 @@ fn valid_polls(n: usize, start: u16) -> Vec<u8> {
 // --- register vectors
 
 fn header(map: &RegisterMap, boot: u16, write: u16, ack: u16, read: u16) -> Header {
-    let mut words = vec![0u16; 20];
+    let mut words = vec![0u16; usize::from(map.header_span().1)];
     words[usize::from(map.addr.map_version)] = map.version;
     words[usize::from(map.addr.watchdog_ms)] = 1000;
     words[usize::from(map.addr.boot_count)] = boot;
@@ -861,4 +861,47 @@ fn the_belt_is_reported_on_change_and_an_emergency_stop_once() {
     assert_eq!(alarm.map(|a| a.code), Some("plc_estop"));
     assert_eq!(w.handle(&estop), (None, None), "a standing belt is reported once");
     assert_eq!(w.handle(&running).0, Some(Input::Belt { running: true }));
+}
+
+#[test]
+fn a_new_boot_nonce_under_the_same_boot_count_is_a_restart() {
+    let map = map();
+    let mut r = EventReader::new(&map, 8);
+    let mut w = DestinationWriter::new(&map, 8);
+    let mut h = header(&map, 1, 2, 1, 0);
+    h.boot_nonce = 0xAAAA_0001;
+    let words = [gate_slot(&map, 0, 1), gate_slot(&map, 1, 2)].concat();
+    let span = r.plan(&h, 64).unwrap();
+    r.handle(&h, Some((span, &words)));
+    w.handle_header(&h, &[]);
+    w.push(d(1, 1, 1)).unwrap();
+    // A memory reset: boot 1 again, ring empty, our acknowledgement of the old boot stale.
+    let mut after = header(&map, 1, 0, 1, 2);
+    after.boot_nonce = 0xBBBB_0002;
+    after.host_nonce_ack = 0xAAAA_0001;
+    let poll = r.handle(&after, None);
+    let resync = poll.resync.expect("a restart");
+    assert_eq!(
+        (resync.cause, resync.orphaned.clone()),
+        (ResyncCause::PlcRestart { previous: 1 }, vec![TrackingId(1), TrackingId(2)])
+    );
+    assert_eq!(poll.read_index, 0, "the stale acknowledged index is not followed");
+    let dest = w.handle_header(&after, &resync.orphaned);
+    assert_eq!(dest.dropped, vec![d(1, 1, 1)]);
+    assert!(w.push(d(1, 2, 1)).is_err(), "a parcel the PLC forgot gets no destination");
+    // The control block acknowledges the new nonce.
+    let control = host_control(1, &r, &w).unwrap();
+    assert_eq!((control.host_boot_ack, control.host_nonce_ack), (1, 0xBBBB_0002));
+}
+
+#[test]
+fn first_contact_follows_the_acknowledged_index_only_for_the_acknowledged_nonce() {
+    let map = map();
+    for (ack, expected) in [(0x1234, 5), (0x9999, 0)] {
+        let mut r = EventReader::new(&map, 8);
+        let mut h = header(&map, 3, 5, 3, 5);
+        h.boot_nonce = 0x1234;
+        h.host_nonce_ack = ack;
+        assert_eq!(r.handle(&h, None).read_index, expected, "nonce acknowledged {ack:#x}");
+    }
 }

@@ -217,6 +217,7 @@ pub struct Header {
     pub host_boot_ack: u16,
     pub event_read_index: u16,
     pub dest_write_index: u16,
+    pub host_nonce_ack: u32,
 }
 
 impl Header {
@@ -244,6 +245,7 @@ impl Header {
             host_boot_ack: w(a.host_boot_ack),
             event_read_index: w(a.event_read_index),
             dest_write_index: w(a.dest_write_index),
+            host_nonce_ack: get_u32(words, at(a.host_nonce_ack)),
         })
     }
 
@@ -272,6 +274,7 @@ impl Header {
         }
         put_u32(&mut words, at(a.plc_time_ms), self.plc_time_ms);
         put_u32(&mut words, at(a.boot_nonce), self.boot_nonce);
+        put_u32(&mut words, at(a.host_nonce_ack), self.host_nonce_ack);
         words
     }
 }
@@ -291,6 +294,9 @@ pub struct HostControl {
     pub host_boot_ack: u16,
     pub event_read_index: u16,
     pub dest_write_index: u16,
+    /// The BOOT_NONCE they belong to, likewise: a boot count that a memory reset started from 1
+    /// again is not the boot the host acknowledged.
+    pub host_nonce_ack: u32,
 }
 
 impl HostControl {
@@ -306,6 +312,7 @@ impl HostControl {
         ] {
             words[usize::from(addr - first)] = v;
         }
+        put_u32(&mut words, usize::from(a.host_nonce_ack - first), self.host_nonce_ack);
         RegisterWrite { address: first, words }
     }
 }
@@ -384,16 +391,24 @@ mod tests {
             host_boot_ack: 4,
             event_read_index: 65530,
             dest_write_index: 6,
+            host_nonce_ack: 0xCAFE_F00D,
         };
         let words = h.encode(&m);
-        assert_eq!(words.len(), 20);
+        assert_eq!(words.len(), 22);
         assert_eq!(&words[..12], &[2, 0b100_0000_1001, 8, 0, 4, 77, 1000, 65535, 3, 0, 1, 2]);
         // BOOT_NONCE at 12-13, high word first; 14-15 unused.
         assert_eq!(&words[12..16], &[0xCAFE, 0xF00D, 0, 0]);
-        assert_eq!(&words[16..], &[5, 4, 65530, 6]);
+        // The host block, HOST_NONCE_ACK at 20-21.
+        assert_eq!(&words[16..], &[5, 4, 65530, 6, 0xCAFE, 0xF00D]);
         assert_eq!(Header::decode(&m, &words), Some(h));
-        assert_eq!(Header::decode(&m, &words[..19]), None);
-        let c = HostControl { host_heartbeat: 9, host_boot_ack: 4, event_read_index: 1, dest_write_index: 2 };
-        assert_eq!(c.encode(&m), RegisterWrite { address: 16, words: vec![9, 4, 1, 2] });
+        assert_eq!(Header::decode(&m, &words[..21]), None);
+        let c = HostControl {
+            host_heartbeat: 9,
+            host_boot_ack: 4,
+            event_read_index: 1,
+            dest_write_index: 2,
+            host_nonce_ack: 0x0102_0304,
+        };
+        assert_eq!(c.encode(&m), RegisterWrite { address: 16, words: vec![9, 4, 1, 2, 0x0102, 0x0304] });
     }
 }

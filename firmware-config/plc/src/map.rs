@@ -259,6 +259,7 @@ pub struct Addresses {
     pub host_boot_ack: u16,
     pub event_read_index: u16,
     pub dest_write_index: u16,
+    pub host_nonce_ack: u16,
 }
 
 /// Word offsets of the event slot's fields.
@@ -320,7 +321,7 @@ pub struct RegisterMap {
 }
 
 /// The single registers the host relies on: name, type, writer.
-const REQUIRED: [(&str, WordType, Writer); 15] = [
+const REQUIRED: [(&str, WordType, Writer); 16] = [
     ("MAP_VERSION", WordType::U16, Writer::Plc),
     ("STATUS", WordType::U16, Writer::Plc),
     ("LANE_FULL", WordType::U16, Writer::Plc),
@@ -336,6 +337,7 @@ const REQUIRED: [(&str, WordType, Writer); 15] = [
     ("HOST_BOOT_ACK", WordType::U16, Writer::Host),
     ("EVENT_READ_INDEX", WordType::U16, Writer::Host),
     ("DEST_WRITE_INDEX", WordType::U16, Writer::Host),
+    ("HOST_NONCE_ACK", WordType::U32, Writer::Host),
 ];
 
 const EVENT_FIELDS: [(&str, WordType); 8] = [
@@ -591,6 +593,7 @@ fn check_registers(regs: &[Register], limits: &Limits) -> Result<Addresses, MapE
         host_boot_ack: get("HOST_BOOT_ACK")?,
         event_read_index: get("EVENT_READ_INDEX")?,
         dest_write_index: get("DEST_WRITE_INDEX")?,
+        host_nonce_ack: get("HOST_NONCE_ACK")?,
     };
     let (_, header_words) = span(regs.iter());
     if header_words > limits.max_read_registers {
@@ -753,8 +756,8 @@ mod tests {
     fn the_shipped_map_loads() {
         let map = RegisterMap::parse(MAP_TOML).unwrap();
         assert_eq!(map.version, MAP_VERSION);
-        assert_eq!(map.header_span(), (0, 20));
-        assert_eq!(map.control_span(), (16, 4));
+        assert_eq!(map.header_span(), (0, 22));
+        assert_eq!(map.control_span(), (16, 6));
         assert_eq!(map.addr.plc_time_ms, 10);
         assert_eq!(map.addr.boot_nonce, 12);
         assert_eq!(map.event_ring.slot_address(64 + 3), 32 + 3 * 12);
