@@ -252,3 +252,34 @@ fn targets_are_stored_listed_removed_and_recorded() {
     assert_eq!(kinds, ["target_add", "target_remove"]);
     assert!(sortline(&["audit", "verify", "--data", data]).status.success());
 }
+
+#[test]
+fn operator_state_is_shown_and_a_reset_forgets_rates_but_keeps_a_stop_on_record() {
+    use sortline::core::{OfficerId, OperatorState, PerChannel};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let mut store = sortline::manifest::OperatorStore::open(&dir.path().join(DB_FILE)).unwrap();
+    let set = OperatorState {
+        stopped_by: Some(OfficerId::new("ops-1").unwrap()),
+        sample_rate: Some(PerChannel { green: 0.5, red: 1.0 }),
+        review_window_ms: Some(4_000),
+        ..OperatorState::default()
+    };
+    store.save_state(&set, 0).unwrap();
+    let shown = sortline(&["operator", "show", "--data", data]);
+    assert!(shown.status.success());
+    let back: OperatorState = serde_json::from_str(&stdout(&shown)).unwrap();
+    assert_eq!(back, set);
+    let reset = sortline(&["operator", "reset", "--data", data, "--author", "ops-2"]);
+    assert!(reset.status.success(), "{}", String::from_utf8_lossy(&reset.stderr));
+    let after = store.operator_state().unwrap();
+    assert_eq!(after, OperatorState { stopped_by: set.stopped_by.clone(), ..OperatorState::default() });
+    let mut recorded = Vec::new();
+    sortline::audit::entries(&dir.path().join(sortline::audit::DB_FILE), |e| {
+        recorded.push((e.kind.clone(), e.payload["command"].clone(), e.payload["operator"].clone()));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(recorded, vec![("command".to_string(), "operator_reset".into(), "ops-2".into())]);
+    assert!(!sortline(&["operator", "reset", "--data", data, "--author", "has space"]).status.success());
+}
