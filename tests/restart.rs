@@ -4,76 +4,20 @@
 //! decided in between goes to hold; a manual target added over MQTT is in force after the
 //! restart, and the parcel it names goes to inspection.
 
-use sim::scanner::{ScannerFaults, SimScanner, SimScannerConfig};
+mod common;
+use common::service::{config, repo, scanner, set, spawn, value};
 use sortline::audit::{self, DB_FILE};
 use sortline::config::LineConfig;
 use sortline::core::{Lane, Reason, Record};
 use sortline::demo;
 use sortline::recorder::record_of;
 use sortline_sim as sim;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command};
 use std::time::Duration;
 
 const PARCELS: u32 = 36;
 const GUARD: Duration = Duration::from_secs(60);
-
-fn repo(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
-}
-
-fn set(t: &mut toml::Table, path: &str, value: impl Into<toml::Value>) {
-    let mut keys: Vec<&str> = path.split('.').collect();
-    let last = keys.pop().unwrap();
-    let table = keys.into_iter().fold(t, |t, k| t.get_mut(k).and_then(toml::Value::as_table_mut).unwrap());
-    table.insert(last.into(), value.into());
-}
-
-fn value(text: &str) -> toml::Value {
-    toml::from_str::<toml::Table>(&format!("v = {text}")).unwrap().remove("v").unwrap()
-}
-
-/// The shipped configuration on a short, fast line (10.5 m at 2 m/s), no review at the X-ray
-/// screen (nobody is at one here), the PLC, scanner and broker as given.
-fn config(dir: &Path, plc: &str, tty: &Path, mqtt: &str) -> PathBuf {
-    let mut t: toml::Table =
-        toml::from_str(&std::fs::read_to_string(repo("firmware-config/line.toml")).unwrap()).unwrap();
-    set(&mut t, "geometry.belt_speed_mm_s", 2000);
-    set(&mut t, "geometry.xray_mm", 1500);
-    set(&mut t, "geometry.review_cutoff_mm", 6000);
-    set(&mut t, "geometry.end_mm", 10500);
-    set(
-        &mut t,
-        "geometry.diverters",
-        value(r#"[{ lane = "inspection", position_mm = 8500 }, { lane = "release", position_mm = 9500 }]"#),
-    );
-    set(&mut t, "sampling.xray_review_ratio", value("{ green = 0.0, red = 0.0 }"));
-    set(&mut t, "plc.address", plc);
-    set(&mut t, "mqtt.broker", mqtt);
-    set(&mut t, "plc.map", repo("firmware-config/plc/register-map.toml").display().to_string());
-    set(&mut t, "rules.dir", repo("firmware-config/rules").display().to_string());
-    set(&mut t, "data.dir", dir.display().to_string());
-    set(&mut t, "scanner.profile", repo("firmware-config/scanners/cognex-dataman.toml").display().to_string());
-    let serial = format!(
-        r#"{{ kind = "serial", path = "{}", baud = 115200, parity = "none", data_bits = 8, stop_bits = 1 }}"#,
-        tty.display()
-    );
-    set(&mut t, "scanner.link.transport", value(&serial));
-    let path = dir.join("line.toml");
-    std::fs::write(&path, toml::to_string(&t).unwrap()).unwrap();
-    path
-}
-
-fn spawn(cfg: &Path, log: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_sortline"))
-        .args(["run", "--config"])
-        .arg(cfg)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::options().create(true).append(true).open(log).unwrap())
-        .spawn()
-        .unwrap()
-}
 
 fn kill9(daemon: &mut Child) {
     daemon.kill().unwrap();
@@ -182,15 +126,15 @@ async fn a_stop_and_a_target_survive_kill_9_and_restart() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("site.secret"), "00112233445566778899aabbccddeeff").unwrap();
     let shipped = LineConfig::load(&repo("firmware-config/line.toml")).unwrap();
-    let framing = demo::sim_framing(&shipped.scanner_profile().unwrap());
-    let scanner =
-        SimScanner::pty(SimScannerConfig { framing, faults: ScannerFaults::default(), heartbeat_every: None }).unwrap();
+    let scanner = scanner(&shipped);
     let tty = scanner.slave_path().unwrap().to_path_buf();
     let broker = sortline::mqtt::broker::Embedded::start().unwrap();
     let prefix =
         sortline::mqtt::Topics::new(&shipped.line.site.site_id, &shipped.line.site.line_id).prefix().to_string();
     let mut site = Site::connect(broker.addr(), &prefix).await;
-    let cfg = LineConfig::load(&config(dir.path(), "127.0.0.1:502", &tty, "127.0.0.1:1883")).unwrap();
+    // Nobody is at an X-ray screen here: no parcel waits for a review.
+    let no_review = |t: &mut toml::Table| set(t, "sampling.xray_review_ratio", value("{ green = 0.0, red = 0.0 }"));
+    let cfg = LineConfig::load(&config(dir.path(), "127.0.0.1:502", &tty, "127.0.0.1:1883", no_review)).unwrap();
     let scenario =
         sim::Scenario { arrival_period_ms: 700..=900, inspection_ms: 1_000..=2_000, ..sim::Scenario::demo(PARCELS, 8) };
     let world = sim::World::new(scenario, demo::geometry(&cfg).unwrap());
@@ -201,7 +145,7 @@ async fn a_stop_and_a_target_survive_kill_9_and_restart() {
     let (mut plc, mut devices) =
         sim::modbus::SimPlc::start(world, &cfg.register_map().unwrap(), plc_config).await.unwrap();
     let sim::modbus::Endpoint::Tcp(addr) = plc.endpoint() else { panic!("a TCP PLC") };
-    let cfg_path = config(dir.path(), &addr.to_string(), &tty, &broker.addr().to_string());
+    let cfg_path = config(dir.path(), &addr.to_string(), &tty, &broker.addr().to_string(), no_review);
     let log = dir.path().join("daemon.log");
     let db = dir.path().join(DB_FILE);
     let forward = tokio::spawn(async move {

@@ -3,7 +3,8 @@
 //! machine's clock (the simulator in real time), with the platform's lists in the data
 //! directory's manifest store, stopped by SIGTERM. A short, fast line keeps the run to seconds.
 
-use sim::scanner::{ScannerFaults, SimScanner, SimScannerConfig};
+mod common;
+use common::service::{config, repo, scanner, spawn};
 use sortline::audit::{self, DB_FILE};
 use sortline::config::LineConfig;
 use sortline::core::{Lane, Record};
@@ -11,63 +12,10 @@ use sortline::demo;
 use sortline::recorder::record_of;
 use sortline_sim as sim;
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const PARCELS: u32 = 12;
-
-fn repo(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
-}
-
-/// Sets `value` at the dotted `path` of a TOML table.
-fn set(t: &mut toml::Table, path: &str, value: impl Into<toml::Value>) {
-    let mut keys: Vec<&str> = path.split('.').collect();
-    let last = keys.pop().unwrap();
-    let table = keys.into_iter().fold(t, |t, k| t.get_mut(k).and_then(toml::Value::as_table_mut).unwrap());
-    table.insert(last.into(), value.into());
-}
-
-fn value(text: &str) -> toml::Value {
-    toml::from_str::<toml::Table>(&format!("v = {text}")).unwrap().remove("v").unwrap()
-}
-
-/// The shipped configuration on a 10.5 m line at 2 m/s, its files by absolute path, the PLC
-/// at `plc`, the scanner on the serial port `tty`, the MQTT broker at `mqtt`, the record in `dir`.
-fn config(dir: &Path, plc: &str, tty: &Path, mqtt: &str) -> PathBuf {
-    let mut t: toml::Table =
-        toml::from_str(&std::fs::read_to_string(repo("firmware-config/line.toml")).unwrap()).unwrap();
-    set(&mut t, "geometry.belt_speed_mm_s", 2000);
-    set(&mut t, "geometry.xray_mm", 1500);
-    set(&mut t, "geometry.review_cutoff_mm", 6000);
-    set(&mut t, "geometry.end_mm", 10500);
-    set(
-        &mut t,
-        "geometry.diverters",
-        value(r#"[{ lane = "inspection", position_mm = 8500 }, { lane = "release", position_mm = 9500 }]"#),
-    );
-    set(&mut t, "plc.address", plc);
-    set(&mut t, "mqtt.broker", mqtt);
-    set(&mut t, "plc.map", repo("firmware-config/plc/register-map.toml").display().to_string());
-    set(&mut t, "rules.dir", repo("firmware-config/rules").display().to_string());
-    set(&mut t, "data.dir", dir.display().to_string());
-    set(&mut t, "scanner.profile", repo("firmware-config/scanners/cognex-dataman.toml").display().to_string());
-    let serial = format!(
-        r#"{{ kind = "serial", path = "{}", baud = 115200, parity = "none", data_bits = 8, stop_bits = 1 }}"#,
-        tty.display()
-    );
-    set(&mut t, "scanner.link.transport", value(&serial));
-    let path = dir.join("line.toml");
-    std::fs::write(&path, toml::to_string(&t).unwrap()).unwrap();
-    path
-}
-
-/// The simulated scanner, framing per the shipped profile.
-fn scanner(cfg: &sortline::config::Loaded) -> SimScanner {
-    let framing = demo::sim_framing(&cfg.scanner_profile().unwrap());
-    SimScanner::pty(SimScannerConfig { framing, faults: ScannerFaults::default(), heartbeat_every: None }).unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_runs_a_line_over_real_wires_and_stops_cleanly_on_sigterm() {
@@ -80,7 +28,7 @@ async fn the_daemon_runs_a_line_over_real_wires_and_stops_cleanly_on_sigterm() {
     // once it listens, so the configuration is written twice.
     let broker = sortline::mqtt::broker::Embedded::start().unwrap();
     let parcels = subscribe(broker.addr(), "sortline/v1/+/+/parcel").await;
-    let cfg = LineConfig::load(&config(dir.path(), "127.0.0.1:502", &tty, "127.0.0.1:1883")).unwrap();
+    let cfg = LineConfig::load(&config(dir.path(), "127.0.0.1:502", &tty, "127.0.0.1:1883", |_| {})).unwrap();
     let scenario = sim::Scenario {
         arrival_period_ms: 900..=1_400,
         inspection_ms: 1_000..=2_000,
@@ -93,15 +41,8 @@ async fn the_daemon_runs_a_line_over_real_wires_and_stops_cleanly_on_sigterm() {
     let (mut plc, mut devices) =
         sim::modbus::SimPlc::start(world, &cfg.register_map().unwrap(), plc_config).await.unwrap();
     let sim::modbus::Endpoint::Tcp(addr) = plc.endpoint() else { panic!("a TCP PLC") };
-    let cfg_path = config(dir.path(), &addr.to_string(), &tty, &broker.addr().to_string());
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_sortline"))
-        .args(["run", "--config"])
-        .arg(&cfg_path)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("daemon.log")).unwrap())
-        .spawn()
-        .unwrap();
+    let cfg_path = config(dir.path(), &addr.to_string(), &tty, &broker.addr().to_string(), |_| {});
+    let mut daemon = spawn(&cfg_path, &dir.path().join("daemon.log"));
     // The scanner reads what the simulated line's gate sees; nothing else here has a wire.
     let forward = tokio::spawn(async move {
         while let Some((_, event)) = devices.recv().await {

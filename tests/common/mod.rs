@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod mqtt;
+pub mod service;
 
 use sortline::core::*;
 use std::sync::Arc;

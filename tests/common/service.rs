@@ -1,0 +1,74 @@
+//! Fixtures for running the built `sortline run` against the simulator over real wires: the
+//! shipped configuration on a short, fast line with its files by absolute path, the simulated
+//! scanner on a pseudo-terminal, and the daemon as a child process.
+
+use sim::scanner::{ScannerFaults, SimScanner, SimScannerConfig};
+use sortline_sim as sim;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+pub fn repo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// Sets `value` at the dotted `path` of a TOML table.
+pub fn set(t: &mut toml::Table, path: &str, value: impl Into<toml::Value>) {
+    let mut keys: Vec<&str> = path.split('.').collect();
+    let last = keys.pop().unwrap();
+    let table = keys.into_iter().fold(t, |t, k| t.get_mut(k).and_then(toml::Value::as_table_mut).unwrap());
+    table.insert(last.into(), value.into());
+}
+
+pub fn value(text: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {text}")).unwrap().remove("v").unwrap()
+}
+
+/// The shipped configuration on a 10.5 m line at 2 m/s, its files by absolute path, the PLC
+/// at `plc`, the scanner on the serial port `tty`, the MQTT broker at `mqtt`, the record in
+/// `dir`, and whatever `tweak` changes; written to `dir/line.toml`.
+pub fn config(dir: &Path, plc: &str, tty: &Path, mqtt: &str, tweak: impl FnOnce(&mut toml::Table)) -> PathBuf {
+    let mut t: toml::Table =
+        toml::from_str(&std::fs::read_to_string(repo("firmware-config/line.toml")).unwrap()).unwrap();
+    set(&mut t, "geometry.belt_speed_mm_s", 2000);
+    set(&mut t, "geometry.xray_mm", 1500);
+    set(&mut t, "geometry.review_cutoff_mm", 6000);
+    set(&mut t, "geometry.end_mm", 10500);
+    set(
+        &mut t,
+        "geometry.diverters",
+        value(r#"[{ lane = "inspection", position_mm = 8500 }, { lane = "release", position_mm = 9500 }]"#),
+    );
+    set(&mut t, "plc.address", plc);
+    set(&mut t, "mqtt.broker", mqtt);
+    set(&mut t, "plc.map", repo("firmware-config/plc/register-map.toml").display().to_string());
+    set(&mut t, "rules.dir", repo("firmware-config/rules").display().to_string());
+    set(&mut t, "data.dir", dir.display().to_string());
+    set(&mut t, "scanner.profile", repo("firmware-config/scanners/cognex-dataman.toml").display().to_string());
+    let serial = format!(
+        r#"{{ kind = "serial", path = "{}", baud = 115200, parity = "none", data_bits = 8, stop_bits = 1 }}"#,
+        tty.display()
+    );
+    set(&mut t, "scanner.link.transport", value(&serial));
+    tweak(&mut t);
+    let path = dir.join("line.toml");
+    std::fs::write(&path, toml::to_string(&t).unwrap()).unwrap();
+    path
+}
+
+/// The simulated scanner on a pseudo-terminal, framing per the configured profile.
+pub fn scanner(cfg: &sortline::config::Loaded) -> SimScanner {
+    let framing = sortline::demo::sim_framing(&cfg.scanner_profile().unwrap());
+    SimScanner::pty(SimScannerConfig { framing, faults: ScannerFaults::default(), heartbeat_every: None }).unwrap()
+}
+
+/// `sortline run --config cfg`, its log appended to `log`.
+pub fn spawn(cfg: &Path, log: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_sortline"))
+        .args(["run", "--config"])
+        .arg(cfg)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::options().create(true).append(true).open(log).unwrap())
+        .spawn()
+        .unwrap()
+}
