@@ -184,12 +184,13 @@ impl Daemon {
         let (dest_tx, dest_rx) = mpsc::channel::<Destination>(queue);
         let (out_tx, mut out_rx) = mpsc::channel::<DriverOutput>(queue);
         let (handled_tx, handled) = tokio::sync::watch::channel(0u64);
-        let clock = Arc::new(parts.clock);
+        let Parts { line, audit, clock, screen, map, driver: driver_config, initial, screener, operator_store } = parts;
+        let clock = Arc::new(clock);
         let line_time = {
             let clock = clock.clone();
             Arc::new(move || clock.now_ms())
         };
-        let mut driver = Driver::new(&parts.map, parts.driver.clone(), out_tx, dest_rx).with_line_time(line_time);
+        let mut driver = Driver::new(&map, driver_config, out_tx, dest_rx).with_line_time(line_time);
         if config.paced {
             driver = driver.paced(Pace { handled });
         }
@@ -225,14 +226,28 @@ impl Daemon {
         };
         let (drain, drain_rx) = oneshot::channel::<()>();
         let (core_alive, core_ended) = oneshot::channel::<()>();
+        let core = Core {
+            line,
+            audit,
+            clock,
+            screen,
+            config,
+            destinations: dest_tx,
+            handled: handled_tx,
+            now_ms: 0,
+            pending: Vec::new(),
+            last: None,
+            done: Vec::new(),
+            initial,
+            screener,
+            operator_store,
+        };
         let core = std::thread::Builder::new()
             .name("sortline-core".into())
             .spawn(move || {
                 // Dropped when the thread ends, by return, error or panic.
                 let _alive = core_alive;
-                Core::new(parts.line, parts.audit, clock, parts.screen, config, dest_tx, handled_tx)
-                    .with(parts.initial, parts.screener, parts.operator_store)
-                    .run(rx, drain_rx, ready_tx)
+                core.run(rx, drain_rx, ready_tx)
             })
             .map_err(|_| DaemonError::Stopped("core thread (could not start)"))?;
         Ok(Daemon {
@@ -328,45 +343,6 @@ struct Core<C, S> {
 }
 
 impl<C: LineClock, S: Screen> Core<C, S> {
-    fn new(
-        line: Line,
-        audit: GroupCommit,
-        clock: Arc<C>,
-        screen: S,
-        config: DaemonConfig,
-        destinations: mpsc::Sender<Destination>,
-        handled: tokio::sync::watch::Sender<u64>,
-    ) -> Self {
-        Core {
-            line,
-            audit,
-            clock,
-            screen,
-            config,
-            destinations,
-            handled,
-            now_ms: 0,
-            pending: Vec::new(),
-            last: None,
-            done: Vec::new(),
-            initial: Vec::new(),
-            screener: None,
-            operator_store: None,
-        }
-    }
-
-    fn with(
-        mut self,
-        initial: Vec<Input>,
-        screener: Option<crossbeam_channel::Sender<crate::xray::station::ScreenJob>>,
-        operator_store: Option<OperatorStore>,
-    ) -> Self {
-        self.initial = initial;
-        self.screener = screener;
-        self.operator_store = operator_store;
-        self
-    }
-
     fn run(
         mut self,
         rx: crossbeam_channel::Receiver<CoreMsg>,
