@@ -93,6 +93,8 @@ pub struct AuditSummary {
     pub checkpoints: u64,
     pub verified: bool,
     pub head: String,
+    /// Entries after the last signed checkpoint (0 after a clean stop).
+    pub unsigned: u64,
 }
 
 /// The demo's JSON summary. Field names are a contract: add, don't rename.
@@ -469,8 +471,11 @@ pub fn run(cfg: &Loaded, opts: &DemoOptions, live: &mut dyn Write) -> Result<Sum
             h.handle(Input::Tick, Millis(now))?;
         }
     }
-    h.pending.push(recorder::stop_entry(h.line.stats(), h.epoch_wall_ms + now as i64, now));
+    let wall = h.epoch_wall_ms + now as i64;
+    h.pending.push(recorder::stop_entry(h.line.stats(), wall, now));
     h.commit()?;
+    // A clean stop leaves nothing unsigned.
+    h.audit.checkpoint_now(wall)?;
 
     let report = h.world.report();
     let stats = h.line.stats().clone();
@@ -669,6 +674,7 @@ pub fn summary(opts: &DemoOptions, db: &Path, report: &sim::Report, host: HostFi
             checkpoints: verified.checkpoints,
             verified: verified.first_break.is_none(),
             head: hex::encode(verified.head),
+            unsigned: verified.unsigned,
         },
         plc,
         virtual_ms,
@@ -754,9 +760,10 @@ pub fn print_table(s: &Summary, w: &mut dyn Write) -> std::io::Result<()> {
     }
     writeln!(
         w,
-        "audit chain: {} entries, {} signed checkpoints, {}",
+        "audit chain: {} entries, {} signed checkpoints, {} unsigned, {}",
         s.audit.entries,
         s.audit.checkpoints,
+        s.audit.unsigned,
         if s.audit.verified { "verified" } else { "BROKEN" }
     )?;
     writeln!(
@@ -994,7 +1001,27 @@ pub fn run_modbus(
     let initial = initial_inputs(&world, &opts.data_dir, !via_intake)?;
     let lists_in = Arc::new(std::sync::atomic::AtomicBool::new(!via_intake));
     let mut line = Line::new(cfg.line.settings(), cfg.line.policy(demo_secret(opts.seed), cfg.rules.clone()));
+    // The broker first: its address and the topics are printed before the first parcel.
+    let mqtt = match &modbus.mqtt {
+        None => None,
+        Some(b) => {
+            let broker = match b {
+                MqttBroker::Embedded => crate::mqtt::broker::Embedded::start().map_err(mqtt_error)?.addr().to_string(),
+                MqttBroker::External(addr) => addr.clone(),
+            };
+            let settings =
+                mqtt_config(cfg).settings(&broker, &cfg.line.site).map_err(|e| DemoError::Geometry(e.to_string()))?;
+            let prepared =
+                Prepared::open(settings, &opts.data_dir, cfg.line.settings().carriers).map_err(mqtt_error)?;
+            writeln!(std::io::stdout(), "mqtt: broker {broker}, topics under {}", prepared.prefix())?;
+            Some((broker, prepared))
+        }
+    };
     let mut log = recorder::open_audit(&db, signer, &cfg.line.audit)?;
+    if let Some((_, p)) = &mqtt {
+        let sink = p.sink.clone();
+        log.observe_checkpoints(Box::new(move |cp| sink.checkpoint(cp)));
+    }
     // As `sortline run` starts: what operators set in an earlier run on this data stands.
     let operator_store = crate::service::resume(&mut line, &opts.data_dir, &log)?;
     let plc_name = match modbus.transport {
@@ -1042,25 +1069,6 @@ pub fn run_modbus(
         let (mut plc, mut devices, link) = start_plc(cfg, modbus.transport, world, &map, plc_config).await?;
         let driver = DriverConfig { poll_period: modbus.poll_period, ..cfg.line.driver_config(Some(link)) };
         let (done_tx, mut done_rx) = mpsc::channel::<ParcelReport>(1024);
-        // The broker first: its address and the topics are printed before the first parcel.
-        let mqtt = match &modbus.mqtt {
-            None => None,
-            Some(b) => {
-                let broker = match b {
-                    MqttBroker::Embedded => {
-                        crate::mqtt::broker::Embedded::start().map_err(mqtt_error)?.addr().to_string()
-                    }
-                    MqttBroker::External(addr) => addr.clone(),
-                };
-                let settings = mqtt_config(cfg)
-                    .settings(&broker, &cfg.line.site)
-                    .map_err(|e| DemoError::Geometry(e.to_string()))?;
-                let prepared =
-                    Prepared::open(settings, &opts.data_dir, cfg.line.settings().carriers).map_err(mqtt_error)?;
-                writeln!(std::io::stdout(), "mqtt: broker {broker}, topics under {}", prepared.prefix())?;
-                Some((broker, prepared))
-            }
-        };
         let intakes = crate::xray::station::Intakes::open(&xray, &opts.data_dir)
             .await
             .map_err(|e| DemoError::Sim { what: "the X-ray intake", detail: e.to_string() })?;
@@ -1226,6 +1234,8 @@ pub fn run_modbus(
         if let Some(reader) = reader {
             let _ = reader.await;
         }
+        // Closed on record and signed before the publisher drains, so the last anchor leaves too.
+        tokio::task::block_in_place(|| recorder::close_run(&finished.audit, finished.line.stats(), finished.now_ms))?;
         let mqtt = match publisher {
             // What the outbox still holds after this is delivered on the next start.
             Some((broker, prefix, _, p)) => {
@@ -1237,7 +1247,6 @@ pub fn run_modbus(
     })?;
     let daemon::Finished { line, audit, now_ms, driver_stats, drained } = finished;
     tracing::info!(?driver_stats, drained, "daemon stopped");
-    audit.submit(vec![recorder::stop_entry(line.stats(), clock::wall_ms(), now_ms)])?.wait()?;
     audit.shutdown()?;
     let host = HostFigures {
         stats: line.stats().clone(),

@@ -235,9 +235,23 @@ enum AuditCommand {
         /// against the key they carry, which proves integrity but not origin.
         #[arg(long)]
         public_key: Option<String>,
+        /// A checkpoint saved off the box, `SEQ:HASH` (the entry it covers and its hash): the
+        /// chain must reach it and agree. Repeatable.
+        #[arg(long)]
+        anchor: Vec<String>,
+        /// A file of checkpoints saved off the box, one JSON object per line with `seq` and
+        /// `head` (the MQTT `audit/checkpoint` messages captured, or `audit checkpoints`).
+        #[arg(long)]
+        anchors: Option<PathBuf>,
         /// For the archive folder: every archive row is checked against its file there.
         #[arg(long, default_value = "firmware-config/line.toml")]
         config: PathBuf,
+    },
+    /// Every signed checkpoint, one JSON object per line (seq and head covered, public key,
+    /// signature, the checkpoint's own entry and time): keep them off the box as anchors.
+    Checkpoints {
+        #[arg(long)]
+        data: PathBuf,
     },
     /// A parcel's whole story, in order.
     Show {
@@ -431,12 +445,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
 
 fn audit_command(command: AuditCommand) -> Result<ExitCode> {
     match command {
-        AuditCommand::Verify { data, public_key, config } => {
+        AuditCommand::Verify { data, public_key, anchor, anchors, config } => {
             let key = public_key.map(|k| parse_key(&k)).transpose()?;
+            let mut given = anchor.iter().map(|a| parse_anchor(a)).collect::<Result<Vec<_>>>()?;
+            if let Some(file) = &anchors {
+                given.extend(read_anchors(file)?);
+            }
             let db = data.join(audit::DB_FILE);
-            let chain = print_verify(&audit::verify(&db, key.as_ref())?);
-            let archives =
-                audit::verify_archives(&db, &data.join(&load(&config)?.line.audit.archive_dir), key.as_ref())?;
+            let chain = print_verify(&audit::verify_against(&db, key.as_ref(), &given)?, !given.is_empty());
+            let archive_dir = data.join(&load(&config)?.line.audit.archive_dir);
+            let archives = audit::verify_archives(&db, &archive_dir, key.as_ref(), &given)?;
             let mut broken = false;
             for a in &archives {
                 match &a.problem {
@@ -448,6 +466,26 @@ fn audit_command(command: AuditCommand) -> Result<ExitCode> {
                 }
             }
             Ok(if broken { ExitCode::from(EXIT_BROKEN_CHAIN) } else { chain })
+        }
+        AuditCommand::Checkpoints { data } => {
+            let mut out = std::io::stdout().lock();
+            let mut failed = None;
+            audit::entries(&data.join(audit::DB_FILE), |e| {
+                if e.kind != audit::CHECKPOINT_KIND || failed.is_some() {
+                    return Ok(());
+                }
+                match serde_json::from_value::<audit::CheckpointPayload>(e.payload.clone()) {
+                    Ok(payload) => {
+                        let cp = audit::SignedCheckpoint { entry_seq: e.seq, wall_ms: e.wall_ms, payload };
+                        if let Err(err) = writeln!(out, "{}", serde_json::to_string(&cp).unwrap_or_default()) {
+                            failed = Some(anyhow::Error::from(err));
+                        }
+                    }
+                    Err(err) => failed = Some(anyhow::anyhow!("checkpoint entry {}: {err}", e.seq)),
+                }
+                Ok(())
+            })?;
+            failed.map_or(Ok(ExitCode::SUCCESS), Err)
         }
         AuditCommand::Show { waybill, data, config } => {
             let lanes = load(&config)?.line.lanes;
@@ -482,7 +520,7 @@ fn audit_command(command: AuditCommand) -> Result<ExitCode> {
         AuditCommand::VerifyArchive { file, public_key } => {
             let key = public_key.map(|k| parse_key(&k)).transpose()?;
             let r = audit::verify_archive(&file, key.as_ref())?;
-            Ok(print_verify(&r))
+            Ok(print_verify(&r, false))
         }
         AuditCommand::Replay { data, config } => {
             let r = replay::replay(&data.join(audit::DB_FILE), |start| run_secret(start, &config, &data))?;
@@ -707,7 +745,7 @@ fn target_command(command: TargetCommand) -> Result<ExitCode> {
     }
 }
 
-fn print_verify(r: &audit::VerifyReport) -> ExitCode {
+fn print_verify(r: &audit::VerifyReport, anchored: bool) -> ExitCode {
     match &r.first_break {
         None if r.entries == 0 => {
             println!("audit chain verified: no entries after entry {} (head {})", r.first_seq - 1, hex::encode(r.head));
@@ -722,6 +760,20 @@ fn print_verify(r: &audit::VerifyReport) -> ExitCode {
                 r.checkpoints,
                 hex::encode(r.head)
             );
+            match r.unsigned {
+                0 => println!("every entry is covered by a signed checkpoint"),
+                n => println!("{n} entries after the last signed checkpoint are unsigned"),
+            }
+            if anchored {
+                println!(
+                    "{} anchors reached and agreeing; {} in archived segments (checked against their files below)",
+                    r.anchors_checked, r.anchors_archived
+                );
+            } else {
+                println!(
+                    "no anchors given: the chain is consistent and signed, not shown complete (see docs/audit.md)"
+                );
+            }
             ExitCode::SUCCESS
         }
         Some(b) => {
@@ -729,6 +781,34 @@ fn print_verify(r: &audit::VerifyReport) -> ExitCode {
             ExitCode::from(EXIT_BROKEN_CHAIN)
         }
     }
+}
+
+/// `SEQ:HASH`, the entry a checkpoint covers and its hash in hex.
+fn parse_anchor(text: &str) -> Result<audit::Anchor> {
+    let (seq, hash) = text.split_once(':').with_context(|| format!("--anchor {text:?}: SEQ:HASH"))?;
+    let seq = seq.parse().with_context(|| format!("--anchor {text:?}: SEQ is not a number"))?;
+    let mut head = [0u8; 32];
+    hex::decode_to_slice(hash, &mut head).with_context(|| format!("--anchor {text:?}: HASH is not 32 hex bytes"))?;
+    Ok(audit::Anchor { seq, head })
+}
+
+/// Anchors from a file of JSON objects, one a line, each with `seq` and `head` (other fields,
+/// an MQTT event id, the signature, are ignored); blank lines are skipped.
+fn read_anchors(file: &Path) -> Result<Vec<audit::Anchor>> {
+    #[derive(serde::Deserialize)]
+    struct Line {
+        seq: u64,
+        head: String,
+    }
+    let text = std::fs::read_to_string(file).with_context(|| format!("--anchors {}", file.display()))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let l: Line = serde_json::from_str(line).with_context(|| format!("{}:{}", file.display(), n + 1))?;
+        out.push(
+            parse_anchor(&format!("{}:{}", l.seq, l.head)).with_context(|| format!("{}:{}", file.display(), n + 1))?,
+        );
+    }
+    Ok(out)
 }
 
 /// The secret a recorded run used: a demo's comes from its seed, a line's

@@ -1,7 +1,7 @@
 //! Between the core's `Record`s and the audit chain's entries: what goes in,
 //! and how recorded inputs come back out for replay.
 
-use crate::audit::{AuditError, AuditLog, NewEntry, Signer};
+use crate::audit::{AuditError, AuditLog, GroupCommit, NewEntry, Signer};
 use crate::config::{Audit, Loaded};
 use crate::core::{Alarm, Identity, Input, Lane, LaneMap, Line, LineStats, LostWhy, Millis, Reason, Record, SyncCause};
 use std::path::Path;
@@ -33,6 +33,15 @@ pub fn stop_entry(stats: &LineStats, wall_ms: i64, now_ms: u64) -> NewEntry {
         waybill: None,
         payload: serde_json::to_value(stats).unwrap_or_default(),
     }
+}
+
+/// Closes a run on record: the stop entry, then a signed checkpoint over it (whatever the
+/// bounds say), so that a clean stop leaves nothing unsigned. Returns the checkpoint's seq.
+pub fn close_run(audit: &GroupCommit, stats: &LineStats, now_ms: u64) -> Result<u64, AuditError> {
+    let wall = crate::clock::wall_ms();
+    audit.submit(vec![stop_entry(stats, wall, now_ms)])?.wait()?;
+    audit.checkpoint_now(wall)?;
+    audit.flush()
 }
 
 /// The audit entry for a core record at line time `now`.

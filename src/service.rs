@@ -133,7 +133,20 @@ pub fn run(cfg: &Loaded, data_dir: &Path) -> Result<Stopped, ServiceError> {
     let initial = store.core_inputs(clock::wall_ms())?;
     drop(store);
     tracing::info!(inputs = initial.len(), "declarations and standing targets loaded from the manifest store");
+    let mqtt = match cfg.line.mqtt.as_ref().and_then(|m| m.broker.as_deref().map(|b| (m, b))) {
+        Some((m, broker)) => {
+            let prepared = Prepared::open(m.settings(broker, &cfg.line.site)?, data_dir, cfg.line.settings().carriers)?;
+            tracing::info!(broker, topics = %prepared.prefix(), "publishing over MQTT");
+            Some(prepared)
+        }
+        None => None,
+    };
     let mut log = recorder::open_audit(&data_dir.join(audit::DB_FILE), signer, &cfg.line.audit)?;
+    if let Some(p) = &mqtt {
+        // Every checkpoint leaves the box: the site's anchors (docs/audit.md).
+        let sink = p.sink.clone();
+        log.observe_checkpoints(Box::new(move |cp| sink.checkpoint(cp)));
+    }
     let operator_store = resume(&mut line, data_dir, &log)?;
     log.append(&[recorder::run_start_entry(cfg, &line, "run", clock::wall_ms())])?;
     let audit = GroupCommit::start(log, Duration::from_millis(2), 256);
@@ -141,15 +154,6 @@ pub fn run(cfg: &Loaded, data_dir: &Path) -> Result<Stopped, ServiceError> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let finished = rt.block_on(async {
         let reader = ScannerReader::open(profile, cfg.line.scanner.link.clone()).await?;
-        let mqtt = match cfg.line.mqtt.as_ref().and_then(|m| m.broker.as_deref().map(|b| (m, b))) {
-            Some((m, broker)) => {
-                let prepared =
-                    Prepared::open(m.settings(broker, &cfg.line.site)?, data_dir, cfg.line.settings().carriers)?;
-                tracing::info!(broker, topics = %prepared.prefix(), "publishing over MQTT");
-                Some(prepared)
-            }
-            None => None,
-        };
         // The X-ray station: its intake opened (folder checked, listener bound) before the line runs.
         let station = match (&cfg.line.xray, xray_screen) {
             (Some(config), Some(screen)) => Some((config, Intakes::open(config, data_dir).await?, screen)),
@@ -269,6 +273,11 @@ pub fn run(cfg: &Loaded, data_dir: &Path) -> Result<Stopped, ServiceError> {
         for task in station_tasks {
             let _ = task.await;
         }
+        // Closed on record and signed before the publisher drains, so the last anchor leaves too.
+        let closed = finished.map(|f| {
+            let signed = tokio::task::block_in_place(|| recorder::close_run(&f.audit, f.line.stats(), f.now_ms));
+            (f, signed)
+        });
         if let Some(p) = publisher {
             // What the outbox still holds after this goes out at the next start.
             match p.stop(Duration::from_secs(10)).await {
@@ -276,11 +285,11 @@ pub fn run(cfg: &Loaded, data_dir: &Path) -> Result<Stopped, ServiceError> {
                 Err(e) => tracing::warn!(error = %e, "MQTT publisher"),
             }
         }
-        Ok::<_, ServiceError>(finished?)
+        let (finished, signed) = closed?;
+        Ok::<_, ServiceError>((finished, signed?))
     })?;
-    let daemon::Finished { line, audit, now_ms, driver_stats, drained } = finished;
-    tracing::info!(?driver_stats, drained, "daemon stopped");
-    audit.submit(vec![recorder::stop_entry(line.stats(), clock::wall_ms(), now_ms)])?.wait()?;
+    let (daemon::Finished { line, audit, driver_stats, drained, .. }, head) = finished;
+    tracing::info!(?driver_stats, drained, head, "daemon stopped; the record closed and signed");
     audit.shutdown()?;
     Ok(Stopped { drained, parcels: line.stats().parcels })
 }

@@ -214,8 +214,51 @@ fn verify_names_the_entry_that_was_edited_deleted_reordered_or_retyped() {
     });
     assert_broken_at("truncated tail", dir.path(), &[n - 4]);
 
-    // The original is untouched by all this.
-    assert!(verify(data.path()).status.success());
+    // (f) Cut back to a point and the head rewritten to match: consistent inside, so only an
+    // anchor from off the box shows it; the site's saved checkpoints (here as the export gives
+    // them) and one given by hand both refuse it, naming the anchor.
+    let saved = run(Command::new(BIN).args(["audit", "checkpoints", "--data"]).arg(data.path()));
+    assert!(saved.status.success());
+    let anchors = data.path().join("anchors.jsonl");
+    std::fs::write(&anchors, &saved.stdout).unwrap();
+    let last: serde_json::Value =
+        serde_json::from_str(text(&saved.stdout).lines().last().expect("checkpoints")).unwrap();
+    let cut = n / 2;
+    let dir = tampered_copy(data.path(), |c| {
+        c.execute("DELETE FROM audit_entries WHERE seq > ?1", [cut]).unwrap();
+        c.execute("UPDATE audit_head SET seq = ?1, hash = (SELECT hash FROM audit_entries WHERE seq = ?1)", [cut])
+            .unwrap();
+    });
+    assert!(verify(dir.path()).status.success(), "limit: a cut with its head rewritten is consistent inside");
+    let with = |args: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["audit", "verify", "--data"]).arg(dir.path()).args(args).env("RUST_LOG", "warn");
+        run(&mut cmd)
+    };
+    let out = with(&["--anchors", anchors.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("truncated") && text(&out.stdout).contains("anchor"), "{}", text(&out.stdout));
+    let by_hand = format!("{}:{}", last["seq"], last["head"].as_str().unwrap());
+    let out = with(&["--anchor", &by_hand]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains(&format!("anchor {by_hand}")), "{}", text(&out.stdout));
+    let wrong = format!("{}:{}", last["seq"], "00".repeat(32));
+    assert_eq!(
+        run(Command::new(BIN).args(["audit", "verify", "--data"]).arg(data.path()).args(["--anchor", &wrong]))
+            .status
+            .code(),
+        Some(3),
+        "an anchor the chain disagrees with"
+    );
+
+    // The original is untouched by all this, agrees with every anchor, and its clean stop left
+    // nothing unsigned: no tail to rewrite.
+    let out = run(Command::new(BIN)
+        .args(["audit", "verify", "--data"])
+        .arg(data.path())
+        .args(["--anchors", anchors.to_str().unwrap()]));
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("every entry is covered by a signed checkpoint"), "{}", text(&out.stdout));
 }
 
 // --- crash safety

@@ -126,6 +126,23 @@ async fn every_topic_retained_state_and_commands(broker: SocketAddr) {
     sink.send(SinkMsg::Alarm(alarm, 2)).await.unwrap();
     let alarm = sub.next("/alarm").await;
     assert_eq!((alarm["code"].as_str(), alarm["severity"].as_str()), (Some("plc_link"), Some("critical")));
+    let checkpoint = sortline::audit::SignedCheckpoint {
+        entry_seq: 1001,
+        wall_ms: 3,
+        payload: sortline::audit::CheckpointPayload {
+            seq: 1000,
+            head: "ab".repeat(32),
+            public_key: "cd".repeat(32),
+            signature: "ef".repeat(64),
+        },
+    };
+    sink.send(SinkMsg::Checkpoint(checkpoint)).await.unwrap();
+    let anchor = sub.next("/audit/checkpoint").await;
+    assert_eq!((anchor["seq"].as_u64(), anchor["entry_seq"].as_u64()), (Some(1000), Some(1001)));
+    assert!(anchor["event_id"].as_i64().is_some() && anchor["head"] == "ab".repeat(32));
+    // Retained: a subscriber that comes later still gets the latest.
+    let mut late = subscriber(broker, "watch-anchor", &format!("{prefix}audit/checkpoint")).await;
+    assert_eq!(late.next("/audit/checkpoint").await["seq"], 1000);
     let metrics = sub.next("/metrics").await;
     assert!(metrics["outbox"]["capacity"].as_u64() == Some(1000) && metrics["line"].is_object());
 

@@ -13,16 +13,11 @@ use sortline::demo;
 use sortline::recorder::record_of;
 use sortline_sim as sim;
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::Duration;
 
 const PARCELS: u32 = 36;
 const GUARD: Duration = Duration::from_secs(60);
-
-fn kill9(daemon: &mut Child) {
-    daemon.kill().unwrap();
-    daemon.wait().unwrap();
-}
 
 /// Everything published under the line's prefix, as it arrives, and a way to command.
 struct Site {
@@ -161,7 +156,7 @@ async fn a_stop_and_a_target_survive_kill_9_and_restart() {
     site.command("line_stop", serde_json::json!({"request_id": "stop-1", "operator": "ops-1"})).await;
     let stopped_at = command_seq(&db, "line_stop");
     until("parcels decided while stopped", || decisions(&db).iter().filter(|d| d.0 > stopped_at).count() >= 3).await;
-    kill9(&mut daemon);
+    daemon.kill9();
 
     // Run 2: still stopped, before any parcel; a target is added; kill -9 again.
     let mut daemon = spawn(&cfg_path, &log);
@@ -171,7 +166,7 @@ async fn a_stop_and_a_target_survive_kill_9_and_restart() {
     let target = serde_json::json!({"request_id": "t-1", "operator": "risk-01", "target_id": "MT-RESTART",
         "criterion": {"by": "waybill", "value": targeted}, "reason": "tip-off"});
     site.command("target_add", target).await;
-    kill9(&mut daemon);
+    daemon.kill9();
 
     // Run 3: the target is back, the line still stopped until an operator starts it.
     let mut daemon = spawn(&cfg_path, &log);
@@ -179,7 +174,7 @@ async fn a_stop_and_a_target_survive_kill_9_and_restart() {
     site.command("line_start", serde_json::json!({"request_id": "start-1", "operator": "ops-1"})).await;
     let started_at = command_seq(&db, "line_start");
     assert!(plc.wait_finished(Duration::from_secs(120)).await, "the line did not run out");
-    assert!(Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap().success());
+    assert!(Command::new("kill").args(["-TERM", &daemon.pid().to_string()]).status().unwrap().success());
     let exit = tokio::task::spawn_blocking(move || daemon.wait()).await.unwrap().unwrap();
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(exit.success(), "{exit:?}\n{text}");

@@ -52,7 +52,7 @@ async fn the_daemon_runs_a_line_over_real_wires_and_stops_cleanly_on_sigterm() {
     assert!(plc.wait_finished(Duration::from_secs(90)).await, "the line did not run out");
     // SIGHUP reloads the rule files: the chain records the set now in force.
     let db = dir.path().join(DB_FILE);
-    assert!(Command::new("kill").args(["-HUP", &daemon.id().to_string()]).status().unwrap().success());
+    assert!(Command::new("kill").args(["-HUP", &daemon.pid().to_string()]).status().unwrap().success());
     let reloaded = (0..200).any(|_| {
         std::thread::sleep(Duration::from_millis(50));
         let mut found = false;
@@ -64,7 +64,7 @@ async fn the_daemon_runs_a_line_over_real_wires_and_stops_cleanly_on_sigterm() {
     });
     assert!(reloaded, "no rules entry after SIGHUP");
     // Stopping drains: the daemon waits for the last confirmations before it closes the chain.
-    let status = Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status().unwrap();
+    let status = Command::new("kill").args(["-TERM", &daemon.pid().to_string()]).status().unwrap();
     assert!(status.success());
     let exit = tokio::task::spawn_blocking(move || daemon.wait()).await.unwrap().unwrap();
     let log = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default();

@@ -249,7 +249,7 @@ fn write_file(conn: &Connection, header: &Header, file: &Path, dir: &Path) -> Re
         .map_err(AuditError::io(dir))?;
     let tmp_path = tmp.path().to_path_buf();
     let io_err = AuditError::io(&tmp_path);
-    let mut check = Checker::new(file, None, None, Origin::Genesis)?;
+    let mut check = Checker::new(file, None, &[], Origin::Genesis)?;
     check.start_at(header.first_seq, decode32(&header.prev_hash).unwrap_or_default());
     let sha256 = {
         let mut out = BufWriter::new(HashingWriter { inner: tmp.as_file_mut(), sha: Sha256::new() });
@@ -334,7 +334,7 @@ fn check_file_against_db(
     let mut stmt = tx.prepare("SELECT seq, hash FROM audit_entries WHERE seq >= ?1 AND seq <= ?2 ORDER BY seq")?;
     let mut rows = stmt.query(params![sql(header.first_seq)?, sql(header.last_seq)?])?;
     let differs = |what: String| AuditError::Archive(format!("{} does not match the database: {what}", file.display()));
-    let checked = check_file(file, None, None, |seq, hash| {
+    let checked = check_file(file, None, &[], |seq, hash| {
         let row = rows.next()?.ok_or_else(|| differs(format!("entry {seq} is not in the database")))?;
         let (db_seq, db_hash): (i64, Vec<u8>) = (row.get(0)?, row.get(1)?);
         if u64::try_from(db_seq).ok() != Some(seq) || db_hash[..] != hash[..] {
@@ -368,7 +368,7 @@ fn check_file_against_db(
 /// that each one's `first_seq`/`prev_hash` continue the previous one's
 /// `last_seq`/`head` (and the database's `audit_archives` rows).
 pub fn verify_archive(file: &Path, public_key: Option<&[u8; 32]>) -> Result<VerifyReport, AuditError> {
-    verify_archive_against(file, public_key, None)
+    Ok(check_file(file, public_key, &[], |_, _| Ok(()))?.report)
 }
 
 /// [`verify_archive`], also checking that the file holds `anchor` (e.g. a
@@ -379,7 +379,17 @@ pub fn verify_archive_against(
     public_key: Option<&[u8; 32]>,
     anchor: Option<Anchor>,
 ) -> Result<VerifyReport, AuditError> {
-    Ok(check_file(file, public_key, anchor, |_, _| Ok(()))?.report)
+    let anchors: Vec<Anchor> = anchor.into_iter().collect();
+    let check = check_file(file, public_key, &anchors, |_, _| Ok(()))?;
+    if let (Some(a), Some(h)) = (anchor, &check.header) {
+        if a.seq < h.first_seq || a.seq > h.last_seq {
+            return Err(AuditError::AnchorElsewhere {
+                seq: a.seq,
+                why: format!("{} holds entries {}..={}", file.display(), h.first_seq, h.last_seq),
+            });
+        }
+    }
+    Ok(check.report)
 }
 
 /// One archive row of the database checked against its file.
@@ -393,13 +403,15 @@ pub struct ArchiveCheck {
     pub problem: Option<String>,
 }
 
-/// Checks every `audit_archives` row against its file in `archive_dir`. This
-/// is what catches a forged row: `verify` of the database alone trusts the
-/// rows for the entries they say were archived.
+/// Checks every `audit_archives` row against its file in `archive_dir`, and the
+/// anchors that fall in each file's range. This is what catches a forged row:
+/// `verify` of the database alone trusts the rows for the entries they say were
+/// archived.
 pub fn verify_archives(
     db: &Path,
     archive_dir: &Path,
     public_key: Option<&[u8; 32]>,
+    anchors: &[Anchor],
 ) -> Result<Vec<ArchiveCheck>, AuditError> {
     let conn = schema::open_read_only(db)?;
     let mut checks = Vec::new();
@@ -415,7 +427,7 @@ pub fn verify_archives(
         let problem = if !file.is_file() {
             Some("file missing".to_string())
         } else {
-            let c = check_file(&file, public_key, None, |_, _| Ok(()))?;
+            let c = check_file(&file, public_key, anchors, |_, _| Ok(()))?;
             let r = &c.report;
             if c.sha256 != row.file_sha256 {
                 Some("file differs from the one recorded (SHA-256)".to_string())
@@ -451,12 +463,12 @@ struct FileCheck {
 fn check_file(
     path: &Path,
     public_key: Option<&[u8; 32]>,
-    anchor: Option<Anchor>,
+    anchors: &[Anchor],
     mut on_entry: impl FnMut(u64, &[u8; 32]) -> Result<(), AuditError>,
 ) -> Result<FileCheck, AuditError> {
     let f = File::open(path).map_err(AuditError::io(path))?;
     let mut reader = BufReader::new(HashingReader { inner: f, sha: Sha256::new() });
-    let mut check = Checker::new(path, public_key, anchor, Origin::FileHeader)?;
+    let mut check = Checker::new(path, public_key, anchors, Origin::FileHeader)?;
     let mut buf = Vec::with_capacity(1024);
 
     let header = match read_line(&mut reader, &mut buf, path)? {
@@ -466,12 +478,8 @@ fn check_file(
     };
     let header = match header {
         Ok(h) => {
-            if let Some(a) = anchor.filter(|a| a.seq < h.first_seq || a.seq > h.last_seq) {
-                return Err(AuditError::AnchorElsewhere {
-                    seq: a.seq,
-                    why: format!("{} holds entries {}..={}", path.display(), h.first_seq, h.last_seq),
-                });
-            }
+            // Anchors of other files are theirs to check.
+            check.keep_anchors_within(h.first_seq, h.last_seq);
             check.start_at(h.first_seq, decode32(&h.prev_hash).unwrap_or_default());
             Some(h)
         }

@@ -19,9 +19,19 @@ const SUBMIT_TIMEOUT: Duration = Duration::from_secs(2);
 type Reply = Sender<Result<u64, AuditError>>;
 
 enum Msg {
-    Submit { entries: Vec<NewEntry>, reply: Reply },
-    Flush { reply: Reply },
-    Checkpoint { now_wall_ms: i64, reply: Sender<Result<bool, AuditError>> },
+    Submit {
+        entries: Vec<NewEntry>,
+        reply: Reply,
+    },
+    Flush {
+        reply: Reply,
+    },
+    /// `force`: sign whatever the bounds say ([`AuditLog::checkpoint_now`]).
+    Checkpoint {
+        now_wall_ms: i64,
+        force: bool,
+        reply: Sender<Result<bool, AuditError>>,
+    },
     Shutdown,
 }
 
@@ -88,8 +98,18 @@ impl GroupCommit {
     /// Call it on a timer so an idle line's last entries get signed. Blocks
     /// until done; returns whether a checkpoint was written.
     pub fn checkpoint_if_due(&self, now_wall_ms: i64) -> Result<bool, AuditError> {
+        self.checkpoint(now_wall_ms, false)
+    }
+
+    /// Commits what is queued, then signs the head whatever the bounds say
+    /// ([`AuditLog::checkpoint_now`]): at a clean stop, so nothing is left unsigned.
+    pub fn checkpoint_now(&self, now_wall_ms: i64) -> Result<bool, AuditError> {
+        self.checkpoint(now_wall_ms, true)
+    }
+
+    fn checkpoint(&self, now_wall_ms: i64, force: bool) -> Result<bool, AuditError> {
         let (reply, rx) = bounded(1);
-        self.send(Msg::Checkpoint { now_wall_ms, reply })?;
+        self.send(Msg::Checkpoint { now_wall_ms, force, reply })?;
         rx.recv().map_err(|_| AuditError::Closed)?
     }
 
@@ -137,7 +157,7 @@ struct Batch {
     /// (reply, index past the submission's last entry in `entries`)
     submits: Vec<(Reply, usize)>,
     flushes: Vec<Reply>,
-    checkpoints: Vec<(i64, Sender<Result<bool, AuditError>>)>,
+    checkpoints: Vec<(i64, bool, Sender<Result<bool, AuditError>>)>,
 }
 
 fn run(mut log: AuditLog, rx: Receiver<Msg>, max_delay: Duration, max_batch: usize) -> Result<(), AuditError> {
@@ -189,8 +209,8 @@ impl Batch {
                 self.flushes.push(reply);
                 false
             }
-            Msg::Checkpoint { now_wall_ms, reply } => {
-                self.checkpoints.push((now_wall_ms, reply));
+            Msg::Checkpoint { now_wall_ms, force, reply } => {
+                self.checkpoints.push((now_wall_ms, force, reply));
                 false
             }
             Msg::Shutdown => true,
@@ -214,8 +234,9 @@ impl Batch {
         for reply in self.flushes.drain(..) {
             let _ = reply.send(answer(head));
         }
-        for (now_wall_ms, reply) in self.checkpoints.drain(..) {
-            let _ = reply.send(log.checkpoint_if_due(now_wall_ms));
+        for (now_wall_ms, force, reply) in self.checkpoints.drain(..) {
+            let signed = if force { log.checkpoint_now(now_wall_ms) } else { log.checkpoint_if_due(now_wall_ms) };
+            let _ = reply.send(signed);
         }
         result.map(|_| ()).map_err(AuditError::Batch)
     }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::encoding::{canonical_json, entry_hash, EntryFields, MAX_PAYLOAD_BYTES, MAX_TEXT_BYTES};
 use super::schema::{self, INSERT_ENTRY, SELECT_ENTRY};
-use super::{AuditError, NewEntry, Signer, CHECKPOINT_KIND};
+use super::{AuditError, CheckpointObserver, CheckpointPayload, NewEntry, SignedCheckpoint, Signer, CHECKPOINT_KIND};
 
 pub struct AuditLog {
     conn: Connection,
@@ -25,6 +25,8 @@ pub struct AuditLog {
     head_clock: Option<(i64, u64)>,
     /// Set when a failed append left the head unknown; appending then could fork the chain.
     poisoned: bool,
+    /// Told of every checkpoint once it is committed.
+    observer: Option<CheckpointObserver>,
     buf: Vec<u8>,
     /// Held while open: one writer per chain, across processes (released when it dies).
     _writer_lock: std::fs::File,
@@ -106,6 +108,7 @@ impl AuditLog {
             last_checkpoint_wall_ms,
             head_clock,
             poisoned: false,
+            observer: None,
             buf: Vec::with_capacity(512),
             _writer_lock: writer_lock,
         })
@@ -120,6 +123,12 @@ impl AuditLog {
         self.checkpoint_interval_ms = ms;
     }
 
+    /// Tells `observer` of every checkpoint from now on, once committed (to publish it off the
+    /// box: an anchor the box cannot take back).
+    pub fn observe_checkpoints(&mut self, observer: CheckpointObserver) {
+        self.observer = Some(observer);
+    }
+
     /// Appends the batch in ONE transaction and returns the seq of the batch's
     /// last entry (a checkpoint written after it is not counted; see
     /// [`AuditLog::head`]). An empty batch writes nothing and returns the head seq.
@@ -132,7 +141,7 @@ impl AuditLog {
         }
         // Validate everything before touching the database.
         let payloads = entries.iter().map(validate).collect::<Result<Vec<String>, AuditError>>()?;
-        Ok(self.commit(entries, &payloads, None)?.last_given)
+        Ok(self.commit(entries, &payloads, None, false)?.last_given)
     }
 
     /// Signs the head now if the time bound is due at `now_wall_ms` and
@@ -151,19 +160,45 @@ impl AuditLog {
         {
             return Ok(false);
         }
-        Ok(self.commit(&[], &[], Some(now_wall_ms))?.checkpoint)
+        Ok(self.commit(&[], &[], Some(now_wall_ms), false)?.checkpoint.is_some())
     }
 
-    fn commit(&mut self, entries: &[NewEntry], payloads: &[String], now: Option<i64>) -> Result<Written, AuditError> {
-        match self.write(entries, payloads, now) {
+    /// Signs the head now, whatever the bounds say, if entries came since the last checkpoint
+    /// (at a clean stop: nothing of the run is left unsigned). Without a signer it does nothing.
+    pub fn checkpoint_now(&mut self, now_wall_ms: i64) -> Result<bool, AuditError> {
+        if self.poisoned {
+            return Err(AuditError::Poisoned);
+        }
+        if self.signer.is_none() || self.head_seq <= self.last_checkpoint_seq {
+            return Ok(false);
+        }
+        Ok(self.commit(&[], &[], Some(now_wall_ms), true)?.checkpoint.is_some())
+    }
+
+    /// Entries after the last checkpoint: not yet signed.
+    pub fn unsigned(&self) -> u64 {
+        self.head_seq.saturating_sub(self.last_checkpoint_seq)
+    }
+
+    fn commit(
+        &mut self,
+        entries: &[NewEntry],
+        payloads: &[String],
+        now: Option<i64>,
+        force: bool,
+    ) -> Result<Written, AuditError> {
+        match self.write(entries, payloads, now, force) {
             Ok(w) => {
                 self.head_seq = w.head_seq;
                 self.head_hash = w.head_hash;
                 self.head_clock = w.head_clock;
-                if w.checkpoint {
+                if let Some(cp) = &w.checkpoint {
                     self.last_checkpoint_seq = w.head_seq;
                     self.last_checkpoint_wall_ms = w.head_clock.map(|c| c.0);
                     tracing::debug!(seq = w.head_seq, covers = w.head_seq - 1, "audit checkpoint signed");
+                    if let Some(observe) = self.observer.as_mut() {
+                        observe(cp);
+                    }
                 }
                 tracing::debug!(entries = entries.len(), last_seq = w.last_given, "audit batch committed");
                 Ok(w)
@@ -207,16 +242,22 @@ impl AuditLog {
         (self.head_seq, self.head_hash)
     }
 
-    fn write(&mut self, entries: &[NewEntry], payloads: &[String], now: Option<i64>) -> Result<Written, AuditError> {
+    fn write(
+        &mut self,
+        entries: &[NewEntry],
+        payloads: &[String],
+        now: Option<i64>,
+        force: bool,
+    ) -> Result<Written, AuditError> {
         let newest_wall_ms = entries.iter().map(|e| e.wall_ms).max().or(now);
         // The clock fields of a checkpoint come from the entry it covers: the log reads no clock.
         let head_clock = entries.last().map(|e| (e.wall_ms, e.mono_ms)).or(self.head_clock);
-        let due = self.checkpoint_due(self.head_seq + entries.len() as u64, newest_wall_ms);
+        let due = force || self.checkpoint_due(self.head_seq + entries.len() as u64, newest_wall_ms);
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut seq = self.head_seq;
         let mut hash = self.head_hash;
         let buf = &mut self.buf;
-        let mut checkpoint = false;
+        let mut checkpoint = None;
         {
             let mut stmt = tx.prepare_cached(INSERT_ENTRY)?;
             let mut insert = |prev: &[u8; 32], f: EntryFields<'_>| -> Result<[u8; 32], AuditError> {
@@ -251,7 +292,8 @@ impl AuditLog {
             }
             let last_given = seq;
             if let (Some(signer), Some((wall_ms, mono_ms)), true) = (&self.signer, head_clock, due) {
-                let payload = checkpoint_payload(signer, seq, &hash)?;
+                let signed = checkpoint_payload(signer, seq, &hash);
+                let payload = canonical_json(&serde_json::to_value(&signed)?)?;
                 seq += 1;
                 hash = insert(
                     &hash,
@@ -265,7 +307,7 @@ impl AuditLog {
                         payload: &payload,
                     },
                 )?;
-                checkpoint = true;
+                checkpoint = Some(SignedCheckpoint { entry_seq: seq, wall_ms, payload: signed });
             }
             let changed = tx
                 .execute("UPDATE audit_head SET seq = ?1, hash = ?2 WHERE id = 1", params![sql_int(seq)?, &hash[..]])?;
@@ -285,7 +327,8 @@ struct Written {
     head_seq: u64,
     head_hash: [u8; 32],
     head_clock: Option<(i64, u64)>,
-    checkpoint: bool,
+    /// The checkpoint written after the batch, if one was.
+    checkpoint: Option<SignedCheckpoint>,
 }
 
 fn sql_int(v: u64) -> Result<i64, AuditError> {
@@ -317,14 +360,13 @@ pub(super) fn validate(e: &NewEntry) -> Result<String, AuditError> {
     Ok(payload)
 }
 
-fn checkpoint_payload(signer: &Signer, seq: u64, head: &[u8; 32]) -> Result<String, AuditError> {
-    let signature = signer.sign_checkpoint(seq, head);
-    canonical_json(&serde_json::json!({
-        "seq": seq,
-        "head": hex::encode(head),
-        "public_key": signer.public_key_hex(),
-        "signature": hex::encode(signature),
-    }))
+fn checkpoint_payload(signer: &Signer, seq: u64, head: &[u8; 32]) -> CheckpointPayload {
+    CheckpointPayload {
+        seq,
+        head: hex::encode(head),
+        public_key: signer.public_key_hex(),
+        signature: hex::encode(signer.sign_checkpoint(seq, head)),
+    }
 }
 
 /// (seq, hash, (wall_ms, mono_ms) of the head entry if it is stored).

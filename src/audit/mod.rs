@@ -55,6 +55,39 @@ pub const MAX_ARCHIVE_ENTRIES: u64 = 50_000;
 /// Kind reserved for the checkpoints the log writes itself.
 pub const CHECKPOINT_KIND: &str = "checkpoint";
 
+/// What a checkpoint entry says, as stored (its payload), exported (`sortline audit
+/// checkpoints`) and published off the box (MQTT `audit/checkpoint`): the entry it covers (`seq`,
+/// whose hash is `head`), and the site key's signature over both.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointPayload {
+    pub seq: u64,
+    pub head: String,
+    pub public_key: String,
+    pub signature: String,
+}
+
+impl CheckpointPayload {
+    /// The anchor it gives: the covered entry and its hash.
+    pub fn anchor(&self) -> Option<Anchor> {
+        let mut head = [0u8; 32];
+        hex::decode_to_slice(&self.head, &mut head).ok()?;
+        Some(Anchor { seq: self.seq, head })
+    }
+}
+
+/// A checkpoint just written: its own entry (seq, wall-clock ms) and what it says.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SignedCheckpoint {
+    pub entry_seq: u64,
+    pub wall_ms: i64,
+    #[serde(flatten)]
+    pub payload: CheckpointPayload,
+}
+
+/// Told of every checkpoint the log writes, after its commit (to publish it off the box).
+pub type CheckpointObserver = Box<dyn FnMut(&SignedCheckpoint) + Send>;
+
 /// What the daemon appends. The log assigns `seq` and the hashes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEntry {

@@ -329,9 +329,9 @@ fn tail_truncation_with_a_forged_head_needs_an_outside_anchor() {
     conn.execute("DELETE FROM audit_entries WHERE seq > 40", []).unwrap();
     conn.execute("UPDATE audit_head SET seq = 40, hash = (SELECT hash FROM audit_entries WHERE seq = 40)", []).unwrap();
     assert!(verify(&path, Some(&key)).unwrap().is_intact(), "limit: undetectable from inside");
-    let b = verify_against(&path, Some(&key), Some(anchor)).unwrap().first_break.unwrap();
+    let b = verify_against(&path, Some(&key), &[anchor]).unwrap().first_break.unwrap();
     assert_eq!(b.seq, 41);
-    assert!(b.problem.starts_with("truncated"), "{b:?}");
+    assert!(b.problem.starts_with("truncated") && b.problem.contains("anchor 54:"), "{b:?}");
 }
 
 #[test]
@@ -344,8 +344,9 @@ fn an_anchor_catches_a_rewritten_chain() {
     conn.execute("UPDATE audit_entries SET kind = 'x' WHERE seq = 12", []).unwrap();
     rewrite_chain_from(&conn, 12, &attacker_signer());
     assert!(verify(&path, None).unwrap().is_intact());
-    let b = verify_against(&path, None, Some(Anchor { seq: 30, head })).unwrap().first_break.unwrap();
+    let b = verify_against(&path, None, &[Anchor { seq: 30, head }]).unwrap().first_break.unwrap();
     assert_eq!(b.seq, 30);
+    assert!(b.problem.contains("anchor 30:") && b.problem.contains("disagrees"), "{b:?}");
 }
 
 #[test]
@@ -681,4 +682,30 @@ proptest! {
         prop_assert!(b.seq <= target, "{edit:?} at {target} reported at {b:?}");
         prop_assert_eq!(b.seq, target, "{:?}: {:?}", edit, b);
     }
+}
+
+#[test]
+fn a_clean_stop_signs_the_tail_and_the_checkpoint_is_told_off_the_box() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    // Bounds that never sign on their own here: only the stop does.
+    let mut log = build(&path, 25, Some(site_signer()), 1000, 5);
+    let told = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = told.clone();
+    log.observe_checkpoints(Box::new(move |cp| sink.lock().unwrap().push(cp.clone())));
+    assert_eq!(log.unsigned(), 25);
+    assert_eq!(verify(&path, None).unwrap().unsigned, 25);
+    assert!(log.checkpoint_now(1_700_000_009_999).unwrap());
+    assert!(!log.checkpoint_now(1_700_000_010_000).unwrap(), "nothing new to sign");
+    assert_eq!(log.unsigned(), 0);
+    let v = verify(&path, Some(&site_signer().public_key())).unwrap();
+    assert!(v.is_intact() && v.unsigned == 0, "{v:?}");
+    let told = told.lock().unwrap();
+    assert_eq!(told.len(), 1);
+    let cp = &told[0];
+    assert_eq!((cp.entry_seq, cp.payload.seq), (26, 25));
+    assert_eq!(cp.payload.anchor(), v.last_checkpoint, "what was told is the anchor verify finds");
+    // Entries after it are unsigned again, and counted so.
+    log.append(&[new_entry(26), new_entry(27)]).unwrap();
+    assert_eq!(verify(&path, None).unwrap().unsigned, 2);
 }

@@ -88,7 +88,8 @@ fn archive_a_prefix_then_the_next_one() {
 
     // An anchor in the archived part is checked on the file, not the database.
     let anchor = f.last_checkpoint.unwrap();
-    assert!(matches!(verify_against(&path, Some(&key()), Some(anchor)), Err(AuditError::AnchorElsewhere { .. })));
+    let v = verify_against(&path, Some(&key()), &[anchor]).unwrap();
+    assert!(v.is_intact() && (v.anchors_archived, v.anchors_checked) == (1, 0), "{v:?}");
     assert!(verify_archive_against(&r.file, Some(&key()), Some(anchor)).unwrap().is_intact());
     let forged = Anchor { head: [1; 32], ..anchor };
     assert_eq!(verify_archive_against(&r.file, None, Some(forged)).unwrap().first_break.unwrap().seq, anchor.seq);
@@ -507,17 +508,23 @@ fn one_run_moves_at_most_the_cap_unless_no_checkpoint_fits() {
 fn every_archive_row_is_checked_against_its_file() {
     let dir = tempfile::tempdir().unwrap();
     let (path, r) = archived_db(&dir);
-    let ok = verify_archives(&path, &arch_dir(&dir), Some(&key())).unwrap();
+    let ok = verify_archives(&path, &arch_dir(&dir), Some(&key()), &[]).unwrap();
     assert_eq!(ok.len(), 1);
     assert_eq!((ok[0].first_seq, ok[0].last_seq, ok[0].problem.as_deref()), (r.first_seq, r.last_seq, None));
+    // Anchors in the file's range are checked there: one the site saved agrees, a forged one does not.
+    let saved = verify_archive(&r.file, Some(&key())).unwrap().last_checkpoint.unwrap();
+    assert!(verify_archives(&path, &arch_dir(&dir), Some(&key()), &[saved]).unwrap()[0].problem.is_none());
+    let forged = Anchor { head: [3; 32], ..saved };
+    let refused = verify_archives(&path, &arch_dir(&dir), Some(&key()), &[forged]).unwrap();
+    assert!(refused[0].problem.as_deref().is_some_and(|p| p.contains("disagrees")), "{refused:?}");
 
     // A file that is not the one recorded, however well formed, is refused.
     let original = std::fs::read(&r.file).unwrap();
     std::fs::write(&r.file, [&original[..], b"\n"].concat()).unwrap();
-    let changed = verify_archives(&path, &arch_dir(&dir), Some(&key())).unwrap();
+    let changed = verify_archives(&path, &arch_dir(&dir), Some(&key()), &[]).unwrap();
     assert!(changed[0].problem.as_deref().is_some_and(|p| p.contains("SHA-256")), "{changed:?}");
 
     std::fs::remove_file(&r.file).unwrap();
-    let missing = verify_archives(&path, &arch_dir(&dir), Some(&key())).unwrap();
+    let missing = verify_archives(&path, &arch_dir(&dir), Some(&key()), &[]).unwrap();
     assert_eq!(missing[0].problem.as_deref(), Some("file missing"));
 }

@@ -2,14 +2,13 @@
 
 use ed25519_dalek::{Signature, VerifyingKey};
 use rusqlite::types::ValueRef;
-use serde::Deserialize;
 use std::borrow::Borrow;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use super::encoding::{checkpoint_message, entry_hash, GENESIS_HASH};
 use super::schema::{self, ArchiveRow, RawEntry, SELECT_ENTRY};
-use super::{AuditError, CHECKPOINT_KIND};
+use super::{AuditError, CheckpointPayload, CHECKPOINT_KIND};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyReport {
@@ -28,6 +27,13 @@ pub struct VerifyReport {
     pub key: KeyUsed,
     /// What the last valid checkpoint covers; publish it off the box to guard the tail.
     pub last_checkpoint: Option<Anchor>,
+    /// Entries after the last checkpoint (up to the break, if any): not signed, so rewritable
+    /// by whoever holds the database, and only an anchor from off the box tells.
+    pub unsigned: u64,
+    /// Anchors found in the chain with the hash they give.
+    pub anchors_checked: u64,
+    /// Anchors in an archived segment: checked against the archive files instead.
+    pub anchors_archived: u64,
 }
 
 impl VerifyReport {
@@ -62,34 +68,29 @@ pub struct Anchor {
 
 /// Verifies the whole chain; see [`verify_against`].
 pub fn verify(db_path: &Path, public_key: Option<&[u8; 32]>) -> Result<VerifyReport, AuditError> {
-    verify_against(db_path, public_key, None)
+    verify_against(db_path, public_key, &[])
 }
 
 /// Verifies the whole chain read-only: every hash and link, seq 1..=n without
 /// gap (entries moved to archive files are accounted for by their
 /// `audit_archives` rows, which must link to each other and to the first
-/// stored entry), every checkpoint signature, the recorded head, and `anchor`
-/// if given. Reports the first break. Errors are for an unreadable database,
-/// not for a tampered one, and for an anchor that lies in an archived segment
-/// (check it on that file with [`super::verify_archive_against`]).
+/// stored entry), every checkpoint signature, the recorded head, and every
+/// anchor: the chain must reach it (a chain shorter than an anchor was cut) and
+/// hold its hash there (else it was rewritten at or before it). Reports the
+/// first break. Anchors in archived segments are counted, for
+/// [`super::verify_archives`] to check on their files. Errors are for an
+/// unreadable database, not for a tampered one.
 pub fn verify_against(
     db_path: &Path,
     public_key: Option<&[u8; 32]>,
-    anchor: Option<Anchor>,
+    anchors: &[Anchor],
 ) -> Result<VerifyReport, AuditError> {
     let mut conn = schema::open_read_only(db_path)?;
     // One read transaction: the rows, the archive rows and the head row come from one snapshot.
     let tx = conn.transaction()?;
-    let mut check = Checker::new(db_path, public_key, anchor, Origin::Genesis)?;
+    let mut check = Checker::new(db_path, public_key, anchors, Origin::Genesis)?;
     check.archives(&schema::archive_rows(&tx)?);
-    if let Some(a) = anchor {
-        if a.seq > 0 && a.seq < check.expected && check.report.first_break.is_none() {
-            return Err(AuditError::AnchorElsewhere {
-                seq: a.seq,
-                why: format!("entries before {} are archived; check it on their file", check.expected),
-            });
-        }
-    }
+    check.set_aside_archived_anchors();
     {
         let mut stmt = tx.prepare(&format!("{SELECT_ENTRY} ORDER BY seq"))?;
         let mut rows = stmt.query([])?;
@@ -128,8 +129,8 @@ pub(super) struct Checker {
     given_key: Option<VerifyingKey>,
     public_key: Option<[u8; 32]>,
     recorded_keys: BTreeSet<[u8; 32]>,
-    anchor: Option<Anchor>,
-    anchor_hash: Option<[u8; 32]>,
+    /// Anchors not yet met, by the entry they cover.
+    anchors: BTreeMap<u64, [u8; 32]>,
     /// Whether the last entry that checked out is a checkpoint.
     pub ends_with_checkpoint: bool,
     pub report: VerifyReport,
@@ -140,7 +141,7 @@ impl Checker {
     pub(super) fn new(
         path: &Path,
         public_key: Option<&[u8; 32]>,
-        anchor: Option<Anchor>,
+        anchors: &[Anchor],
         origin: Origin,
     ) -> Result<Checker, AuditError> {
         let given_key = match public_key {
@@ -158,8 +159,8 @@ impl Checker {
             given_key,
             public_key: public_key.copied(),
             recorded_keys: BTreeSet::new(),
-            anchor,
-            anchor_hash: None,
+            // Seq 0 is the genesis: nothing to check.
+            anchors: anchors.iter().filter(|a| a.seq > 0).map(|a| (a.seq, a.head)).collect(),
             ends_with_checkpoint: false,
             report: VerifyReport {
                 first_seq: 1,
@@ -169,6 +170,9 @@ impl Checker {
                 first_break: None,
                 key: KeyUsed::Recorded { public_keys_hex: Vec::new() },
                 last_checkpoint: None,
+                unsigned: 0,
+                anchors_checked: 0,
+                anchors_archived: 0,
             },
             buf: Vec::with_capacity(512),
         })
@@ -183,6 +187,18 @@ impl Checker {
         if first_seq == 1 && prev != GENESIS_HASH {
             self.brk(1, "out of order: entry 1 does not start from the genesis hash".into());
         }
+    }
+
+    /// Anchors before the stored entries (archived): counted, left to the archive files.
+    fn set_aside_archived_anchors(&mut self) {
+        let stored = self.anchors.split_off(&self.expected);
+        self.report.anchors_archived = self.anchors.len() as u64;
+        self.anchors = stored;
+    }
+
+    /// Keeps only the anchors within `first..=last` (an archive file's range).
+    pub(super) fn keep_anchors_within(&mut self, first: u64, last: u64) {
+        self.anchors.retain(|seq, _| (first..=last).contains(seq));
     }
 
     pub(super) fn brk(&mut self, seq: u64, problem: String) {
@@ -318,15 +334,28 @@ impl Checker {
                 Ok(cp) => {
                     self.recorded_keys.insert(cp.public_key);
                     self.report.last_checkpoint = Some(Anchor { seq: seq - 1, head: self.prev });
+                    self.report.unsigned = 0;
                 }
                 Err(problem) => {
                     self.brk(seq, problem);
                     return Ok(());
                 }
             }
+        } else {
+            self.report.unsigned += 1;
         }
-        if self.anchor.is_some_and(|a| a.seq == seq) {
-            self.anchor_hash = Some(raw.hash);
+        if let Some(head) = self.anchors.remove(&seq) {
+            if head != raw.hash {
+                self.brk(
+                    seq,
+                    format!(
+                        "anchor {seq}:{} disagrees: entry {seq} differs (the chain was rewritten at or before it)",
+                        hex::encode(head)
+                    ),
+                );
+                return Ok(());
+            }
+            self.report.anchors_checked += 1;
         }
         self.prev = raw.hash;
         self.expected += 1;
@@ -356,19 +385,18 @@ impl Checker {
         }
     }
 
-    /// The chain must reach the anchor and hold its hash there.
+    /// The chain must reach every anchor: one left unmet lies past its end.
     pub(super) fn anchor_reached(&mut self) {
-        let (None, Some(a)) = (&self.report.first_break, self.anchor) else {
+        if self.report.first_break.is_some() {
             return;
-        };
+        }
         let last = self.expected - 1;
-        if a.seq > last {
-            self.brk(last + 1, format!("truncated: the chain ends at {last} but the anchor covers {}", a.seq));
-        } else if a.seq > 0 && self.anchor_hash != Some(a.head) {
-            self.brk(
-                a.seq,
-                format!("hash mismatch: entry {} differs from the anchor (chain rewritten at or before it)", a.seq),
+        if let Some((&seq, head)) = self.anchors.iter().next() {
+            let problem = format!(
+                "truncated: the chain ends at {last} but anchor {seq}:{} covers entry {seq}",
+                hex::encode(head)
             );
+            self.brk(last + 1, problem);
         }
     }
 
@@ -386,15 +414,6 @@ impl Checker {
         );
         self.report
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CheckpointPayload {
-    seq: u64,
-    head: String,
-    public_key: String,
-    signature: String,
 }
 
 struct CheckedCheckpoint {

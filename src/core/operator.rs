@@ -25,6 +25,9 @@ impl OperatorState {
     /// The state `input` leads to, or why the line refuses it; `None` when `input` is not an
     /// operator's setting.
     pub fn after(&self, input: &Input) -> Option<Result<OperatorState, String>> {
+        if !matches!(input, Input::LineControl { .. } | Input::Parameters { .. }) {
+            return None;
+        }
         let mut next = self.clone();
         match input {
             Input::LineControl { running, officer } => match (*running, self.stopped_by.is_some()) {

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 pub enum SinkMsg {
     Parcel(ParcelReport, i64),
     Alarm(Alarm, i64),
+    Checkpoint(crate::audit::SignedCheckpoint),
 }
 
 /// The daemon's side: a [`Screen`] whose events go to the publisher over a bounded channel.
@@ -47,6 +48,12 @@ impl MqttSink {
 
     pub fn alarm(&self, alarm: &Alarm) {
         let _ = self.tx.blocking_send(SinkMsg::Alarm(alarm.clone(), clock::wall_ms()));
+    }
+
+    /// A signed checkpoint of the audit chain, to publish off the box (from the audit writer's
+    /// thread, [`crate::audit::AuditLog::observe_checkpoints`]).
+    pub fn checkpoint(&self, cp: &crate::audit::SignedCheckpoint) {
+        let _ = self.tx.blocking_send(SinkMsg::Checkpoint(cp.clone()));
     }
 
     /// From async code.
@@ -84,6 +91,8 @@ pub struct MqttStats {
     pub parcels: u64,
     pub alarms: u64,
     pub metrics: u64,
+    /// Signed checkpoints of the audit chain handed to the outbox.
+    pub checkpoints: u64,
     pub commands_accepted: u64,
     pub commands_refused: u64,
     pub outbox: OutboxFigures,
@@ -572,6 +581,12 @@ impl Task {
                 let topic = self.settings.topics.alarm();
                 self.push(Kind::Alarm, &topic, &text)
             }
+            SinkMsg::Checkpoint(cp) => {
+                self.stats.checkpoints += 1;
+                let text = serde_json::to_string(&cp).unwrap_or_default();
+                let topic = self.settings.topics.checkpoint();
+                self.push(Kind::Checkpoint, &topic, &text)
+            }
         }
     }
 
@@ -636,9 +651,12 @@ impl Task {
         if room == 0 {
             return Ok(());
         }
+        let retained = self.settings.topics.checkpoint();
         for event in self.outbox.after(conn.cursor, room)? {
+            // The latest checkpoint stays on the broker for whoever subscribes later.
+            let retain = event.topic == retained;
             let (topic, body, data) = render(self.edge.as_ref(), &event);
-            if conn.client.try_publish(topic, QoS::AtLeastOnce, false, body).is_err() {
+            if conn.client.try_publish(topic, QoS::AtLeastOnce, retain, body).is_err() {
                 // Full or closed: the next ConnAck replays from the oldest unacknowledged.
                 break;
             }

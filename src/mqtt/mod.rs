@@ -107,6 +107,15 @@ impl Topics {
     pub fn metrics(&self) -> String {
         format!("{}metrics", self.prefix)
     }
+    /// Every signed checkpoint of the audit chain, retained: the site keeps them as anchors.
+    pub fn checkpoint(&self) -> String {
+        format!("{}audit/checkpoint", self.prefix)
+    }
+    /// The intake's acknowledgement of each platform message it took: stored (or refused, on
+    /// record), so the platform may stop resending it.
+    pub fn platform_acks(&self) -> String {
+        format!("{}platform/ack", self.prefix)
+    }
     /// Where the platform publishes declaration lists (one, or a JSON array of them).
     pub fn platform_manifests(&self) -> String {
         format!("{}platform/manifest", self.prefix)

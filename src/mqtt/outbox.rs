@@ -23,6 +23,8 @@ pub enum Kind {
     Alarm,
     Metrics,
     Reply,
+    Checkpoint,
+    Ack,
 }
 
 impl Kind {
@@ -32,6 +34,8 @@ impl Kind {
             Kind::Alarm => "alarm",
             Kind::Metrics => "metrics",
             Kind::Reply => "reply",
+            Kind::Checkpoint => "checkpoint",
+            Kind::Ack => "ack",
         }
     }
 }

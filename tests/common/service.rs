@@ -61,14 +61,41 @@ pub fn scanner(cfg: &sortline::config::Loaded) -> SimScanner {
     SimScanner::pty(SimScannerConfig { framing, faults: ScannerFaults::default(), heartbeat_every: None }).unwrap()
 }
 
+/// A `sortline run` child process, killed when dropped (a failed test leaves no daemon behind).
+pub struct Daemon(Child);
+
+impl Daemon {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// SIGKILL, as a power cut or the OOM killer would.
+    pub fn kill9(&mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+
+    pub fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.0.wait()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `sortline run --config cfg`, its log appended to `log`.
-pub fn spawn(cfg: &Path, log: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_sortline"))
+pub fn spawn(cfg: &Path, log: &Path) -> Daemon {
+    let child = Command::new(env!("CARGO_BIN_EXE_sortline"))
         .args(["run", "--config"])
         .arg(cfg)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(std::fs::File::options().create(true).append(true).open(log).unwrap())
         .spawn()
-        .unwrap()
+        .unwrap();
+    Daemon(child)
 }
