@@ -17,6 +17,8 @@ const QUEUE_CAPACITY: usize = 4096;
 const SUBMIT_TIMEOUT: Duration = Duration::from_secs(2);
 
 type Reply = Sender<Result<u64, AuditError>>;
+/// Whether a checkpoint was written.
+type Signed = Sender<Result<bool, AuditError>>;
 
 enum Msg {
     Submit {
@@ -157,7 +159,7 @@ struct Batch {
     /// (reply, index past the submission's last entry in `entries`)
     submits: Vec<(Reply, usize)>,
     flushes: Vec<Reply>,
-    checkpoints: Vec<(i64, bool, Sender<Result<bool, AuditError>>)>,
+    checkpoints: Vec<(i64, bool, Signed)>,
 }
 
 fn run(mut log: AuditLog, rx: Receiver<Msg>, max_delay: Duration, max_batch: usize) -> Result<(), AuditError> {
