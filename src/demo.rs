@@ -42,7 +42,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 
+mod platform;
 mod station;
+pub use platform::{Pacing, PlatformReport};
 pub use station::XraySummary;
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +142,9 @@ pub struct MqttSummary {
     pub broker: String,
     pub prefix: String,
     pub stats: crate::mqtt::MqttStats,
+    /// The simulated platform's side of the list intake (absent when the lists came from the
+    /// store): lists, messages, resends, acknowledgements.
+    pub platform: Option<PlatformReport>,
 }
 
 /// Which broker the demo publishes to.
@@ -585,37 +590,6 @@ fn declarations(world: &sim::World) -> Result<Vec<Declaration>, DemoError> {
         })?;
     }
     Ok(declarations)
-}
-
-/// The simulated platform: publishes every list (QoS 1) to the line's intake topic on
-/// `broker`, one message each as the platform does, and returns once the broker took them all.
-async fn publish_platform(broker: &str, topic: String, declarations: Vec<Declaration>) -> Result<(), DemoError> {
-    let failed = |detail: String| DemoError::Sim { what: "the simulated platform's publishing", detail };
-    let (host, port) = broker.rsplit_once(':').ok_or_else(|| failed(format!("broker {broker:?}")))?;
-    let port: u16 = port.parse().map_err(|_| failed(format!("broker {broker:?}")))?;
-    let mut options = rumqttc::MqttOptions::new("sim-platform", host, port);
-    options.set_inflight(64);
-    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 128);
-    let total = declarations.len();
-    let sender = tokio::spawn(async move {
-        for d in declarations {
-            let body = serde_json::to_vec(&d).unwrap_or_default();
-            client.publish(topic.clone(), rumqttc::QoS::AtLeastOnce, false, body).await?;
-        }
-        // Kept until every PUBACK is in: dropping the client ends the event loop.
-        std::future::pending::<Result<(), rumqttc::ClientError>>().await
-    });
-    let mut acked = 0;
-    while acked < total {
-        match tokio::time::timeout(Duration::from_secs(30), eventloop.poll()).await {
-            Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)))) => acked += 1,
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(failed(e.to_string())),
-            Err(_) => return Err(failed(format!("{acked} of {total} lists taken by the broker in 30 s"))),
-        }
-    }
-    sender.abort();
-    Ok(())
 }
 
 /// What the host says of a run, beside the referee's report: the core's counters and, over
@@ -1111,32 +1085,23 @@ pub fn run_modbus(
                     .as_ref()
                     .map(|r| Box::new(r.reader.stats()) as Box<dyn Fn() -> ScannerStats + Send + Sync>),
             };
-            let manifests_topic =
-                crate::mqtt::Topics::new(&cfg.line.site.site_id, &cfg.line.site.line_id).platform_manifests();
-            (broker, prefix, manifests_topic, prepared.start(daemon.inputs(), figures, cfg.rules_dir.clone()))
+            let topics = crate::mqtt::Topics::new(&cfg.line.site.site_id, &cfg.line.site.line_id);
+            (broker, prefix, topics, prepared.start(daemon.inputs(), figures, cfg.rules_dir.clone()))
         });
-        if let Some((broker, _, topic, publisher)) = publisher.as_ref().filter(|_| via_intake) {
-            let total = platform_lists.len() as u64;
+        let mut platform = None;
+        if let Some((broker, _, topics, publisher)) = publisher.as_ref().filter(|_| via_intake) {
             let mut stats = publisher.stats();
             // Not retained: the platform publishes once the intake's subscription stands.
             if tokio::time::timeout(Duration::from_secs(30), stats.wait_for(|s| s.subscribed)).await.is_err() {
                 return Err(DemoError::Sim { what: "the platform intake", detail: "not subscribed in 30 s".into() });
             }
-            publish_platform(broker, topic.clone(), platform_lists).await?;
-            let all_in = stats.wait_for(|s| {
-                let i = &s.intake;
-                i.stored + i.unchanged + i.stale + i.dead_letters >= total
-            });
-            match tokio::time::timeout(Duration::from_secs(60), all_in).await {
-                Ok(Ok(s)) if s.intake.dead_letters > 0 => tracing::warn!(intake = ?s.intake, "platform lists refused"),
-                Ok(Ok(_)) => {}
-                _ => {
-                    return Err(DemoError::Sim {
-                        what: "the platform intake",
-                        detail: format!("not every one of {total} lists was taken in 60 s"),
-                    })
-                }
+            // Returns once the intake acknowledged every list: then the core has them too.
+            let (lists, acks) = (topics.platform_manifests(), topics.platform_acks());
+            let report = platform::publish(broker, lists, acks, platform_lists, &Pacing::default()).await?;
+            if report.refused > 0 || report.resent > 0 {
+                tracing::warn!(?report, "platform lists resent or refused");
             }
+            platform = Some(report);
             lists_in.store(true, Ordering::SeqCst);
         }
         // Officers and bench (and the scanner, on a direct wire): their own task, so that a
@@ -1238,9 +1203,12 @@ pub fn run_modbus(
         tokio::task::block_in_place(|| recorder::close_run(&finished.audit, finished.line.stats(), finished.now_ms))?;
         let mqtt = match publisher {
             // What the outbox still holds after this is delivered on the next start.
-            Some((broker, prefix, _, p)) => {
-                Some(MqttSummary { broker, prefix, stats: p.stop(Duration::from_secs(10)).await.map_err(mqtt_error)? })
-            }
+            Some((broker, prefix, _, p)) => Some(MqttSummary {
+                broker,
+                prefix,
+                stats: p.stop(Duration::from_secs(10)).await.map_err(mqtt_error)?,
+                platform,
+            }),
             None => None,
         };
         Ok::<_, DemoError>((plc.report(), finished, reader_stats.map(|stats| stats()), mqtt, truth))

@@ -382,6 +382,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 transport,
                 scanner,
                 mqtt: mqtt.clone(),
+                // Room for big runs on a slow box: five minutes, and a tenth of a second a parcel.
+                run_limit: std::time::Duration::from_secs(300 + u64::from(parcels) / 10),
                 ..demo::ModbusOptions::default()
             };
             let s = match plc {

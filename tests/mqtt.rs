@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::mqtt::{report, subscriber, Proxy, GUARD};
+use common::mqtt::{report, subscriber, Mosquitto, Proxy, GUARD};
 use serde_json::Value;
 use sortline::core::{Alarm, Input, ParcelId, Severity, TrackingId};
 use sortline::daemon::{Command, CoreMsg};
@@ -307,7 +307,8 @@ async fn platform_intake_stores_then_feeds_the_core_and_keeps_dead_letters(broke
     let (publisher, _sink, core) = start(s, dir.path());
     let mut stats = publisher.stats();
     wait(&mut stats, "connected", |s| s.connected).await;
-    let platform = subscriber(broker, "platform", &format!("{}none", topics.prefix())).await;
+    // The platform listens for the intake's acknowledgements: its proof of delivery.
+    let mut platform = subscriber(broker, "platform", &topics.platform_acks()).await;
     let send = |topic: String, body: String| {
         let client = platform.client.clone();
         async move { client.publish(topic, rumqttc::QoS::AtLeastOnce, false, body).await.unwrap() }
@@ -331,6 +332,39 @@ async fn platform_intake_stores_then_feeds_the_core_and_keeps_dead_letters(broke
     )
     .await;
     wait(&mut stats, "six messages taken", |s| s.intake.messages >= 6).await;
+    let mut acks = Vec::new();
+    for _ in 0..6 {
+        acks.push(platform.next("/platform/ack").await);
+    }
+    let lists = |a: &Value| -> Vec<(String, u64, String)> {
+        a["lists"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                (
+                    l["waybill"].as_str().unwrap().to_string(),
+                    l["version"].as_u64().unwrap(),
+                    l["status"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let owned = |w: &str, v: u64, st: &str| (w.to_string(), v, st.to_string());
+    assert_eq!(lists(&acks[0]), [owned("EA123456785CN", 1, "stored")]);
+    assert_eq!(lists(&acks[1]), [owned("RR123456785CN", 2, "stored"), owned("EA000000000CN", 1, "refused")]);
+    assert!(acks[1]["lists"][1]["reason"].as_str().unwrap().contains("channel"), "{}", acks[1]);
+    assert!(lists(&acks[2]).is_empty() && acks[2]["refused"].as_str().unwrap().contains("not JSON"), "{}", acks[2]);
+    assert_eq!(lists(&acks[3]), [owned("EA123456785CN", 1, "unchanged")], "a resend is acknowledged again");
+    assert_eq!(
+        (acks[4]["target"]["target_id"].as_str(), acks[4]["target"]["status"].as_str()),
+        (Some("PT-1"), Some("stored"))
+    );
+    assert_eq!(
+        (acks[5]["target"]["target_id"].as_str(), acks[5]["target"]["status"].as_str()),
+        (Some("NOPE"), Some("refused"))
+    );
+    assert!(acks.iter().all(|a| a["event_id"].is_i64() && a["topic"].as_str().unwrap().starts_with(topics.prefix())));
     let end = publisher.stop(GUARD).await.unwrap();
     let i = &end.intake;
     assert_eq!((i.stored, i.unchanged, i.targets, i.dead_letters, i.store_failures), (2, 1, 1, 3, 0), "{i:?}");
@@ -530,63 +564,6 @@ async fn tls_with_a_client_certificate(broker: SocketAddr) {
     // Files that hold no certificate are refused before any connection.
     let empty = write(dir.path(), "empty.pem", "");
     assert!(sortline::mqtt::tls_config(&empty, None).unwrap_err().contains("no certificate"));
-}
-
-/// A Mosquitto broker of its own on a free loopback port, stopped when dropped.
-struct Mosquitto {
-    child: std::process::Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Mosquitto {
-    /// `None` when Mosquitto is not installed here (said on stderr); under CI that fails.
-    async fn start() -> Option<Mosquitto> {
-        Mosquitto::start_with(|_| String::new()).await
-    }
-
-    /// With `listener(dir)`'s lines added to its configuration (files it names go in `dir`).
-    async fn start_with(listener: impl FnOnce(&Path) -> String) -> Option<Mosquitto> {
-        let Some(bin) = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
-            .into_iter()
-            .map(Path::new)
-            .find(|p| p.exists())
-        else {
-            assert!(std::env::var_os("CI").is_none(), "CI must run the Mosquitto interop tests: install mosquitto");
-            eprintln!("Mosquitto interop NOT RUN: no mosquitto binary (apt-get install mosquitto)");
-            return None;
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let conf = dir.path().join("mosquitto.conf");
-        let extra = listener(dir.path());
-        let text = format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}");
-        std::fs::write(&conf, text).unwrap();
-        let child = std::process::Command::new(bin)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut broker = Mosquitto { child, addr, _dir: dir };
-        for _ in 0..200 {
-            if TcpStream::connect(addr).await.is_ok() {
-                return Some(broker);
-            }
-            assert!(broker.child.try_wait().unwrap().is_none(), "mosquitto exited at start");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("mosquitto did not listen on {addr}");
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Each scenario against each broker.

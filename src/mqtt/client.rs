@@ -530,6 +530,14 @@ impl Task {
         self.stats.intake = intake.stats.clone();
         let (msgs, durable): (Vec<CoreMsg>, bool) = match taken {
             Ok(taken) => {
+                // The platform's proof of delivery, durable before the broker's PUBACK: a
+                // message whose answer could not be kept is taken again on redelivery.
+                let ack = payload::AckEvent { ack: &taken.ack, wall_ms: clock::wall_ms() };
+                let text = serde_json::to_string(&ack).unwrap_or_default();
+                let answered = self.push(Kind::Ack, &self.settings.topics.platform_acks(), &text);
+                if let Err(e) = &answered {
+                    tracing::warn!(error = %e, "platform acknowledgement not kept; the message is left for redelivery");
+                }
                 let refused = taken.refused.into_iter().map(|why| {
                     CoreMsg::Alarm(Alarm {
                         code: "platform_message_refused",
@@ -538,7 +546,7 @@ impl Task {
                         message: format!("platform message on {} refused (dead letter kept): {why}", p.topic),
                     })
                 });
-                (refused.chain(taken.inputs.into_iter().map(CoreMsg::Input)).collect(), true)
+                (refused.chain(taken.inputs.into_iter().map(CoreMsg::Input)).collect(), answered.is_ok())
             }
             Err(e) => {
                 intake.stats.store_failures += 1;

@@ -4,6 +4,11 @@
 //! durable there as a dead letter with the reason; only then does it reach the core, as the
 //! inputs the core records. A store failure leaves the message unacknowledged: the broker
 //! delivers it again, and storing is idempotent.
+//!
+//! Beside the broker's PUBACK, which only says the broker has the message, the intake answers
+//! the platform on `…/platform/ack` once the message is durable: for each list its waybill,
+//! version and outcome. That is the platform's proof of delivery: it resends what is not
+//! acknowledged (docs/mqtt.md), and a list sent again is taken as the same list.
 
 use super::command;
 use crate::core::{Carriers, Input, ManualTarget, Millis, OfficerId};
@@ -40,12 +45,69 @@ pub struct IntakeStats {
     pub store_failures: u64,
 }
 
-/// What one message gave: inputs for the core, and the dead letters written for it.
+/// What one message gave: inputs for the core, the dead letters written for it, and the
+/// acknowledgement for the platform.
 #[derive(Debug, Default)]
 pub struct Taken {
     pub inputs: Vec<Input>,
     /// The reasons of the refused parts (each a dead letter now).
     pub refused: Vec<String>,
+    pub ack: Ack,
+}
+
+/// The intake's answer to one platform message, once it is durable (`…/platform/ack`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Ack {
+    /// The topic the message came on (`…/platform/manifest` or `…/platform/target`).
+    pub topic: String,
+    /// Each list the message carried that could be read, in order.
+    pub lists: Vec<ListAck>,
+    /// The targeting instruction, when the message was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetAck>,
+    /// Why the whole message was refused (kept as a dead letter), when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+}
+
+/// What became of one list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ListAck {
+    pub waybill: String,
+    pub version: u64,
+    /// `stored` (new or an amendment), `unchanged` (on record already, identical: a resend),
+    /// `stale` (a newer version is held, or this version is on record with other content) or
+    /// `refused` (invalid: a dead letter, with the reason).
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// What became of one targeting instruction: `stored` or `refused` (with the reason).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TargetAck {
+    pub target_id: String,
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A list's waybill and version as the platform sent them, read from a declaration that may
+/// not validate (so that even a refused list is acknowledged by name).
+#[derive(Deserialize)]
+struct ListId {
+    waybill: String,
+    version: u64,
+}
+
+fn list_id(raw: &[u8]) -> Option<ListId> {
+    serde_json::from_slice(raw).ok()
+}
+
+/// A targeting instruction's id, read the same way.
+#[derive(Deserialize)]
+struct TargetId {
+    target_id: String,
 }
 
 /// A platform targeting instruction (docs/mqtt.md).
@@ -80,14 +142,38 @@ impl Intake {
                 Feed::Targets => self.target(payload, wall_ms)?,
             }
         };
-        let taken = match outcome {
+        let mut taken = match outcome {
             Ok(taken) => taken,
             Err(reason) => {
                 self.store.dead_letter(topic, &reason, payload, wall_ms)?;
-                Taken { inputs: Vec::new(), refused: vec![reason] }
+                // What the message still names is acknowledged as refused, so the platform
+                // stops resending what can never be taken.
+                let why = Some(reason.clone());
+                let (lists, target) = match feed {
+                    Feed::Manifests => {
+                        let ack = |id: ListId| ListAck {
+                            waybill: id.waybill,
+                            version: id.version,
+                            status: "refused",
+                            reason: why.clone(),
+                        };
+                        (list_id(payload).map(ack).into_iter().collect(), None)
+                    }
+                    Feed::Targets => {
+                        let ack = |id: TargetId| TargetAck {
+                            target_id: id.target_id,
+                            status: "refused",
+                            reason: why.clone(),
+                        };
+                        (Vec::new(), serde_json::from_slice(payload).ok().map(ack))
+                    }
+                };
+                let ack = Ack { lists, target, refused: Some(reason.clone()), ..Ack::default() };
+                Taken { inputs: Vec::new(), refused: vec![reason], ack }
             }
         };
         self.stats.dead_letters += taken.refused.len() as u64;
+        taken.ack.topic = topic.to_string();
         Ok(taken)
     }
 
@@ -110,36 +196,61 @@ impl Intake {
         let mut valid: Vec<Declaration> = Vec::with_capacity(elements.len());
         let mut views = Vec::with_capacity(elements.len());
         let mut refused = Vec::new();
+        // Each list's acknowledgement in the message's order; those still to be stored are
+        // filled in below.
+        let mut lists: Vec<Option<ListAck>> = Vec::with_capacity(elements.len());
         for (n, raw) in elements.iter().enumerate() {
             match from_json(raw.get().as_bytes()).and_then(|d| d.validate(&self.carriers).map(|m| (d, m))) {
                 Ok((d, m)) => {
                     valid.push(d);
                     views.push(m);
+                    lists.push(None);
                 }
                 Err(e) if !batch => return Ok(Err(e.to_string())),
                 Err(e) => {
                     let reason = format!("declaration {} of the batch: {e}", n + 1);
                     self.store.dead_letter(topic, &reason, raw.get().as_bytes(), wall_ms)?;
+                    lists.push(list_id(raw.get().as_bytes()).map(|id| ListAck {
+                        waybill: id.waybill,
+                        version: id.version,
+                        status: "refused",
+                        reason: Some(reason.clone()),
+                    }));
                     refused.push(reason);
                 }
             }
         }
         let outcomes = self.store.store_batch(&valid, wall_ms)?;
         let mut inputs = Vec::new();
+        let mut stored = Vec::with_capacity(outcomes.len());
         for (outcome, view) in outcomes.into_iter().zip(views) {
-            match outcome {
+            let ack = |status: &'static str, reason: Option<String>| ListAck {
+                waybill: view.waybill.to_string(),
+                version: view.version,
+                status,
+                reason,
+            };
+            stored.push(match outcome {
                 Stored::New | Stored::Amended { .. } => {
                     self.stats.stored += 1;
+                    let a = ack("stored", None);
                     inputs.push(Input::Manifest(Arc::new(view)));
+                    a
                 }
-                Stored::Unchanged => self.stats.unchanged += 1,
+                Stored::Unchanged => {
+                    self.stats.unchanged += 1;
+                    ack("unchanged", None)
+                }
                 Stored::Refused { held, why } => {
                     self.stats.stale += 1;
                     tracing::info!(waybill = %view.waybill, version = view.version, held, why, "platform declaration kept out");
+                    ack("stale", Some(format!("{why} (version {held} is held)")))
                 }
-            }
+            });
         }
-        Ok(Ok(Taken { inputs, refused }))
+        let mut stored = stored.into_iter();
+        let lists = lists.into_iter().filter_map(|a| a.or_else(|| stored.next())).collect();
+        Ok(Ok(Taken { inputs, refused, ack: Ack { lists, ..Ack::default() } }))
     }
 
     /// An add or a remove, stored, then the core's input. The inner `Err` refuses it.
@@ -147,6 +258,11 @@ impl Intake {
         let input = match read_target(payload) {
             Ok(input) => input,
             Err(reason) => return Ok(Err(reason)),
+        };
+        let target_id = match &input {
+            Input::TargetAdd(t) => t.id.to_string(),
+            Input::TargetRemove { id, .. } => id.to_string(),
+            _ => String::new(),
         };
         let done = match &input {
             Input::TargetAdd(t) => self.store.add_target(&manifest::new_target(
@@ -166,7 +282,8 @@ impl Intake {
             Err(e) => return Err(e),
         }
         self.stats.targets += 1;
-        Ok(Ok(Taken { inputs: vec![input], refused: Vec::new() }))
+        let ack = Ack { target: Some(TargetAck { target_id, status: "stored", reason: None }), ..Ack::default() };
+        Ok(Ok(Taken { inputs: vec![input], refused: Vec::new(), ack }))
     }
 }
 

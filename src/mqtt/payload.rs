@@ -112,3 +112,11 @@ pub struct ReplyEvent {
     pub reply: super::command::Reply,
     pub wall_ms: i64,
 }
+
+/// `platform/ack`: the intake's answer to one platform message, once it is durable.
+#[derive(Clone, Debug, Serialize)]
+pub struct AckEvent<'a> {
+    #[serde(flatten)]
+    pub ack: &'a super::intake::Ack,
+    pub wall_ms: i64,
+}

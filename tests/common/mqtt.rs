@@ -3,6 +3,7 @@
 use serde_json::Value;
 use sortline::core::{Lane, Millis, ParcelId, ParcelReport, TrackingId};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -127,5 +128,72 @@ pub fn report(tracking: u32) -> ParcelReport {
         entered_at: Millis(u64::from(tracking) * 100),
         decided_at: Some(Millis(u64::from(tracking) * 100 + 40)),
         done_at: Millis(u64::from(tracking) * 100 + 900),
+    }
+}
+
+/// A Mosquitto broker of its own on a free loopback port, stopped when dropped.
+pub struct Mosquitto {
+    child: std::process::Child,
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    /// `None` when Mosquitto is not installed here (said on stderr); under CI that fails.
+    pub async fn start() -> Option<Mosquitto> {
+        Mosquitto::start_with(|_| String::new()).await
+    }
+
+    /// With `listener(dir)`'s lines added to its configuration (files it names go in `dir`).
+    pub async fn start_with(listener: impl FnOnce(&Path) -> String) -> Option<Mosquitto> {
+        let Some(bin) = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
+            .into_iter()
+            .map(Path::new)
+            .find(|p| p.exists())
+        else {
+            assert!(std::env::var_os("CI").is_none(), "CI must run the Mosquitto interop tests: install mosquitto");
+            eprintln!("Mosquitto interop NOT RUN: no mosquitto binary (apt-get install mosquitto)");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let conf = dir.path().join("mosquitto.conf");
+        let extra = listener(dir.path());
+        let text = format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra}");
+        std::fs::write(&conf, text).unwrap();
+        let child = std::process::Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut broker = Mosquitto { child, addr, _dir: dir };
+        for _ in 0..200 {
+            if TcpStream::connect(addr).await.is_ok() {
+                return Some(broker);
+            }
+            assert!(broker.child.try_wait().unwrap().is_none(), "mosquitto exited at start");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("mosquitto did not listen on {addr}");
+    }
+}
+
+impl Mosquitto {
+    /// Freezes the broker (SIGSTOP) or lets it go on (SIGCONT): its sockets stay open, nothing
+    /// moves, as a broker stalled on its disk or a VM paused.
+    pub fn signal(&self, stop: bool) {
+        let sig = if stop { "-STOP" } else { "-CONT" };
+        let ok = std::process::Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap();
+        assert!(ok.success(), "kill {sig}");
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
