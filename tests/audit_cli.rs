@@ -264,10 +264,10 @@ fn verify_names_the_entry_that_was_edited_deleted_reordered_or_retyped() {
 // --- crash safety
 
 /// Rounds of the crash test, all on one data directory.
-const ROUNDS: u32 = 24;
+const ROUNDS: u32 = 16;
 /// Rounds that run to the end. Round 0 also creates the key and the schema,
 /// and times the parcels' part of a whole run, which scales the kill points.
-const FINISHED_ROUNDS: [u32; 2] = [0, 13];
+const FINISHED_ROUNDS: [u32; 2] = [0, 9];
 /// Enough for the kill points (scaled to round 0's run) to land while parcels move; each run
 /// also images every parcel through the X-ray station.
 const CRASH_PARCELS: u32 = 250;
