@@ -1,5 +1,5 @@
 //! The platform's lists and the line's parcel records through Debian's Mosquitto with its
-//! default configuration (at most 1,000 messages queued per client): the demo of 1,500 parcels
+//! default configuration (at most 1,000 messages queued per client): the demo of 3,000 parcels
 //! publishing to it, and the same with the broker frozen (SIGSTOP) for 30 s during the intake
 //! and again during the parcels. Every list the platform sent is acknowledged by the intake,
 //! every parcel record arrives, by event id: none missing, duplicates allowed and counted.
@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const PARCELS: u32 = 1500;
+const PARCELS: u32 = 3000;
 const SEED: u64 = 7;
 const FROZEN: Duration = Duration::from_secs(30);
 
