@@ -119,7 +119,11 @@ pub async fn publish(
             // can an acknowledgement reach us.
             Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
                 subscribed = false;
-                let _ = client.try_subscribe(acks_topic.clone(), QoS::AtLeastOnce);
+                if let Err(e) = client.try_subscribe(acks_topic.clone(), QoS::AtLeastOnce) {
+                    // Unsubscribed, the platform sees no acknowledgement and resends until
+                    // the next connection subscribes again.
+                    tracing::warn!(error = %e, "platform: subscribing to the acknowledgements failed");
+                }
             }
             Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => subscribed = true,
             Ok(Ok(Event::Incoming(Packet::Publish(p)))) if p.topic == acks_topic => {
