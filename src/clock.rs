@@ -11,6 +11,7 @@ pub fn wall_ms() -> i64 {
 }
 
 /// A monotonic stopwatch for measurements.
+#[derive(Clone, Copy, Debug)]
 pub struct Stopwatch(Instant);
 
 impl Stopwatch {

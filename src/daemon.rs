@@ -13,7 +13,8 @@
 use crate::audit::{AuditError, GroupCommit, NewEntry, Ticket};
 use crate::clock;
 use crate::core::{
-    Alarm, Input, Line, LineMode, LineStats, Millis, Output, ParcelId, ParcelReport, Record, ReviewRequest, Severity,
+    Alarm, Input, Line, LineMode, LineStats, Millis, Output, ParcelId, ParcelReport, Provisional, Record, ReviewId,
+    ReviewRequest, Severity,
 };
 use crate::manifest::{OperatorStore, StoreError};
 use crate::mqtt::command::Reply;
@@ -46,12 +47,33 @@ pub trait LineClock: Send + Sync + 'static {
 /// Where the core's human-facing outputs go (the officer screen, the live view).
 pub trait Screen: Send + 'static {
     fn review_requested(&mut self, request: &ReviewRequest);
-    /// A parcel on the belt was identified (the live line shows it from now on).
-    fn parcel_identified(&mut self, _parcel: ParcelId) {}
+    /// The review waits for no verdict any more (decided, late, withdrawn, gone).
+    fn review_closed(&mut self, _parcel: ParcelId, _review: ReviewId) {}
+    /// An undecided parcel on the belt, as the line sees it now (the live line).
+    fn provisional(&mut self, _parcel: &Provisional) {}
     /// Called once the parcel's whole story is durable.
     fn parcel_done(&mut self, report: ParcelReport);
     /// Called as an alarm is recorded (monitoring); most screens ignore alarms.
     fn alarm(&mut self, _alarm: &Alarm) {}
+}
+
+/// A screen chosen at run time (with the console beside it or not).
+impl Screen for Box<dyn Screen> {
+    fn review_requested(&mut self, request: &ReviewRequest) {
+        (**self).review_requested(request)
+    }
+    fn review_closed(&mut self, parcel: ParcelId, review: ReviewId) {
+        (**self).review_closed(parcel, review)
+    }
+    fn provisional(&mut self, parcel: &Provisional) {
+        (**self).provisional(parcel)
+    }
+    fn parcel_done(&mut self, report: ParcelReport) {
+        (**self).parcel_done(report)
+    }
+    fn alarm(&mut self, alarm: &Alarm) {
+        (**self).alarm(alarm)
+    }
 }
 
 /// What the core thread takes in.
@@ -520,12 +542,7 @@ impl<C: LineClock, S: Screen> Core<C, S> {
         let mut destinations = Vec::new();
         for o in out {
             match o {
-                Output::Record(r) => {
-                    if let Record::Identified { parcel, .. } = &r {
-                        self.screen.parcel_identified(*parcel);
-                    }
-                    self.pending.push(recorder::entry(&r, now, wall))
-                }
+                Output::Record(r) => self.pending.push(recorder::entry(&r, now, wall)),
                 Output::Alarm(a) => self.alarm(&a),
                 Output::SetDestination { parcel, lane_id, .. } => {
                     destinations.push(Destination { boot: parcel.boot, tracking: parcel.tracking, lane_id })
@@ -545,7 +562,8 @@ impl<C: LineClock, S: Screen> Core<C, S> {
                         });
                     }
                 }
-                Output::ReviewClosed { .. } => {}
+                Output::ReviewClosed { parcel, review } => self.screen.review_closed(parcel, review),
+                Output::Provisional(p) => self.screen.provisional(&p),
                 Output::ParcelDone(report) => self.done.push(report),
             }
         }

@@ -267,6 +267,13 @@ pub enum Input {
         waybill: Waybill,
         officer: OfficerId,
         discrepancy: bool,
+        /// With a discrepancy: the parcel was returned (退运) rather than handed over to the
+        /// competent department.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        returned: bool,
+        /// What the officer wrote (the console asks for it with a discrepancy).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
     },
     /// Operator: new random-inspection rates and X-ray review ratios (each 0 to 1), for parcels
     /// identified from now on; a rate left out stays as it was.
@@ -639,6 +646,27 @@ pub struct ParcelReport {
     pub done_at: Millis,
 }
 
+/// Where a parcel not yet decided would go if it were decided now, and why; for the live line.
+/// Nothing is sent to the PLC for it: the decision comes at the cut-off or earlier.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Provisional {
+    #[serde(flatten)]
+    pub parcel: ParcelId,
+    pub waybill: Option<Waybill>,
+    pub channel: Option<Channel>,
+    pub lane: Lane,
+    pub reasons: Vec<Reason>,
+    /// Measured at the gate, on a line with a scale.
+    pub weight_g: Option<u32>,
+    pub cutoff_at: Millis,
+    /// An officer's verdict is asked for now.
+    pub in_review: bool,
+    /// An officer moved it to review by hand.
+    pub transferred: bool,
+    /// Its X-ray image, once attached (a supervisor's flag clearance names it).
+    pub image_sha256: Option<Arc<str>>,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Output {
     Record(Record),
@@ -650,6 +678,8 @@ pub enum Output {
         lane_id: u16,
     },
     ReviewRequested(ReviewRequest),
+    /// The parcel is still undecided; re-sent whenever the line looks at it again.
+    Provisional(Provisional),
     /// Screen this parcel's X-ray image against its declaration (none known: against nothing);
     /// the result comes back as `Input::XrayScreened`, naming the image and the list version.
     ScreenImage {
@@ -1784,6 +1814,20 @@ impl Line {
             self.request_review(id, waybill, manifest, image.clone(), flags, cutoff_at, now, out);
         }
         if !(at_cutoff || decision.is_final_hold()) {
+            if let Some(p) = self.parcels.get(&tracking) {
+                out.push(Output::Provisional(Provisional {
+                    parcel: id,
+                    waybill,
+                    channel,
+                    lane: decision.lane,
+                    reasons: decision.reasons,
+                    weight_g: p.weight_g,
+                    cutoff_at,
+                    in_review: p.open_review().is_some(),
+                    transferred: p.transfer.is_some(),
+                    image_sha256: image,
+                }));
+            }
             return;
         }
         if let Some(review) = self.parcels.get(&tracking).and_then(Parcel::open_review) {

@@ -14,7 +14,7 @@ pub mod waybill;
 pub use engine::{ClearedFlag, Facts, Policy, Rates, WeightTolerance};
 pub use line::{
     Alarm, Input, LaneMap, Line, LineMode, LineSettings, LineSnapshot, LineStats, LostWhy, Output, ParcelReport,
-    PlcHoldCause, Record, ReviewRequest, Severity, SyncCause, XraySettings,
+    PlcHoldCause, Provisional, Record, ReviewRequest, Severity, SyncCause, XraySettings,
 };
 pub use manifest::{Item, Manifest, ManifestStatus};
 pub use operator::OperatorState;

@@ -412,7 +412,7 @@ impl ManifestStore {
 
     /// Targets in force at `wall_ms` (not removed, not expired): what the core loads at start.
     pub fn standing_targets(&self, wall_ms: i64) -> Result<Vec<StoredTarget>, StoreError> {
-        Ok(self.targets()?.into_iter().filter(|t| t.active_at(wall_ms)).collect())
+        self.queries().standing(wall_ms)
     }
 
     /// What operators last set (default: nothing), to restore at start.
@@ -481,6 +481,11 @@ impl OperatorStore {
     pub fn operator_state(&self) -> Result<OperatorState, StoreError> {
         self.queries().operator_state()
     }
+
+    /// Targets in force at `wall_ms`, for the supervision screen.
+    pub fn standing_targets(&self, wall_ms: i64) -> Result<Vec<StoredTarget>, StoreError> {
+        self.queries().standing(wall_ms)
+    }
 }
 
 /// The targets' and the operators' state's queries, shared by both handles.
@@ -537,6 +542,10 @@ impl Targets<'_> {
 
     fn all(&self) -> Result<Vec<StoredTarget>, StoreError> {
         self.select("", [])
+    }
+
+    fn standing(&self, wall_ms: i64) -> Result<Vec<StoredTarget>, StoreError> {
+        Ok(self.all()?.into_iter().filter(|t| t.active_at(wall_ms)).collect())
     }
 
     fn operator_state(&self) -> Result<OperatorState, StoreError> {

@@ -118,6 +118,9 @@ pub struct Reply {
     /// `refused`.
     pub status: &'static str,
     pub error: Option<String>,
+    /// Where it came from when not over MQTT (`console`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<&'static str>,
 }
 
 impl Reply {
@@ -128,6 +131,7 @@ impl Reply {
             operator: Some(a.operator.as_str().into()),
             status: "accepted",
             error: None,
+            via: None,
         }
     }
 
@@ -143,6 +147,7 @@ impl Reply {
             operator: r.operator.clone(),
             status: "refused",
             error: Some(r.error.clone()),
+            via: None,
         }
     }
 }
@@ -266,7 +271,7 @@ fn check_rates(field: &str, rates: Option<PerChannel<f64>>) -> Result<(), String
     }
 }
 
-pub(super) fn check_text<'a>(field: &str, s: &'a str, max: usize) -> Result<&'a str, String> {
+pub(crate) fn check_text<'a>(field: &str, s: &'a str, max: usize) -> Result<&'a str, String> {
     if s.trim().is_empty() {
         return Err(format!("{field}: empty"));
     }

@@ -28,12 +28,13 @@ pub struct Prepared {
 
 /// What the `metrics` topic carries: the core's counters, the PLC link's and the scanner
 /// reader's figures.
+#[derive(Clone)]
 pub struct Figures {
     pub line: Arc<Mutex<LineStats>>,
     /// The core's safe mode and operator stop, for `state`.
     pub mode: Arc<Mutex<LineMode>>,
     pub plc: Arc<Mutex<DriverStats>>,
-    pub scanner: Option<Box<dyn Fn() -> ScannerStats + Send + Sync>>,
+    pub scanner: Option<Arc<dyn Fn() -> ScannerStats + Send + Sync>>,
 }
 
 impl Prepared {

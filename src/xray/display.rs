@@ -35,11 +35,7 @@ pub fn review_image(screen: &Screen, image: &XrayImage, screening: &Screening) -
         let p = classifier.classify(low, high);
         *px = match (p.material, high) {
             (Material::Impenetrable, _) => Rgb([0, 0, 0]),
-            (_, None) => {
-                // Square root: the eye sees more of the dark end.
-                let grey = (255.0 * (f32::from(low) / 65535.0).sqrt()) as u8;
-                Rgb([grey; 3])
-            }
+            (_, None) => Rgb([grey(low); 3]),
             (material, Some(high)) => {
                 let hue = match material {
                     Material::Mixed => MIXED,
@@ -59,16 +55,28 @@ pub fn review_image(screen: &Screen, image: &XrayImage, screening: &Screening) -
     Ok(out)
 }
 
+/// Square root: the eye sees more of the dark end.
+fn grey(low: u16) -> u8 {
+    (255.0 * (f32::from(low) / 65535.0).sqrt()) as u8
+}
+
 /// The review image as PNG bytes.
 pub fn review_png(screen: &Screen, image: &XrayImage, screening: &Screening) -> Result<Vec<u8>, DisplayError> {
     let rgb = review_image(screen, image, screening)?;
+    png(rgb.as_raw(), rgb.width(), rgb.height(), image::ExtendedColorType::Rgb8)
+}
+
+/// The low-energy (or only) channel in grey, as PNG bytes: the console's grey mode, where the
+/// officer sets contrast and window level on what the detector saw, whatever the material.
+pub fn grey_png(image: &XrayImage) -> Result<Vec<u8>, DisplayError> {
+    check(image)?;
+    let luma: Vec<u8> = image.low.iter().map(|&v| grey(v)).collect();
+    png(&luma, image.width, image.height, image::ExtendedColorType::L8)
+}
+
+fn png(raw: &[u8], width: u32, height: u32, colour: image::ExtendedColorType) -> Result<Vec<u8>, DisplayError> {
     let mut png = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut png).write_image(
-        rgb.as_raw(),
-        rgb.width(),
-        rgb.height(),
-        image::ExtendedColorType::Rgb8,
-    )?;
+    image::codecs::png::PngEncoder::new(&mut png).write_image(raw, width, height, colour)?;
     Ok(png)
 }
 

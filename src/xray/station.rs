@@ -6,7 +6,7 @@
 
 use super::config::XrayConfig;
 use super::folder::FolderIntake;
-use super::screen::Screen;
+use super::screen::{Screen, Screening};
 use super::store::{ImageStore, IntakeOutput, Pinned, XrayIntakeStats};
 use super::tcp::TcpIntake;
 use super::XrayImage;
@@ -35,8 +35,8 @@ pub struct ScreenJob {
 #[derive(Clone, Default)]
 pub struct ImageCache(Arc<Mutex<VecDeque<Cached>>>);
 
-/// An image's hash and its pixels.
-type Cached = (Arc<str>, Arc<XrayImage>);
+/// An image's hash, its pixels and its latest screening (the console outlines its regions).
+type Cached = (Arc<str>, Arc<XrayImage>, Option<Arc<Screening>>);
 
 impl ImageCache {
     pub fn put(&self, sha256: Arc<str>, image: XrayImage) {
@@ -44,12 +44,26 @@ impl ImageCache {
         if images.len() >= QUEUE {
             images.pop_front();
         }
-        images.push_back((sha256, Arc::new(image)));
+        images.push_back((sha256, Arc::new(image), None));
     }
 
     pub fn get(&self, sha256: &str) -> Option<Arc<XrayImage>> {
         let images = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        images.iter().rev().find(|(h, _)| &**h == sha256).map(|(_, i)| i.clone())
+        images.iter().rev().find(|(h, ..)| &**h == sha256).map(|(_, i, _)| i.clone())
+    }
+
+    /// The image's pixels and its latest screening, if it was screened.
+    pub fn screened(&self, sha256: &str) -> Option<(Arc<XrayImage>, Arc<Screening>)> {
+        let images = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (_, image, screening) = images.iter().rev().find(|(h, ..)| &**h == sha256)?;
+        Some((image.clone(), screening.clone()?))
+    }
+
+    fn set_screening(&self, sha256: &str, screening: Screening) {
+        let mut images = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(cached) = images.iter_mut().rev().find(|(h, ..)| &**h == sha256) {
+            cached.2 = Some(Arc::new(screening));
+        }
     }
 }
 
@@ -81,12 +95,17 @@ pub fn screen_job(screen: &Screen, cache: &ImageCache, job: &ScreenJob) -> CoreM
     let declared = job.manifest.as_deref().map_or(&[][..], |m| &m.items);
     match screen.screen(&image, declared) {
         // The answer names what was screened: this image, against this version of the list.
-        Ok(s) => CoreMsg::Input(Input::XrayScreened {
-            parcel: job.parcel,
-            sha256: job.sha256.clone(),
-            manifest_version: job.manifest.as_ref().map(|m| m.version),
-            flags: s.reasons(),
-        }),
+        Ok(s) => {
+            let flags = s.reasons();
+            // Kept before the core hears of it: a review it then asks for finds the regions.
+            cache.set_screening(&job.sha256, s);
+            CoreMsg::Input(Input::XrayScreened {
+                parcel: job.parcel,
+                sha256: job.sha256.clone(),
+                manifest_version: job.manifest.as_ref().map(|m| m.version),
+                flags,
+            })
+        }
         Err(e) => unscreened(e.to_string()),
     }
 }
