@@ -55,6 +55,36 @@ pub struct LineConfig {
     /// waits for a pre-screen.
     #[serde(default)]
     pub xray: Option<crate::xray::config::XrayConfig>,
+    /// Optional: the officer console (docs/console.md); absent: none, and a parcel selected
+    /// for review is held at its cut-off.
+    #[serde(default)]
+    pub console: Option<Console>,
+}
+
+/// `[console]`: the officers' screens over HTTP, users in `console.db` of the data directory.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Console {
+    /// `HOST:PORT` to listen on.
+    pub listen: String,
+    /// A session ends this long after its login.
+    #[serde(default = "Console::default_session_minutes")]
+    pub session_minutes: u32,
+}
+
+impl Console {
+    fn default_session_minutes() -> u32 {
+        480
+    }
+
+    pub fn validate(&self) -> Result<std::net::SocketAddr, ConfigError> {
+        if !(1..=24 * 60).contains(&self.session_minutes) {
+            return Err(invalid("console.session_minutes", format!("must be 1 to 1440, got {}", self.session_minutes)));
+        }
+        self.listen.parse().map_err(|e| {
+            invalid("console.listen", format!("{:?} is not HOST:PORT with an IP address: {e}", self.listen))
+        })
+    }
 }
 
 /// `[manifests]`: the declaration store (`manifests.db` in the data directory).
@@ -351,6 +381,9 @@ impl LineConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(c) = &self.console {
+            c.validate()?;
+        }
         if let Some(x) = &self.xray {
             x.validate().map_err(|e| invalid("xray", format!("{}: {}", e.key, e.problem)))?;
         }
@@ -946,6 +979,24 @@ mod tests {
             d.retain(|x| x.get("lane").and_then(|l| l.as_str()) != Some("release"));
         });
         assert_eq!(field(missing_lane), "geometry.diverters");
+    }
+
+    #[test]
+    fn the_console_section_is_checked_and_optional() {
+        let console = |listen: &'static str, minutes: i64| {
+            move |t: &mut toml::Table| {
+                let mut c = toml::Table::new();
+                c.insert("listen".into(), listen.into());
+                c.insert("session_minutes".into(), minutes.into());
+                t.insert("console".into(), c.into());
+            }
+        };
+        assert!(with(|_| {}).unwrap().console.is_none());
+        let cfg = with(console("127.0.0.1:8470", 60)).unwrap();
+        assert_eq!(cfg.console.unwrap().validate().unwrap().port(), 8470);
+        assert_eq!(field(with(console("console.local:80", 60))), "console.listen");
+        assert_eq!(field(with(console("127.0.0.1:8470", 0))), "console.session_minutes");
+        assert_eq!(field(with(console("127.0.0.1:8470", 2000))), "console.session_minutes");
     }
 
     fn rtu<'a>(serial: &'a [(&'a str, toml::Value)]) -> impl FnOnce(&mut toml::Table) + 'a {

@@ -55,6 +55,8 @@ pub trait Screen: Send + 'static {
     fn parcel_done(&mut self, report: ParcelReport);
     /// Called as an alarm is recorded (monitoring); most screens ignore alarms.
     fn alarm(&mut self, _alarm: &Alarm) {}
+    /// An `Input::InspectionResult` was recorded (it joins the parcel's record off the box).
+    fn inspection_result(&mut self, _result: &Input) {}
 }
 
 /// A screen chosen at run time (with the console beside it or not).
@@ -73,6 +75,9 @@ impl Screen for Box<dyn Screen> {
     }
     fn alarm(&mut self, alarm: &Alarm) {
         (**self).alarm(alarm)
+    }
+    fn inspection_result(&mut self, result: &Input) {
+        (**self).inspection_result(result)
     }
 }
 
@@ -542,7 +547,12 @@ impl<C: LineClock, S: Screen> Core<C, S> {
         let mut destinations = Vec::new();
         for o in out {
             match o {
-                Output::Record(r) => self.pending.push(recorder::entry(&r, now, wall)),
+                Output::Record(r) => {
+                    if let Record::Input(i @ Input::InspectionResult { .. }) = &r {
+                        self.screen.inspection_result(i);
+                    }
+                    self.pending.push(recorder::entry(&r, now, wall))
+                }
                 Output::Alarm(a) => self.alarm(&a),
                 Output::SetDestination { parcel, lane_id, .. } => {
                     destinations.push(Destination { boot: parcel.boot, tracking: parcel.tracking, lane_id })

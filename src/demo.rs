@@ -21,6 +21,7 @@
 use crate::audit::{self, AuditLog, GroupCommit, NewEntry, Signer};
 use crate::clock;
 use crate::config::{Loaded, Transport};
+use crate::console;
 use crate::core::*;
 use crate::daemon;
 use crate::manifest::{self, Declaration, DeclaredItem, ManifestStore};
@@ -42,6 +43,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 
+mod officers;
 mod platform;
 mod station;
 pub use platform::{Pacing, PlatformReport};
@@ -315,6 +317,8 @@ pub fn input(event: sim::SimEvent, screens: &OfficerScreens) -> Result<Option<In
             })?,
             officer: officer(&o)?,
             discrepancy,
+            returned: false,
+            note: None,
         },
     }))
 }
@@ -363,7 +367,7 @@ impl Harness<'_> {
                     self.world.request_review(now.0, r.parcel.tracking.0)
                 }
                 // In process the line has no X-ray station: no image is matched, none screened.
-                Output::ScreenImage { .. } | Output::ReviewClosed { .. } => {}
+                Output::ScreenImage { .. } | Output::ReviewClosed { .. } | Output::Provisional(_) => {}
                 // Shown once its story (destination written, divert, completed) is durable.
                 Output::ParcelDone(report) => {
                     self.screens.done(report.parcel);
@@ -777,6 +781,13 @@ pub struct ModbusOptions {
     pub run_limit: Duration,
     /// Publish over MQTT (`[mqtt]`'s settings, its defaults when absent); `None`: no MQTT.
     pub mqtt: Option<MqttBroker>,
+    /// Where the officer console listens (port 0: one chosen at run time, printed).
+    pub console: std::net::SocketAddr,
+    /// The line in real time × this factor, for a person at the console; `None`: lockstep.
+    pub speed: Option<u64>,
+    /// The simulated officers answer reviews, transfer parcels and enter inspection results
+    /// (through the console's API); off, only people at the console do.
+    pub sim_officers: bool,
 }
 
 impl Default for ModbusOptions {
@@ -790,6 +801,9 @@ impl Default for ModbusOptions {
             poll_period: Duration::from_millis(1),
             run_limit: Duration::from_secs(300),
             mqtt: None,
+            console: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            speed: None,
+            sim_officers: true,
         }
     }
 }
@@ -883,32 +897,23 @@ impl daemon::LineClock for SimLineClock {
     }
 }
 
-/// The officer screen is the simulator's; finished parcels go to the live view.
+/// Reviews go to the console (beside this screen) and, with simulated officers, to the
+/// simulator's officers, who answer through the console; finished parcels go to the live view.
 struct DemoScreen {
-    clock: sim::modbus::SimClock,
+    /// The simulated line, when its officers are on.
+    officers: Option<sim::modbus::SimClock>,
     done: mpsc::Sender<ParcelReport>,
     mqtt: Option<crate::mqtt::MqttSink>,
-    screens: Arc<std::sync::Mutex<OfficerScreens>>,
-}
-
-impl DemoScreen {
-    fn screens(&self) -> std::sync::MutexGuard<'_, OfficerScreens> {
-        self.screens.lock().unwrap_or_else(|e| e.into_inner())
-    }
 }
 
 impl daemon::Screen for DemoScreen {
     fn review_requested(&mut self, request: &ReviewRequest) {
-        self.screens().review(request);
-        self.clock.request_review(request.parcel.tracking.0);
-    }
-
-    fn parcel_identified(&mut self, parcel: ParcelId) {
-        self.screens().identified(parcel);
+        if let Some(clock) = &self.officers {
+            clock.request_review(request.parcel.tracking.0);
+        }
     }
 
     fn parcel_done(&mut self, report: ParcelReport) {
-        self.screens().done(report.parcel);
         if let Some(m) = &self.mqtt {
             m.parcel_done(report.clone());
         }
@@ -919,6 +924,12 @@ impl daemon::Screen for DemoScreen {
     fn alarm(&mut self, alarm: &Alarm) {
         if let Some(m) = &self.mqtt {
             m.alarm(alarm);
+        }
+    }
+
+    fn inspection_result(&mut self, result: &Input) {
+        if let Some(m) = &self.mqtt {
+            m.inspection_result(result);
         }
     }
 }
@@ -1035,10 +1046,14 @@ pub fn run_modbus(
                     && to <= due.load(Ordering::SeqCst).saturating_add(LOCKSTEP_SLACK_MS)
             }))
         };
-        let plc_config = sim::modbus::SimPlcConfig {
-            lockstep_quantum_ms: Some(modbus.quantum_ms),
-            lockstep_gate: Some(gate),
-            ..sim::modbus::SimPlcConfig::default()
+        let plc_config = match modbus.speed {
+            // Real time × speed: the line does not wait for the host, as a real one would not.
+            Some(speed) => sim::modbus::SimPlcConfig { speed: speed.max(1), ..sim::modbus::SimPlcConfig::default() },
+            None => sim::modbus::SimPlcConfig {
+                lockstep_quantum_ms: Some(modbus.quantum_ms),
+                lockstep_gate: Some(gate),
+                ..sim::modbus::SimPlcConfig::default()
+            },
         };
         let (mut plc, mut devices, link) = start_plc(cfg, modbus.transport, world, &map, plc_config).await?;
         let driver = DriverConfig { poll_period: modbus.poll_period, ..cfg.line.driver_config(Some(link)) };
@@ -1047,16 +1062,27 @@ pub fn run_modbus(
             .await
             .map_err(|e| DemoError::Sim { what: "the X-ray intake", detail: e.to_string() })?;
         let (jobs, screen_jobs) = crossbeam_channel::bounded(crate::xray::station::QUEUE);
-        let screens = Arc::new(std::sync::Mutex::new(OfficerScreens::default()));
+        // The console before the first parcel: its address and login are printed with the rest.
+        let cache = crate::xray::station::ImageCache::default();
+        let clock = plc.clock();
+        let board = console::Board::new(Box::new(move || clock.line_ms()), Some((screen.clone(), cache.clone())));
+        let listener = console::bind(modbus.console)
+            .await
+            .map_err(|e| DemoError::Sim { what: "the console", detail: e.to_string() })?;
+        let console_url = format!("http://{}", listener.local_addr()?);
+        let (password, officers) = officers::open(&opts.data_dir, &console_url)?;
+        writeln!(std::io::stdout(), "console: {console_url}/ user {} password {password}", officers::DEMO_USER)?;
         let parts = daemon::Parts {
             line,
             audit,
             clock: SimLineClock(plc.clock()),
-            screen: DemoScreen {
-                clock: plc.clock(),
-                done: done_tx,
-                mqtt: mqtt.as_ref().map(|m| m.1.sink.clone()),
-                screens: screens.clone(),
+            screen: console::ConsoleScreen {
+                inner: DemoScreen {
+                    officers: modbus.sim_officers.then(|| plc.clock()),
+                    done: done_tx,
+                    mqtt: mqtt.as_ref().map(|m| m.1.sink.clone()),
+                },
+                board: board.clone(),
             },
             map: map.clone(),
             driver,
@@ -1065,7 +1091,7 @@ pub fn run_modbus(
             operator_store: Some(operator_store),
         };
         let daemon_config = daemon::DaemonConfig {
-            paced: true,
+            paced: modbus.speed.is_none(),
             // The line waits at a deadline until the core has woken for it.
             tick_max: Duration::from_millis(1),
             next_due,
@@ -1075,16 +1101,29 @@ pub fn run_modbus(
         };
         let (line_stats, line_mode) = (daemon_config.line_stats.clone(), daemon_config.line_mode.clone());
         let daemon = daemon::Daemon::start(parts, daemon_config)?;
+        let figures = Figures {
+            line: line_stats,
+            mode: line_mode,
+            plc: daemon.driver_stats(),
+            scanner: rig.as_ref().map(|r| Arc::new(r.reader.stats()) as Arc<dyn Fn() -> ScannerStats + Send + Sync>),
+        };
+        let (stop_console, _) = broadcast::channel::<()>(1);
+        let console_ctx = console::Setup {
+            board,
+            core: daemon.inputs(),
+            figures: figures.clone(),
+            data_dir: opts.data_dir.clone(),
+            rules_dir: cfg.rules_dir.clone(),
+            defaults: console::Defaults::of(cfg),
+            session_minutes: cfg.line.console.as_ref().map_or(480, |c| c.session_minutes),
+            xray: true,
+            broker: None,
+        }
+        .ctx()
+        .map_err(|e| DemoError::Sim { what: "the console", detail: e.to_string() })?;
+        let console_task = console::serve(listener, console_ctx, stop_console.subscribe());
         let publisher = mqtt.map(|(broker, prepared)| {
             let prefix = prepared.prefix();
-            let figures = Figures {
-                line: line_stats,
-                mode: line_mode,
-                plc: daemon.driver_stats(),
-                scanner: rig
-                    .as_ref()
-                    .map(|r| Box::new(r.reader.stats()) as Box<dyn Fn() -> ScannerStats + Send + Sync>),
-            };
             let topics = crate::mqtt::Topics::new(&cfg.line.site.site_id, &cfg.line.site.line_id);
             (broker, prefix, topics, prepared.start(daemon.inputs(), figures, cfg.rules_dir.clone()))
         });
@@ -1109,21 +1148,26 @@ pub fn run_modbus(
         // may be waiting on).
         let device = rig.as_ref().map(|r| r.device.clone());
         let inputs = daemon.inputs();
-        let cache = crate::xray::station::ImageCache::default();
         crate::xray::station::spawn_screener(screen, cache.clone(), screen_jobs, daemon.inputs())?;
         let (stop_station, _) = broadcast::channel::<()>(1);
         let intake_tasks = intakes.run(cache, daemon.inputs(), stop_station.clone());
         let mut sim_station = station::SimStation::new(&xray, opts.seed)?;
         let truth = sim_station.truth.clone();
+        let mut officers = modbus.sim_officers.then_some(officers);
         let devices = tokio::spawn(async move {
+            // Officers' events are the console's; the rest are the devices' and reach the core.
+            let no_screens = OfficerScreens::default();
             while let Some((_, event)) = devices.recv().await {
                 if let sim::SimEvent::XrayImaged { image_seq, items, concealed } = &event {
                     // Counted before it is written: the line waits until the core has it screened.
                     images_written.fetch_add(1, Ordering::SeqCst);
                     sim_station.image(*image_seq, items, *concealed).await?;
+                } else if officers::is_officers(&event) {
+                    if let Some(o) = officers.as_mut() {
+                        tokio::task::block_in_place(|| o.act(&event))?;
+                    }
                 } else if !device.as_ref().is_some_and(|d| d.send(&event)) {
-                    let input = input(event, &screens.lock().unwrap_or_else(|e| e.into_inner()))?;
-                    if let Some(input) = input {
+                    if let Some(input) = input(event, &no_screens)? {
                         if tokio::task::block_in_place(|| inputs.send(daemon::CoreMsg::Input(input))).is_err() {
                             break;
                         }
@@ -1195,6 +1239,8 @@ pub fn run_modbus(
         for task in intake_tasks {
             let _ = task.await;
         }
+        let _ = stop_console.send(());
+        let _ = console_task.await;
         let _ = stop_reader.send(());
         if let Some(reader) = reader {
             let _ = reader.await;

@@ -19,9 +19,11 @@
 //! - [`manifest`]: declaration lists: model, validation, `manifests.db`, file import, manual targets.
 //! - [`mqtt`]: monitoring and commands over MQTT, through a durable outbox; the embedded broker.
 //! - [`xray`]: the X-ray station: image intake, matching, pre-screen, review images, retention.
+//! - [`console`]: the officers' screens over HTTP: review, live line, inspection desk, supervision.
 pub mod audit;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod core;
 pub mod daemon;
 pub mod demo;

@@ -60,6 +60,18 @@ enum Command {
         /// chosen at run time), `HOST:PORT` (an external broker) or `off`.
         #[arg(long, default_value = "embedded")]
         mqtt: String,
+        /// The officer console's address, with `--plc modbus|rtu` (port 0: chosen at run
+        /// time). Printed at start with a login for a person; the simulated officers use it too.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        console: std::net::SocketAddr,
+        /// Run the simulated line in real time × N instead of lockstep (as fast as the host
+        /// goes), so that a person at the console can follow it: `--speed 1` is a real line.
+        #[arg(long)]
+        speed: Option<u64>,
+        /// Who answers reviews, transfers parcels and enters inspection results: `sim` (the
+        /// simulated officers, through the console) or `none` (only people at the console).
+        #[arg(long, value_enum, default_value_t = Officers::Sim)]
+        officers: Officers,
     },
     /// Run the line: the PLC and the scanner the configuration names, the machine's clock, the
     /// record in the data directory. SIGTERM or SIGINT drains the belt and stops.
@@ -111,6 +123,47 @@ enum Command {
     Operator {
         #[command(subcommand)]
         command: OperatorCommand,
+    },
+    /// The officer console's users (console.db in the data directory). Passwords are read
+    /// from standard input, one line.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Officers {
+    Sim,
+    None,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Adds a user: role officer (verdicts, transfers), inspector (inspection results),
+    /// supervisor (everything, and targets, rates, line stop), viewer (reads only).
+    Add {
+        name: String,
+        #[arg(long)]
+        role: String,
+        #[arg(long, default_value = "/var/lib/sortline")]
+        data: PathBuf,
+    },
+    /// Sets a new password; the user's sessions end.
+    Passwd {
+        name: String,
+        #[arg(long, default_value = "/var/lib/sortline")]
+        data: PathBuf,
+    },
+    /// Disables a user: they can no longer log in.
+    Disable {
+        name: String,
+        #[arg(long, default_value = "/var/lib/sortline")]
+        data: PathBuf,
+    },
+    List {
+        #[arg(long, default_value = "/var/lib/sortline")]
+        data: PathBuf,
     },
 }
 
@@ -351,7 +404,21 @@ fn load(config: &Path) -> Result<Loaded> {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Demo { parcels, seed, summary, data, config, faults, quiet, plc, scanner, mqtt } => {
+        Command::Demo {
+            parcels,
+            seed,
+            summary,
+            data,
+            config,
+            faults,
+            quiet,
+            plc,
+            scanner,
+            mqtt,
+            console,
+            speed,
+            officers,
+        } => {
             let cfg = load(&config)?;
             let data_dir = match data {
                 Some(d) => d,
@@ -378,12 +445,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if mqtt.is_some() && matches!(plc, PlcMode::InProcess) {
                 tracing::warn!("--plc in-process runs without the daemon: no MQTT");
             }
+            // Room for big runs on a slow box: five minutes, and a tenth of a second a parcel;
+            // in real time, the parcels' arrivals (2.5 s apart at most) on top.
+            let run_limit =
+                300 + u64::from(parcels) / 10 + speed.map_or(0, |k| u64::from(parcels) * 5 / (2 * k.max(1)));
             let modbus = |transport| demo::ModbusOptions {
                 transport,
                 scanner,
                 mqtt: mqtt.clone(),
-                // Room for big runs on a slow box: five minutes, and a tenth of a second a parcel.
-                run_limit: std::time::Duration::from_secs(300 + u64::from(parcels) / 10),
+                run_limit: std::time::Duration::from_secs(run_limit),
+                console,
+                speed,
+                sim_officers: matches!(officers, Officers::Sim),
                 ..demo::ModbusOptions::default()
             };
             let s = match plc {
@@ -436,6 +509,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Manifest { command } => manifest_command(command),
         Command::Target { command } => target_command(command),
         Command::Operator { command } => operator_command(command),
+        Command::User { command } => user_command(command),
         Command::Keys { command: KeysCommand::Init { data } } => {
             std::fs::create_dir_all(&data)?;
             let signer = audit::Signer::init(&data.join(audit::KEY_FILE))?;
@@ -651,6 +725,39 @@ fn record_target(log: &mut audit::AuditLog, input: sortline::core::Input, wall_m
     Ok(log.append(&[recorder::entry(&record, sortline::core::Millis(0), wall_ms)])?)
 }
 
+fn password_from_stdin() -> Result<String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}
+
+fn user_command(command: UserCommand) -> Result<ExitCode> {
+    use sortline::console::users::{Role, UserStore};
+    let now = sortline::clock::wall_ms();
+    match command {
+        UserCommand::Add { name, role, data } => {
+            let role = Role::parse(&role)?;
+            std::fs::create_dir_all(&data)?;
+            UserStore::open(&data)?.add(&name, role, &password_from_stdin()?, now)?;
+            println!("user {name} added as {}", role.as_str());
+        }
+        UserCommand::Passwd { name, data } => {
+            UserStore::open(&data)?.set_password(&name, &password_from_stdin()?, now)?;
+            println!("password of {name} changed");
+        }
+        UserCommand::Disable { name, data } => {
+            UserStore::open(&data)?.set_disabled(&name, true, now)?;
+            println!("user {name} disabled");
+        }
+        UserCommand::List { data } => {
+            for u in UserStore::open(&data)?.list()? {
+                println!("{:<32} {:<10} {}", u.name, u.role.as_str(), if u.disabled { "disabled" } else { "" });
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn operator_command(command: OperatorCommand) -> Result<ExitCode> {
     match command {
         OperatorCommand::Show { data } => {
@@ -671,6 +778,7 @@ fn operator_command(command: OperatorCommand) -> Result<ExitCode> {
                 operator: Some(author.to_string()),
                 status: "accepted",
                 error: None,
+                via: None,
             };
             let seq = log.append(&[recorder::command_entry(&reply, sortline::core::Millis(0), now)])?;
             println!("operators' rates and review window forgotten (audit entry {seq}); was {state:?}");

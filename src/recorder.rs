@@ -204,9 +204,14 @@ pub fn describe(record: &Record, lanes: &LaneMap) -> String {
             Input::Belt { running } => format!("belt {}", if *running { "running again" } else { "stopped" }),
             Input::TargetAdd(t) => format!("manual target {} added by {}: {}", t.id, t.author, t.reason),
             Input::TargetRemove { id, officer } => format!("manual target {id} removed by {officer}"),
-            Input::InspectionResult { officer, discrepancy, .. } => format!(
-                "opened at the inspection bench by {officer}: {}",
-                if *discrepancy { "DISCREPANCY (有误)" } else { "no discrepancy (无误)" }
+            Input::InspectionResult { officer, discrepancy, returned, note, .. } => format!(
+                "opened at the inspection bench by {officer}: {}{}",
+                match (discrepancy, returned) {
+                    (false, _) => "no discrepancy (无误)",
+                    (true, false) => "DISCREPANCY (有误), handed over",
+                    (true, true) => "DISCREPANCY (有误), returned (退运)",
+                },
+                note.as_deref().map(|n| format!(": {n}")).unwrap_or_default()
             ),
             Input::Parameters { sample_rate, xray_review_ratio, review_window_ms, officer } => {
                 let rates = |name: &str, r: &Option<crate::core::PerChannel<f64>>| {

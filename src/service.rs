@@ -10,8 +10,9 @@
 //! took effect, [`resume`]); the PLC driver starts only once all of that is in, so the PLC
 //! holds induct until then. What is imported while it runs reaches it at the next start. With `[mqtt] broker` set it
 //! publishes state, parcels, alarms and metrics through the durable outbox and takes commands
-//! (`docs/mqtt.md`). Not wired yet: reviews need the officer console (until then a parcel
-//! selected for review is held at its cut-off as late).
+//! (`docs/mqtt.md`). With `[console]` set it serves the officer console (`docs/console.md`):
+//! reviews go to the officers' screens and their verdicts come back through it; without it a
+//! parcel selected for review is held at its cut-off as late.
 
 use crate::audit::{self, AuditError, GroupCommit, Signer};
 use crate::clock;
@@ -26,6 +27,7 @@ use crate::scanner::link::ScannerLinkError;
 use crate::scanner::reader::{ScannerOutput, ScannerReader};
 use crate::xray::station::{self, Intakes};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, oneshot};
 
@@ -45,6 +47,8 @@ pub enum ServiceError {
     Mqtt(#[from] MqttError),
     #[error("{0}")]
     Xray(#[from] crate::xray::station::StationError),
+    #[error("{0}")]
+    Console(#[from] crate::console::ConsoleError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -66,24 +70,35 @@ impl LineClock for MonotonicClock {
     }
 }
 
-/// Until the officer console exists, review requests and finished parcels go to the log; and
-/// to MQTT when it is configured.
+/// Review requests and finished parcels go to the log, and to MQTT when it is configured
+/// (the console, when there is one, sits beside this screen).
 struct LogScreen {
     mqtt: Option<MqttSink>,
+    console: bool,
 }
 
 impl Screen for LogScreen {
     fn review_requested(&mut self, request: &ReviewRequest) {
-        tracing::warn!(
-            parcel = %request.parcel,
-            review = %request.review,
-            "review requested but no officer screen is connected: the parcel will be held at its cut-off"
-        );
+        if self.console {
+            tracing::info!(parcel = %request.parcel, review = %request.review, "review requested at the console");
+        } else {
+            tracing::warn!(
+                parcel = %request.parcel,
+                review = %request.review,
+                "review requested but no officer console is configured: the parcel will be held at its cut-off"
+            );
+        }
     }
 
     fn alarm(&mut self, alarm: &Alarm) {
         if let Some(m) = &self.mqtt {
             m.alarm(alarm);
+        }
+    }
+
+    fn inspection_result(&mut self, result: &crate::core::Input) {
+        if let Some(m) = &self.mqtt {
+            m.inspection_result(result);
         }
     }
 
@@ -160,11 +175,28 @@ pub fn run(cfg: &Loaded, data_dir: &Path) -> Result<Stopped, ServiceError> {
             _ => None,
         };
         let (jobs, screen_jobs) = crossbeam_channel::bounded(station::QUEUE);
+        let cache = station::ImageCache::default();
+        let stopwatch = clock::Stopwatch::start();
+        // The console's port taken stops the start here, before the line runs.
+        let console = match &cfg.line.console {
+            Some(c) => {
+                let listener = crate::console::bind(c.validate()?).await?;
+                let xray = station.as_ref().map(|(_, _, screen)| (screen.clone(), cache.clone()));
+                let board = crate::console::Board::new(Box::new(move || stopwatch.elapsed_ms()), xray);
+                Some((c, listener, board))
+            }
+            None => None,
+        };
+        let log_screen = LogScreen { mqtt: mqtt.as_ref().map(|p| p.sink.clone()), console: console.is_some() };
+        let screen: Box<dyn Screen> = match &console {
+            Some((_, _, board)) => Box::new(crate::console::ConsoleScreen { inner: log_screen, board: board.clone() }),
+            None => Box::new(log_screen),
+        };
         let parts = Parts {
             line,
             audit,
-            clock: MonotonicClock(clock::Stopwatch::start()),
-            screen: LogScreen { mqtt: mqtt.as_ref().map(|p| p.sink.clone()) },
+            clock: MonotonicClock(stopwatch),
+            screen,
             map,
             driver: cfg.line.driver_config(None),
             initial,
@@ -174,12 +206,31 @@ pub fn run(cfg: &Loaded, data_dir: &Path) -> Result<Stopped, ServiceError> {
         let config = DaemonConfig::default();
         let (line, mode) = (config.line_stats.clone(), config.line_mode.clone());
         let daemon = Daemon::start(parts, config)?;
-        let figures = Figures { line, mode, plc: daemon.driver_stats(), scanner: Some(Box::new(reader.stats())) };
-        let publisher = mqtt.map(|p| p.start(daemon.inputs(), figures, cfg.rules_dir.clone()));
+        let figures = Figures { line, mode, plc: daemon.driver_stats(), scanner: Some(Arc::new(reader.stats())) };
+        let publisher = mqtt.map(|p| p.start(daemon.inputs(), figures.clone(), cfg.rules_dir.clone()));
         let (stop_station, _) = broadcast::channel::<()>(1);
         let mut station_tasks = Vec::new();
+        if let Some((c, listener, board)) = console {
+            let broker = publisher.as_ref().map(|p| {
+                let stats = p.stats();
+                Box::new(move || stats.borrow().connected) as Box<dyn Fn() -> bool + Send + Sync>
+            });
+            let ctx = crate::console::Setup {
+                board,
+                core: daemon.inputs(),
+                figures,
+                data_dir: data_dir.to_path_buf(),
+                rules_dir: cfg.rules_dir.clone(),
+                defaults: crate::console::Defaults::of(cfg),
+                session_minutes: c.session_minutes,
+                xray: station.is_some(),
+                broker,
+            }
+            .ctx()?;
+            tracing::info!(listen = %listener.local_addr()?, "officer console serving");
+            station_tasks.push(crate::console::serve(listener, ctx, stop_station.subscribe()));
+        }
         if let Some((config, intakes, screen)) = station {
-            let cache = station::ImageCache::default();
             station::spawn_screener(screen, cache.clone(), screen_jobs, daemon.inputs())?;
             let store = intakes.store.clone();
             station_tasks = intakes.run(cache, daemon.inputs(), stop_station.clone());

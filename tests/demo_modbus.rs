@@ -47,8 +47,25 @@ fn run(wire: ScannerWire, seed: u64) {
     let mut identified = HashMap::new();
     let mut decided = HashMap::new();
     let (mut reviewed, mut imaged, mut screened) = (HashSet::new(), HashSet::new(), HashSet::new());
+    let (mut verdicts, mut console_verdicts, mut console_refusals) = (0, 0, 0);
     audit::entries(&dir.path().join(DB_FILE), |e| {
+        if e.kind == "command" && e.payload["via"] == "console" {
+            match (e.payload["command"].as_str(), e.payload["status"].as_str()) {
+                (Some("verdict"), Some("accepted")) => console_verdicts += 1,
+                // The line refusing a late verdict is an officer's lot; the console refusing
+                // a simulated officer's token, role or body is a fault.
+                (_, Some("refused"))
+                    if ["csrf", "role", "too_large", "bad_request"]
+                        .iter()
+                        .any(|k| e.payload["error"].as_str().unwrap_or("").starts_with(k)) =>
+                {
+                    console_refusals += 1
+                }
+                _ => {}
+            }
+        }
         match record_of(&e.kind, &e.payload) {
+            Some(Record::Input(Input::Verdict { .. })) => verdicts += 1,
             Some(Record::ReviewRequested { parcel, .. }) => {
                 reviewed.insert(parcel.tracking.0);
             }
@@ -102,6 +119,11 @@ fn run(wire: ScannerWire, seed: u64) {
     assert_eq!((imaged.len() as u64, screened.len() as u64), (s.stats.parcels, s.stats.parcels), "{text}");
     assert!(!reviewed.is_empty() && reviewed.is_subset(&screened), "a reviewed parcel's image was not screened");
     assert!(x.injected > 0 && x.detected * 10 >= x.injected * 8, "{text}");
+
+    // The simulated officers decided through the console: every verdict the line took came
+    // in as a console action of a logged-in officer.
+    assert!(verdicts > 0 && console_verdicts == verdicts, "{console_verdicts} console verdicts, {verdicts} verdicts");
+    assert_eq!(console_refusals, 0, "the console refused a simulated officer");
 
     // The chain the run wrote replays to the same decisions.
     let seed_of = |start: &serde_json::Value| start["seed"].as_u64().ok_or_else(|| "no seed".to_string());

@@ -7,7 +7,7 @@ use super::payload::{self, OutboxFigures};
 use super::sparkplug::{self, Edge, Rendered};
 use super::{MqttError, Output, Settings};
 use crate::clock;
-use crate::core::{Alarm, ParcelReport, ReviewRequest, Severity};
+use crate::core::{Alarm, Input, ParcelReport, ReviewRequest, Severity};
 use crate::daemon::{Command, CoreMsg, Screen};
 use rumqttc::{AsyncClient, ConnectionError, Event, LastWill, MqttOptions, Outgoing, Packet, Publish, QoS};
 use serde::Serialize;
@@ -22,6 +22,8 @@ use tokio::time::Instant;
 pub enum SinkMsg {
     Parcel(ParcelReport, i64),
     Alarm(Alarm, i64),
+    /// An `Input::InspectionResult` as recorded.
+    Inspection(Input, i64),
     Checkpoint(crate::audit::SignedCheckpoint),
 }
 
@@ -50,6 +52,10 @@ impl MqttSink {
         let _ = self.tx.blocking_send(SinkMsg::Alarm(alarm.clone(), clock::wall_ms()));
     }
 
+    pub fn inspection_result(&self, result: &Input) {
+        let _ = self.tx.blocking_send(SinkMsg::Inspection(result.clone(), clock::wall_ms()));
+    }
+
     /// A signed checkpoint of the audit chain, to publish off the box (from the audit writer's
     /// thread, [`crate::audit::AuditLog::observe_checkpoints`]).
     pub fn checkpoint(&self, cp: &crate::audit::SignedCheckpoint) {
@@ -71,6 +77,10 @@ impl Screen for MqttSink {
 
     fn alarm(&mut self, alarm: &Alarm) {
         MqttSink::alarm(self, alarm)
+    }
+
+    fn inspection_result(&mut self, result: &Input) {
+        MqttSink::inspection_result(self, result)
     }
 }
 
@@ -588,6 +598,12 @@ impl Task {
                 let text = serde_json::to_string(&payload::AlarmEvent::new(&alarm, wall)).unwrap_or_default();
                 let topic = self.settings.topics.alarm();
                 self.push(Kind::Alarm, &topic, &text)
+            }
+            SinkMsg::Inspection(input, wall) => {
+                let Some(event) = payload::InspectionEvent::new(&input, wall) else { return Ok(()) };
+                let text = serde_json::to_string(&event).unwrap_or_default();
+                let topic = self.settings.topics.inspection();
+                self.push(Kind::Parcel, &topic, &text)
             }
             SinkMsg::Checkpoint(cp) => {
                 self.stats.checkpoints += 1;

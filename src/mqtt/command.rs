@@ -401,3 +401,81 @@ mod tests {
         }
     }
 }
+
+/// The parser's invariants over arbitrary bytes, run by the fuzz target `commands` (nightly)
+/// and by a proptest (stable): the console's actions and MQTT commands both go through it.
+pub mod fuzzing {
+    use super::*;
+
+    /// Byte 0 picks the command's name (one past the known ones: an unknown name), the rest is
+    /// the payload. Never panics; an accepted command is within every bound the schema sets;
+    /// a refusal says why, and what it echoes is bounded and printable.
+    pub fn check_command(data: &[u8]) {
+        let Some((&pick, payload)) = data.split_first() else { return };
+        let name = NAMES.get(usize::from(pick) % (NAMES.len() + 1)).copied().unwrap_or("no_such_command");
+        match parse(name, payload) {
+            Ok(a) => {
+                assert_eq!(a.command, name);
+                assert!(!a.request_id.trim().is_empty() && a.request_id.chars().count() <= MAX_REQUEST_ID);
+                assert!(!a.request_id.chars().any(char::is_control));
+                match &a.action {
+                    Action::Core(Input::Parameters { sample_rate, xray_review_ratio, review_window_ms, .. }) => {
+                        for r in [sample_rate, xray_review_ratio].into_iter().flatten() {
+                            assert!((0.0..=1.0).contains(&r.green) && (0.0..=1.0).contains(&r.red), "{r:?}");
+                        }
+                        assert!(review_window_ms.is_none_or(|w| (1..=MAX_REVIEW_WINDOW_MS).contains(&w)));
+                    }
+                    Action::Core(Input::TargetAdd(t)) => {
+                        assert!(!t.id.chars().any(char::is_whitespace) && t.id.chars().count() <= MAX_TARGET_ID);
+                        assert!(t.reason.chars().count() <= MAX_REASON && !t.reason.chars().any(char::is_control));
+                    }
+                    Action::Core(Input::TargetRemove { id, .. }) => assert!(!id.chars().any(char::is_whitespace)),
+                    _ => {}
+                }
+            }
+            Err(r) => {
+                assert!(!r.error.is_empty());
+                assert!(r.command.chars().count() <= 40 && !r.command.chars().any(char::is_control));
+                for echoed in [&r.request_id, &r.operator].into_iter().flatten() {
+                    assert!(echoed.chars().count() <= MAX_REQUEST_ID && !echoed.chars().any(char::is_control));
+                }
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[test]
+        fn the_corpus_passes() {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/commands");
+            let mut n = 0;
+            for f in std::fs::read_dir(&dir).unwrap() {
+                check_command(&std::fs::read(f.unwrap().path()).unwrap());
+                n += 1;
+            }
+            assert!(n >= NAMES.len(), "a seed per command in {}", dir.display());
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_payloads_never_break_the_bounds(pick in 0u8..8, body in "\\PC{0,200}") {
+                let mut data = vec![pick];
+                data.extend_from_slice(body.as_bytes());
+                check_command(&data);
+            }
+
+            #[test]
+            fn near_valid_payloads_never_break_the_bounds(pick in 0u8..8, green in -1.0f64..2.0, window in 0u64..4_000_000, id in "[ -~]{0,70}") {
+                let body = serde_json::json!({ "request_id": id, "operator": "li.wei", "target_id": id, "tracking": 1, "boot": 1, "serial": 1,
+                    "criterion": { "by": "consignor", "value": id }, "reason": id,
+                    "sample_rate": { "green": green, "red": 0.0 }, "review_window_ms": window });
+                let mut data = vec![pick];
+                data.extend_from_slice(body.to_string().as_bytes());
+                check_command(&data);
+            }
+        }
+    }
+}

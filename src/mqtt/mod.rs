@@ -104,6 +104,9 @@ impl Topics {
     pub fn alarm(&self) -> String {
         format!("{}alarm", self.prefix)
     }
+    pub fn inspection(&self) -> String {
+        format!("{}inspection", self.prefix)
+    }
     pub fn metrics(&self) -> String {
         format!("{}metrics", self.prefix)
     }

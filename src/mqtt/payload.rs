@@ -94,6 +94,39 @@ impl AlarmEvent<'_> {
     }
 }
 
+/// `inspection`: a result entered at the inspection bench, for the parcel published earlier
+/// under `parcel` with the same waybill.
+#[derive(Clone, Debug, Serialize)]
+pub struct InspectionEvent<'a> {
+    pub waybill: String,
+    pub officer: &'a str,
+    /// `no_discrepancy`, `discrepancy` (handed over) or `returned`.
+    pub outcome: &'static str,
+    pub note: Option<&'a str>,
+    pub wall_ms: i64,
+}
+
+impl InspectionEvent<'_> {
+    /// `None` for any other input.
+    pub fn new(input: &crate::core::Input, wall_ms: i64) -> Option<InspectionEvent<'_>> {
+        let crate::core::Input::InspectionResult { waybill, officer, discrepancy, returned, note } = input else {
+            return None;
+        };
+        let outcome = match (discrepancy, returned) {
+            (false, _) => "no_discrepancy",
+            (true, false) => "discrepancy",
+            (true, true) => "returned",
+        };
+        Some(InspectionEvent {
+            waybill: waybill.to_string(),
+            officer: officer.as_str(),
+            outcome,
+            note: note.as_deref(),
+            wall_ms,
+        })
+    }
+}
+
 /// The outbox's figures, inside `metrics`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct OutboxFigures {

@@ -192,7 +192,10 @@ impl Run {
                 }
                 Output::Alarm(a) => self.alarms.push(a),
                 Output::Record(Record::Identified { parcel, .. }) => self.screens.identified(parcel),
-                Output::Record(_) | Output::ReviewClosed { .. } | Output::ScreenImage { .. } => {}
+                Output::Record(_)
+                | Output::ReviewClosed { .. }
+                | Output::ScreenImage { .. }
+                | Output::Provisional(_) => {}
             }
         }
     }
