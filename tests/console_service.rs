@@ -5,12 +5,10 @@
 //! health, metrics and the record of every console action are checked on the way.
 
 mod common;
-use common::service::{config, repo, scanner, set, spawn, value};
+use common::service::{line, set, spawn, value, Line};
 use sortline::audit::{self, DB_FILE};
-use sortline::config::LineConfig;
 use sortline::console::client::ConsoleClient;
 use sortline::core::{Lane, Reason, Record};
-use sortline::demo;
 use sortline::recorder::record_of;
 use sortline_sim as sim;
 use std::collections::{HashMap, HashSet};
@@ -45,12 +43,8 @@ fn console_addr(log: &Path) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_officer_decides_reviews_at_the_console_of_a_running_daemon() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("site.secret"), "00112233445566778899aabbccddeeff").unwrap();
     add_user(dir.path(), "li.wei", "officer");
     add_user(dir.path(), "wang.fang", "viewer");
-    let shipped = LineConfig::load(&repo("firmware-config/line.toml")).unwrap();
-    let scanner = scanner(&shipped);
-    let tty = scanner.slave_path().unwrap().to_path_buf();
     // Every green parcel to the officer; no random sample, so every review is the officer's to decide.
     let tweak = |t: &mut toml::Table| {
         set(t, "sampling.xray_review_ratio", value("{ green = 1.0, red = 0.0 }"));
@@ -58,7 +52,6 @@ async fn an_officer_decides_reviews_at_the_console_of_a_running_daemon() {
         t.insert("console".into(), value(r#"{ listen = "127.0.0.1:0" }"#));
         t.remove("mqtt");
     };
-    let cfg = LineConfig::load(&config(dir.path(), "127.0.0.1:502", &tty, "127.0.0.1:1883", tweak)).unwrap();
     let scenario = sim::Scenario {
         arrival_period_ms: 1_000..=1_400,
         inspection_ms: 1_000..=2_000,
@@ -67,20 +60,9 @@ async fn an_officer_decides_reviews_at_the_console_of_a_running_daemon() {
         missing_manifest: 0.0,
         ..sim::Scenario::demo(PARCELS, 9)
     };
-    let world = sim::World::new(scenario, demo::geometry(&cfg).unwrap());
-    demo::initial_inputs(&world, dir.path(), true).unwrap();
-    let plc_config = sim::modbus::SimPlcConfig { speed: 1, ..Default::default() };
-    let (mut plc, mut devices) =
-        sim::modbus::SimPlc::start(world, &cfg.register_map().unwrap(), plc_config).await.unwrap();
-    let sim::modbus::Endpoint::Tcp(addr) = plc.endpoint() else { panic!("a TCP PLC") };
-    let cfg_path = config(dir.path(), &addr.to_string(), &tty, "127.0.0.1:1883", tweak);
+    let Line { mut plc, config, forward, .. } = line(dir.path(), scenario, "127.0.0.1:1883", tweak).await;
     let log = dir.path().join("daemon.log");
-    let mut daemon = spawn(&cfg_path, &log);
-    let forward = tokio::spawn(async move {
-        while let Some((_, event)) = devices.recv().await {
-            scanner.send(&event);
-        }
-    });
+    let mut daemon = spawn(&config, &log);
     let mut base = None;
     for _ in 0..200 {
         base = console_addr(&log);

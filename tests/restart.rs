@@ -5,11 +5,10 @@
 //! restart, and the parcel it names goes to inspection.
 
 mod common;
-use common::service::{config, repo, scanner, set, spawn, value};
+use common::service::{line, repo, set, spawn, value, Line};
 use sortline::audit::{self, DB_FILE};
 use sortline::config::LineConfig;
 use sortline::core::{Lane, Reason, Record};
-use sortline::demo;
 use sortline::recorder::record_of;
 use sortline_sim as sim;
 use std::path::Path;
@@ -119,35 +118,21 @@ async fn until(what: &str, mut f: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_and_a_target_survive_kill_9_and_restart() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("site.secret"), "00112233445566778899aabbccddeeff").unwrap();
-    let shipped = LineConfig::load(&repo("firmware-config/line.toml")).unwrap();
-    let scanner = scanner(&shipped);
-    let tty = scanner.slave_path().unwrap().to_path_buf();
     let broker = sortline::mqtt::broker::Embedded::start().unwrap();
+    let shipped = LineConfig::load(&repo("firmware-config/line.toml")).unwrap();
     let prefix =
         sortline::mqtt::Topics::new(&shipped.line.site.site_id, &shipped.line.site.line_id).prefix().to_string();
     let mut site = Site::connect(broker.addr(), &prefix).await;
     // Nobody is at an X-ray screen here: no parcel waits for a review.
     let no_review = |t: &mut toml::Table| set(t, "sampling.xray_review_ratio", value("{ green = 0.0, red = 0.0 }"));
-    let cfg = LineConfig::load(&config(dir.path(), "127.0.0.1:502", &tty, "127.0.0.1:1883", no_review)).unwrap();
     let scenario =
         sim::Scenario { arrival_period_ms: 700..=900, inspection_ms: 1_000..=2_000, ..sim::Scenario::demo(PARCELS, 8) };
-    let world = sim::World::new(scenario, demo::geometry(&cfg).unwrap());
+    let Line { mut plc, config: cfg_path, planned, forward } =
+        line(dir.path(), scenario, &broker.addr().to_string(), no_review).await;
     // The last green parcel to come: the one the risk officer targets mid-run.
-    let targeted = world.report().outcomes.iter().rev().find(|o| o.truth == "green").unwrap().waybill.clone();
-    demo::initial_inputs(&world, dir.path(), true).unwrap();
-    let plc_config = sim::modbus::SimPlcConfig { speed: 1, ..Default::default() };
-    let (mut plc, mut devices) =
-        sim::modbus::SimPlc::start(world, &cfg.register_map().unwrap(), plc_config).await.unwrap();
-    let sim::modbus::Endpoint::Tcp(addr) = plc.endpoint() else { panic!("a TCP PLC") };
-    let cfg_path = config(dir.path(), &addr.to_string(), &tty, &broker.addr().to_string(), no_review);
+    let targeted = planned.outcomes.iter().rev().find(|o| o.truth == "green").unwrap().waybill.clone();
     let log = dir.path().join("daemon.log");
     let db = dir.path().join(DB_FILE);
-    let forward = tokio::spawn(async move {
-        while let Some((_, event)) = devices.recv().await {
-            scanner.send(&event);
-        }
-    });
 
     // Run 1: the line runs; an operator stops it; parcels come on, all held; kill -9.
     let mut daemon = spawn(&cfg_path, &log);

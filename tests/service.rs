@@ -4,11 +4,9 @@
 //! directory's manifest store, stopped by SIGTERM. A short, fast line keeps the run to seconds.
 
 mod common;
-use common::service::{config, repo, scanner, spawn};
+use common::service::{line, spawn, Line};
 use sortline::audit::{self, DB_FILE};
-use sortline::config::LineConfig;
 use sortline::core::{Lane, Record};
-use sortline::demo;
 use sortline::recorder::record_of;
 use sortline_sim as sim;
 use std::collections::{HashMap, HashSet};
@@ -20,35 +18,15 @@ const PARCELS: u32 = 12;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_runs_a_line_over_real_wires_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("site.secret"), "00112233445566778899aabbccddeeff").unwrap();
-    let shipped = LineConfig::load(&repo("firmware-config/line.toml")).unwrap();
-    let scanner = scanner(&shipped);
-    let tty = scanner.slave_path().unwrap().to_path_buf();
-    // The simulator moves parcels by the configuration's geometry; the PLC's port is known
-    // once it listens, so the configuration is written twice.
     let broker = sortline::mqtt::broker::Embedded::start().unwrap();
     let parcels = subscribe(broker.addr(), "sortline/v1/+/+/parcel").await;
-    let cfg = LineConfig::load(&config(dir.path(), "127.0.0.1:502", &tty, "127.0.0.1:1883", |_| {})).unwrap();
     let scenario = sim::Scenario {
         arrival_period_ms: 900..=1_400,
         inspection_ms: 1_000..=2_000,
         ..sim::Scenario::demo(PARCELS, 5)
     };
-    let world = sim::World::new(scenario, demo::geometry(&cfg).unwrap());
-    // The platform's lists, into the data directory's manifest store, where the daemon finds them.
-    demo::initial_inputs(&world, dir.path(), true).unwrap();
-    let plc_config = sim::modbus::SimPlcConfig { speed: 1, ..Default::default() };
-    let (mut plc, mut devices) =
-        sim::modbus::SimPlc::start(world, &cfg.register_map().unwrap(), plc_config).await.unwrap();
-    let sim::modbus::Endpoint::Tcp(addr) = plc.endpoint() else { panic!("a TCP PLC") };
-    let cfg_path = config(dir.path(), &addr.to_string(), &tty, &broker.addr().to_string(), |_| {});
-    let mut daemon = spawn(&cfg_path, &dir.path().join("daemon.log"));
-    // The scanner reads what the simulated line's gate sees; nothing else here has a wire.
-    let forward = tokio::spawn(async move {
-        while let Some((_, event)) = devices.recv().await {
-            scanner.send(&event);
-        }
-    });
+    let Line { mut plc, config, forward, .. } = line(dir.path(), scenario, &broker.addr().to_string(), |_| {}).await;
+    let mut daemon = spawn(&config, &dir.path().join("daemon.log"));
     assert!(plc.wait_finished(Duration::from_secs(90)).await, "the line did not run out");
     // SIGHUP reloads the rule files: the chain records the set now in force.
     let db = dir.path().join(DB_FILE);

@@ -99,3 +99,37 @@ pub fn spawn(cfg: &Path, log: &Path) -> Daemon {
         .unwrap();
     Daemon(child)
 }
+
+/// A simulated line for `sortline run`, in real time: the site secret, the scanner on a pty
+/// (its events forwarded), the platform's lists of `scenario` in the manifest store, the PLC
+/// serving Modbus TCP, and `dir/line.toml` (`tweak`ed) pointing at all of it.
+pub struct Line {
+    pub plc: sim::modbus::SimPlc,
+    pub config: PathBuf,
+    /// The referee's view before the run (which parcel is which).
+    pub planned: sim::Report,
+    pub forward: tokio::task::JoinHandle<()>,
+}
+
+pub async fn line(dir: &Path, scenario: sim::Scenario, mqtt: &str, tweak: impl Fn(&mut toml::Table)) -> Line {
+    std::fs::write(dir.join("site.secret"), "00112233445566778899aabbccddeeff").unwrap();
+    let scanner = scanner(&sortline::config::LineConfig::load(&repo("firmware-config/line.toml")).unwrap());
+    let tty = scanner.slave_path().unwrap().to_path_buf();
+    // The simulator moves parcels by the configuration's geometry; the PLC's port is known
+    // once it listens, so the configuration is written twice.
+    let cfg = sortline::config::LineConfig::load(&config(dir, "127.0.0.1:502", &tty, mqtt, &tweak)).unwrap();
+    let world = sim::World::new(scenario, sortline::demo::geometry(&cfg).unwrap());
+    let planned = world.report();
+    sortline::demo::initial_inputs(&world, dir, true).unwrap();
+    let plc_config = sim::modbus::SimPlcConfig { speed: 1, ..Default::default() };
+    let (plc, mut devices) = sim::modbus::SimPlc::start(world, &cfg.register_map().unwrap(), plc_config).await.unwrap();
+    let sim::modbus::Endpoint::Tcp(addr) = plc.endpoint() else { panic!("a TCP PLC") };
+    let config = config(dir, &addr.to_string(), &tty, mqtt, &tweak);
+    // The scanner reads what the simulated line's gate sees; nothing else here has a wire.
+    let forward = tokio::spawn(async move {
+        while let Some((_, event)) = devices.recv().await {
+            scanner.send(&event);
+        }
+    });
+    Line { plc, config, planned, forward }
+}

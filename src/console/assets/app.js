@@ -392,11 +392,7 @@ function renderCurrent(changed) {
     return;
   }
   const r = q.r;
-  setData(box, 'review', r.review);
-  setData(box, 'tracking', r.tracking);
-  setData(box, 'boot', r.boot);
-  setData(box, 'serial', r.serial);
-  setData(box, 'waybill', r.waybill);
+  for (const k of ['review', 'tracking', 'boot', 'serial', 'waybill']) setData(box, k, r[k]);
   $('#review-empty').hidden = true;
   $('#review-body').hidden = false;
   renderManifest(r);
@@ -790,11 +786,7 @@ function renderParcels(parcels) {
 function updateRow(tr, p) {
   tr.parcel = p;
   const c = tr.cellsBy;
-  setData(tr, 'tracking', p.tracking);
-  setData(tr, 'boot', p.boot);
-  setData(tr, 'serial', p.serial);
-  setData(tr, 'waybill', p.waybill);
-  setData(tr, 'channel', p.channel);
+  for (const k of ['tracking', 'boot', 'serial', 'waybill', 'channel']) setData(tr, k, p[k]);
   tr.classList.toggle('green', p.channel === 'green');
   tr.classList.toggle('red', p.channel === 'red');
   tr.classList.toggle('in-review', !!p.in_review);
