@@ -88,20 +88,7 @@ fn waybill() -> Waybill {
 }
 
 fn review(n: u64, deadline: u64) -> ReviewRequest {
-    let manifest = Manifest {
-        waybill: waybill(),
-        list_no: "L1".into(),
-        version: 1,
-        channel: Channel::Green,
-        status: ManifestStatus::Accepted,
-        licence_required: false,
-        platform_targeted: false,
-        consignor: "Suzhou Silk Ltd".into(),
-        consignee: "Buyer".into(),
-        country: "US".into(),
-        gross_weight_g: 700,
-        items: vec![],
-    };
+    let manifest = crate::core::policy::tests::manifest();
     ReviewRequest {
         review: ReviewId(n),
         parcel: ParcelId { tracking: TrackingId(7), boot: 1, serial: 40 + n },
