@@ -26,7 +26,7 @@ use crate::core::*;
 use crate::daemon;
 use crate::manifest::{self, Declaration, DeclaredItem, ManifestStore};
 use crate::mqtt::wiring::{Figures, Prepared};
-use crate::plc::driver::{DriverConfig, DriverStats, PlcLink};
+use crate::plc::driver::{DriverStats, PlcLink};
 use crate::recorder;
 use crate::scanner::link::ScannerLinkConfig;
 use crate::scanner::reader::{ScannerOutput, ScannerReader, ScannerStats};
@@ -979,6 +979,12 @@ pub fn run_modbus(
     if opts.faults {
         scenario = scenario.with_faults();
     }
+    if !modbus.sim_officers {
+        // Nobody simulated at the screens or the bench: none of their actions is scheduled,
+        // and the run ends with the belt.
+        scenario.manual_transfer = 0.0;
+        scenario.inspection_ms = 0..=0;
+    }
     let world = sim::World::new(scenario, geometry(cfg)?);
     // Over MQTT the platform's lists come through the intake; the line waits until they are in.
     let via_intake = modbus.mqtt.is_some() && mqtt_config(cfg).platform_intake;
@@ -1056,7 +1062,11 @@ pub fn run_modbus(
             },
         };
         let (mut plc, mut devices, link) = start_plc(cfg, modbus.transport, world, &map, plc_config).await?;
-        let driver = DriverConfig { poll_period: modbus.poll_period, ..cfg.line.driver_config(Some(link)) };
+        let mut driver = cfg.line.driver_config(Some(link));
+        // In lockstep the line advances per poll; in real time the PLC polls as configured.
+        if modbus.speed.is_none() {
+            driver.poll_period = modbus.poll_period;
+        }
         let (done_tx, mut done_rx) = mpsc::channel::<ParcelReport>(1024);
         let intakes = crate::xray::station::Intakes::open(&xray, &opts.data_dir)
             .await

@@ -3,6 +3,7 @@
 
 pub mod mqtt;
 pub mod service;
+pub mod webdriver;
 
 use sortline::core::*;
 use std::sync::Arc;

@@ -801,7 +801,7 @@ function updateRow(tr, p) {
   setText(c.review, p.in_review ? 'in review' : '');
   if (p.transferable) {
     if (!tr.button) {
-      tr.button = h('button', { type: 'button', class: 'transfer', text: 'Transfer to review' });
+      tr.button = h('button', { type: 'button', class: 'transfer', text: 'Transfer to on-site review' });
       tr.button.addEventListener('click', () => transfer(tr));
       c.action.append(tr.button);
     }
@@ -850,7 +850,7 @@ async function transfer(tr) {
   tr.sending = false;
   tr.sent = res.ok;
   const what = `T${p.tracking} ${p.waybill || ''}`.trim();
-  if (res.ok) say('#line-status', `${what}: moved to review (${res.data.status || 'accepted'})`, 'ok');
+  if (res.ok) say('#line-status', `${what}: sent to on-site review (${res.data.status || 'accepted'})`, 'ok');
   else say('#line-status', `transfer of ${what} ${res.status === 409 ? 'refused by the line' : 'not taken'}: ${why(res)}`, 'err');
   if (tr.button) tr.button.disabled = !can('decide') || tr.sent;
 }
