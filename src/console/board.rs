@@ -335,7 +335,6 @@ pub struct ConsoleScreen<S> {
 
 impl<S: Screen> Screen for ConsoleScreen<S> {
     fn review_requested(&mut self, request: &ReviewRequest) {
-        self.inner.review_requested(request);
         let (regions, size) = request.image_sha256.as_deref().map_or((Vec::new(), None), |h| self.board.regions(h));
         let now = self.board.now();
         let mut st = self.board.state();
@@ -350,6 +349,8 @@ impl<S: Screen> Screen for ConsoleScreen<S> {
         st.reviews.insert(request.review, open);
         drop(st);
         self.board.send("review", &view);
+        // On the board first: whoever the inner screen tells finds the review there.
+        self.inner.review_requested(request);
     }
 
     fn review_closed(&mut self, parcel: ParcelId, review: ReviewId) {

@@ -154,12 +154,22 @@ impl Ctx {
     fn session(&self, headers: &HeaderMap) -> Result<Session, ApiError> {
         let token = cookie_token(headers).ok_or_else(|| self.unauthenticated())?;
         let s = lock(&self.sessions).touch(token, self.now_ms()).ok_or_else(|| self.unauthenticated())?;
-        let current = lock(&self.users).get(&s.user).ok().flatten();
-        if !current.is_some_and(|u| !u.disabled && u.changed_ms == s.user_changed_ms) {
+        if !self.user_stands(&s) {
             lock(&self.sessions).close(token);
             return Err(self.unauthenticated());
         }
         Ok(s)
+    }
+
+    fn user_stands(&self, s: &Session) -> bool {
+        let current = lock(&self.users).get(&s.user).ok().flatten();
+        current.is_some_and(|u| !u.disabled && u.changed_ms == s.user_changed_ms)
+    }
+
+    /// Whether an event stream opened with `token` may go on.
+    fn stream_stands(&self, token: &str) -> bool {
+        let s = lock(&self.sessions).stands(token, self.now_ms()).cloned();
+        s.is_some_and(|s| self.user_stands(&s))
     }
 
     fn unauthenticated(&self) -> ApiError {
@@ -681,6 +691,7 @@ async fn clear_flag(State(ctx): State<Arc<Ctx>>, headers: HeaderMap, body: Body)
 
 async fn events(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Result<Response, ApiError> {
     ctx.session(&headers)?;
+    let token = cookie_token(&headers).unwrap_or_default().to_string();
     let changes = tokio_stream::wrappers::BroadcastStream::new(ctx.board.subscribe())
         // A screen too slow for the events misses some; the next `line` and a reload catch up.
         .filter_map(|e| e.ok())
@@ -688,7 +699,10 @@ async fn events(State(ctx): State<Arc<Ctx>>, headers: HeaderMap) -> Result<Respo
     let every = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(Duration::from_secs(1)));
     let c = ctx.clone();
     let lines = every.map(move |_| SseEvent::default().event("line").data(c.line_json().to_string()));
-    let stream = changes.merge(lines).map(Ok::<_, std::convert::Infallible>);
+    // The stream ends with its session (logout, expiry, the user disabled).
+    let c = ctx.clone();
+    let stream =
+        changes.merge(lines).take_while(move |_| c.stream_stands(&token)).map(Ok::<_, std::convert::Infallible>);
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
 }
 

@@ -67,19 +67,24 @@ impl Sessions {
 
     /// The session of `token`, if it stands; the request counts as activity.
     pub fn touch(&mut self, token: &str, now_ms: u64) -> Option<Session> {
-        let lifetime = self.lifetime_ms;
-        let s = self.by_token.get_mut(token)?;
-        if now_ms.saturating_sub(s.created_ms) >= lifetime || now_ms.saturating_sub(s.last_ms) >= IDLE_MS {
+        if self.stands(token, now_ms).is_none() {
             self.by_token.remove(token);
             return None;
         }
+        let s = self.by_token.get_mut(token)?;
         s.last_ms = now_ms;
         Some(s.clone())
     }
 
-    /// When the session ends at the latest, ms from now.
+    /// Whether the session of `token` stands, without counting as activity (an open event
+    /// stream does not keep an idle screen logged in).
+    pub fn stands(&self, token: &str, now_ms: u64) -> Option<&Session> {
+        self.by_token.get(token).filter(|s| self.remaining_ms(s, now_ms) > 0)
+    }
+
+    /// When the session ends at the latest, ms from now (0: it has ended).
     pub fn remaining_ms(&self, s: &Session, now_ms: u64) -> u64 {
-        (s.created_ms + self.lifetime_ms).min(s.last_ms + IDLE_MS).saturating_sub(now_ms)
+        remaining_ms(self.lifetime_ms, s, now_ms)
     }
 
     pub fn close(&mut self, token: &str) -> Option<Session> {
@@ -88,10 +93,12 @@ impl Sessions {
 
     fn expire(&mut self, now_ms: u64) {
         let lifetime = self.lifetime_ms;
-        self.by_token.retain(|_, s| {
-            now_ms.saturating_sub(s.created_ms) < lifetime && now_ms.saturating_sub(s.last_ms) < IDLE_MS
-        });
+        self.by_token.retain(|_, s| remaining_ms(lifetime, s, now_ms) > 0);
     }
+}
+
+fn remaining_ms(lifetime_ms: u64, s: &Session, now_ms: u64) -> u64 {
+    (s.created_ms + lifetime_ms).min(s.last_ms + IDLE_MS).saturating_sub(now_ms)
 }
 
 /// Failed logins by key (a user name, a client address), within [`LOGIN_WINDOW_MS`].

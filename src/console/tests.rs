@@ -373,3 +373,15 @@ async fn metrics_and_health_answer_without_a_session_and_pages_carry_a_strict_po
     assert_eq!(rig.app.clone().oneshot(get("/healthz", None)).await.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(rig.call(get("/events", None)).await.0, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_event_stream_ends_with_its_session() {
+    let rig = rig();
+    let l = rig.login("vi").await;
+    let r = rig.app.clone().oneshot(get("/events", Some(&l))).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(rig.call(post("/logout", Some(&l), &json!({}))).await.0, StatusCode::OK);
+    // The next event (a `line` every second) finds the session gone and ends the stream.
+    let body = tokio::time::timeout(std::time::Duration::from_secs(10), axum::body::to_bytes(r.into_body(), 1 << 20));
+    assert!(body.await.expect("the stream ended").is_ok());
+}
