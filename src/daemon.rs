@@ -55,7 +55,8 @@ pub trait Screen: Send + 'static {
     fn parcel_done(&mut self, report: ParcelReport);
     /// Called as an alarm is recorded (monitoring); most screens ignore alarms.
     fn alarm(&mut self, _alarm: &Alarm) {}
-    /// An `Input::InspectionResult` was recorded (it joins the parcel's record off the box).
+    /// An `Input::InspectionResult` is durable in the record (it joins the parcel's record off
+    /// the box).
     fn inspection_result(&mut self, _result: &Input) {}
 }
 
@@ -265,6 +266,7 @@ impl Daemon {
             pending: Vec::new(),
             last: None,
             done: Vec::new(),
+            inspected: Vec::new(),
             initial,
             screener,
             operator_store,
@@ -364,6 +366,8 @@ struct Core<C, S> {
     last: Option<Ticket>,
     /// Stories shown once durable.
     done: Vec<ParcelReport>,
+    /// Inspection results recorded, shown (published) once durable, as finished parcels are.
+    inspected: Vec<Input>,
     initial: Vec<Input>,
     screener: Option<crossbeam_channel::Sender<crate::xray::station::ScreenJob>>,
     operator_store: Option<OperatorStore>,
@@ -549,7 +553,7 @@ impl<C: LineClock, S: Screen> Core<C, S> {
             match o {
                 Output::Record(r) => {
                     if let Record::Input(i @ Input::InspectionResult { .. }) = &r {
-                        self.screen.inspection_result(i);
+                        self.inspected.push(i.clone());
                     }
                     self.pending.push(recorder::entry(&r, now, wall))
                 }
@@ -604,6 +608,9 @@ impl<C: LineClock, S: Screen> Core<C, S> {
         }
         for report in std::mem::take(&mut self.done) {
             self.screen.parcel_done(report);
+        }
+        for result in std::mem::take(&mut self.inspected) {
+            self.screen.inspection_result(&result);
         }
         Ok(())
     }

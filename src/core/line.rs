@@ -661,7 +661,7 @@ pub struct Provisional {
     pub cutoff_at: Millis,
     /// An officer's verdict is asked for now.
     pub in_review: bool,
-    /// An officer moved it to review by hand.
+    /// An officer sent it to on-site review by hand.
     pub transferred: bool,
     /// Its X-ray image, once attached (a supervisor's flag clearance names it).
     pub image_sha256: Option<Arc<str>>,

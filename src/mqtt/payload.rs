@@ -153,3 +153,28 @@ pub struct AckEvent<'a> {
     pub ack: &'a super::intake::Ack,
     pub wall_ms: i64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{Input, OfficerId, Waybill};
+
+    #[test]
+    fn an_inspection_result_reads_as_its_outcome_and_nothing_else_does() {
+        let result = |discrepancy, returned, note: Option<&str>| Input::InspectionResult {
+            waybill: Waybill::parse("EA123456785CN").unwrap(),
+            officer: OfficerId::new("li.wei").unwrap(),
+            discrepancy,
+            returned,
+            note: note.map(Into::into),
+        };
+        let json = |i: &Input| serde_json::to_value(InspectionEvent::new(i, 7).unwrap()).unwrap();
+        assert_eq!(
+            json(&result(true, true, Some("battery"))),
+            serde_json::json!({ "waybill": "EA123456785CN", "officer": "li.wei", "outcome": "returned", "note": "battery", "wall_ms": 7 })
+        );
+        assert_eq!(json(&result(true, false, Some("x")))["outcome"], "discrepancy");
+        assert_eq!(json(&result(false, false, None))["outcome"], "no_discrepancy");
+        assert!(InspectionEvent::new(&Input::Tick, 7).is_none());
+    }
+}
