@@ -210,7 +210,8 @@ impl Ctx {
         }
     }
 
-    /// Counts and records a refused request, and says why.
+    /// Counts and logs a refused request, and says why; with a session, records it too (nobody
+    /// logged in may write to the chain but by logging in, which is limited).
     async fn refuse(
         &self,
         s: Option<&Session>,
@@ -221,8 +222,10 @@ impl Ctx {
     ) -> ApiError {
         self.counters.count(kind);
         tracing::warn!(user = s.map(|s| s.user.as_str()), action, kind, why, "console request refused");
-        let reply = self.reply(s.map(|s| s.user.as_str()), action).refused_with(format!("{kind}: {why}"));
-        self.send(reply, None).await;
+        if let Some(s) = s {
+            let reply = self.reply(Some(&s.user), action).refused_with(format!("{kind}: {why}"));
+            self.send(reply, None).await;
+        }
         ApiError(status, why.into())
     }
 
