@@ -22,10 +22,10 @@ use std::time::Duration;
 
 type Result<T> = std::result::Result<T, String>;
 
-const PARCELS: u32 = 24;
-/// The demo must have ended by then, counted from its start: with no simulated officers it ends
-/// with the belt, after about 80 s.
-const DEMO_LIMIT: Duration = Duration::from_secs(180);
+const PARCELS: u32 = 36;
+/// The demo must have ended by then, counted from its start: at twice real time and with no
+/// simulated officers it ends with the belt, after about 40 s.
+const DEMO_LIMIT: Duration = Duration::from_secs(150);
 const UI: Duration = Duration::from_secs(10);
 
 /// Words in a status line that mean the line or the server said no.
@@ -449,7 +449,7 @@ impl Demo {
             .arg(data)
             .arg("--summary")
             .arg(summary)
-            .args(["--console", "127.0.0.1:0", "--speed", "1", "--officers", "none"])
+            .args(["--console", "127.0.0.1:0", "--speed", "2", "--officers", "none"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
