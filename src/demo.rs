@@ -1117,6 +1117,11 @@ pub fn run_modbus(
             plc: daemon.driver_stats(),
             scanner: rig.as_ref().map(|r| Arc::new(r.reader.stats()) as Arc<dyn Fn() -> ScannerStats + Send + Sync>),
         };
+        let publisher = mqtt.map(|(broker, prepared)| {
+            let prefix = prepared.prefix();
+            let topics = crate::mqtt::Topics::new(&cfg.line.site.site_id, &cfg.line.site.line_id);
+            (broker, prefix, topics, prepared.start(daemon.inputs(), figures.clone(), cfg.rules_dir.clone()))
+        });
         let (stop_console, _) = broadcast::channel::<()>(1);
         let console_ctx = console::Setup {
             board,
@@ -1127,16 +1132,11 @@ pub fn run_modbus(
             defaults: console::Defaults::of(cfg),
             session_minutes: cfg.line.console.as_ref().map_or(480, |c| c.session_minutes),
             xray: true,
-            broker: None,
+            broker: publisher.as_ref().map(|p| p.3.stats()),
         }
         .ctx()
         .map_err(|e| DemoError::Sim { what: "the console", detail: e.to_string() })?;
         let console_task = console::serve(listener, console_ctx, stop_console.subscribe());
-        let publisher = mqtt.map(|(broker, prepared)| {
-            let prefix = prepared.prefix();
-            let topics = crate::mqtt::Topics::new(&cfg.line.site.site_id, &cfg.line.site.line_id);
-            (broker, prefix, topics, prepared.start(daemon.inputs(), figures, cfg.rules_dir.clone()))
-        });
         let mut platform = None;
         if let Some((broker, _, topics, publisher)) = publisher.as_ref().filter(|_| via_intake) {
             let mut stats = publisher.stats();

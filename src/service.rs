@@ -211,10 +211,6 @@ pub fn run(cfg: &Loaded, data_dir: &Path) -> Result<Stopped, ServiceError> {
         let (stop_station, _) = broadcast::channel::<()>(1);
         let mut station_tasks = Vec::new();
         if let Some((c, listener, board)) = console {
-            let broker = publisher.as_ref().map(|p| {
-                let stats = p.stats();
-                Box::new(move || stats.borrow().connected) as Box<dyn Fn() -> bool + Send + Sync>
-            });
             let ctx = crate::console::Setup {
                 board,
                 core: daemon.inputs(),
@@ -224,7 +220,7 @@ pub fn run(cfg: &Loaded, data_dir: &Path) -> Result<Stopped, ServiceError> {
                 defaults: crate::console::Defaults::of(cfg),
                 session_minutes: c.session_minutes,
                 xray: station.is_some(),
-                broker,
+                broker: publisher.as_ref().map(|p| p.stats()),
             }
             .ctx()?;
             tracing::info!(listen = %listener.local_addr()?, "officer console serving");

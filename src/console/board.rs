@@ -374,6 +374,19 @@ impl<S: Screen> Screen for ConsoleScreen<S> {
             st.belt.pop_first();
         }
         st.belt.insert(parcel.parcel.serial, parcel.clone());
+        // A review shows the parcel's reasons: the screen gets them as they change (the line
+        // asks for a review before it says where the parcel stands after asking).
+        let now = self.board.now();
+        let views: Vec<ReviewView> = st
+            .reviews
+            .values()
+            .filter(|r| r.request.parcel == parcel.parcel)
+            .map(|r| Board::view(&st, r, now))
+            .collect();
+        drop(st);
+        for view in views {
+            self.board.send("review", &view);
+        }
     }
 
     fn parcel_done(&mut self, report: ParcelReport) {

@@ -62,8 +62,8 @@ pub struct Ctx {
     pub figures: Figures,
     /// `true` when the line has an X-ray station.
     pub xray: bool,
-    /// Whether the MQTT broker is connected, when there is one.
-    pub broker: Option<Box<dyn Fn() -> bool + Send + Sync>>,
+    /// The MQTT publisher's figures, when there is one (is the broker connected).
+    pub broker: Option<tokio::sync::watch::Receiver<crate::mqtt::MqttStats>>,
     pub data_dir: PathBuf,
     pub rules_dir: PathBuf,
     pub defaults: Defaults,
@@ -438,7 +438,7 @@ impl Ctx {
             "plc": up(plc),
             "scanner": scanner.map_or("none", up),
             "xray": if self.xray { "up" } else { "none" },
-            "broker": self.broker.as_ref().map_or("none", |b| up(b())),
+            "broker": self.broker.as_ref().map_or("none", |b| up(b.borrow().connected)),
         })
     }
 

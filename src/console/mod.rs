@@ -53,7 +53,7 @@ pub struct Setup {
     pub defaults: Defaults,
     pub session_minutes: u32,
     pub xray: bool,
-    pub broker: Option<Box<dyn Fn() -> bool + Send + Sync>>,
+    pub broker: Option<tokio::sync::watch::Receiver<crate::mqtt::MqttStats>>,
 }
 
 impl Setup {
