@@ -229,7 +229,7 @@ pub fn run(cfg: &Loaded, data_dir: &Path) -> Result<Stopped, ServiceError> {
         if let Some((config, intakes, screen)) = station {
             station::spawn_screener(screen, cache.clone(), screen_jobs, daemon.inputs())?;
             let store = intakes.store.clone();
-            station_tasks = intakes.run(cache, daemon.inputs(), stop_station.clone());
+            station_tasks.extend(intakes.run(cache, daemon.inputs(), stop_station.clone()));
             tracing::info!(folder = ?config.folder, tcp = ?config.tcp_listen, "X-ray station intake running");
             // Originals younger than an hour stay: no parcel is undecided on the belt that long.
             let config = config.clone();
