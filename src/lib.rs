@@ -26,7 +26,7 @@ pub mod config;
 pub mod console;
 pub mod core;
 pub mod daemon;
-pub mod demo;
+
 pub mod manifest;
 pub mod metrics;
 pub mod mqtt;

@@ -2,8 +2,8 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use sortline::config::{ConfigError, LineConfig, Loaded, Transport};
-use sortline::{audit, demo, manifest, recorder, replay, report};
+use sortline::config::{ConfigError, LineConfig, Loaded};
+use sortline::{audit, manifest, recorder, replay, report};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -24,54 +24,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the line against the built-in simulator and print each parcel as it leaves.
+    /// The line against the simulator: runs `sortline-sim demo` with the same arguments. The
+    /// simulator is a program of its own (`sim/`), so that a line's build carries none of it.
+    #[command(disable_help_flag = true)]
     Demo {
-        /// Parcels to induct.
-        #[arg(long, default_value_t = 300)]
-        parcels: u32,
-        /// Seed of the simulation (parcel mix, faults, officers) and of the demo's sampling secret.
-        #[arg(long, default_value_t = 7)]
-        seed: u64,
-        /// Write the JSON summary here.
-        #[arg(long)]
-        summary: Option<PathBuf>,
-        /// Data directory (audit chain, keys); default: a fresh temporary directory, printed at start.
-        #[arg(long)]
-        data: Option<PathBuf>,
-        /// Line configuration.
-        #[arg(long, default_value = "firmware-config/line.toml")]
-        config: PathBuf,
-        /// Also inject missed diverts and belt slip (they end in hold, never in release).
-        #[arg(long)]
-        faults: bool,
-        /// Print only the closing table, not a line per parcel.
-        #[arg(long)]
-        quiet: bool,
-        /// The PLC: `in-process` (virtual time), `modbus` (the simulated PLC over Modbus TCP
-        /// on loopback, in lockstep line time) or `rtu` (the same over Modbus RTU on a
-        /// pseudo-terminal, the driver opening it as a serial port).
-        #[arg(long, value_enum, default_value_t = PlcMode::Modbus)]
-        plc: PlcMode,
-        /// The scanner's wire, with `--plc modbus|rtu`: `pty` (a serial port: the daemon opens
-        /// a pseudo-terminal with tokio-serial), `tcp` (loopback) or `direct` (no wire).
-        #[arg(long, value_enum, default_value_t = demo::ScannerWire::Pty)]
-        scanner: demo::ScannerWire,
-        /// MQTT with `--plc modbus|rtu`: `embedded` (a broker in process on 127.0.0.1, port
-        /// chosen at run time), `HOST:PORT` (an external broker) or `off`.
-        #[arg(long, default_value = "embedded")]
-        mqtt: String,
-        /// The officer console's address, with `--plc modbus|rtu` (port 0: chosen at run
-        /// time). Printed at start with a login for a person; the simulated officers use it too.
-        #[arg(long, default_value = "127.0.0.1:0")]
-        console: std::net::SocketAddr,
-        /// Run the simulated line in real time × N instead of lockstep (as fast as the host
-        /// goes), so that a person at the console can follow it: `--speed 1` is a real line.
-        #[arg(long)]
-        speed: Option<u64>,
-        /// Who answers reviews, transfers parcels and enters inspection results: `sim` (the
-        /// simulated officers, through the console) or `none` (only people at the console).
-        #[arg(long, value_enum, default_value_t = Officers::Sim)]
-        officers: Officers,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
     },
     /// Run the line: the PLC and the scanner the configuration names, the machine's clock, the
     /// record in the data directory. SIGTERM or SIGINT drains the belt and stops.
@@ -130,12 +88,6 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum Officers {
-    Sim,
-    None,
 }
 
 #[derive(Subcommand)]
@@ -271,13 +223,6 @@ enum TargetCommand {
     },
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum PlcMode {
-    InProcess,
-    Modbus,
-    Rtu,
-}
-
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Recompute the whole chain and every checkpoint signature; non-zero exit on any break.
@@ -398,80 +343,27 @@ fn main() -> ExitCode {
     }
 }
 
+/// `sortline demo`: replaced by `sortline-sim demo`, found beside this program (as cargo builds
+/// them) or on the PATH. Returns only if it could not be started.
+fn demo(args: Vec<std::ffi::OsString>) -> Result<ExitCode> {
+    use std::os::unix::process::CommandExt;
+    let beside = std::env::current_exe()?.with_file_name("sortline-sim");
+    let program = if beside.exists() { beside.into_os_string() } else { "sortline-sim".into() };
+    let e = std::process::Command::new(&program).arg("demo").args(args).exec();
+    Err(anyhow::anyhow!(
+        "cannot start the simulator {}: {e}; the demo is `cargo run -p sortline-sim -- demo` \
+         (or build it beside sortline: `cargo build -p sortline-sim`)",
+        Path::new(&program).display()
+    ))
+}
+
 fn load(config: &Path) -> Result<Loaded> {
     Ok(LineConfig::load(config)?)
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Demo {
-            parcels,
-            seed,
-            summary,
-            data,
-            config,
-            faults,
-            quiet,
-            plc,
-            scanner,
-            mqtt,
-            console,
-            speed,
-            officers,
-        } => {
-            let cfg = load(&config)?;
-            let data_dir = match data {
-                Some(d) => d,
-                None => tempfile::Builder::new().prefix("sortline-demo-").tempdir()?.keep(),
-            };
-            let mut stdout = std::io::stdout().lock();
-            writeln!(stdout, "sortline demo: {parcels} parcels, seed {seed}, data directory {}", data_dir.display())?;
-            writeln!(
-                stdout,
-                "site {} line {}; sampling secret derived from the seed (demo only)",
-                cfg.line.site.site_id, cfg.line.site.line_id
-            )?;
-            let opts = demo::DemoOptions { parcels, seed, data_dir, faults };
-            let mut sink = std::io::sink();
-            let live: &mut dyn Write = if quiet { &mut sink } else { &mut stdout };
-            let mqtt = match mqtt.as_str() {
-                "off" => None,
-                "embedded" => Some(demo::MqttBroker::Embedded),
-                addr => {
-                    sortline::config::broker_addr(addr)?;
-                    Some(demo::MqttBroker::External(addr.to_string()))
-                }
-            };
-            if mqtt.is_some() && matches!(plc, PlcMode::InProcess) {
-                tracing::warn!("--plc in-process runs without the daemon: no MQTT");
-            }
-            // Room for big runs on a slow box: five minutes, and a tenth of a second a parcel;
-            // in real time, the parcels' arrivals (2.5 s apart at most) on top.
-            let run_limit =
-                300 + u64::from(parcels) / 10 + speed.map_or(0, |k| u64::from(parcels) * 5 / (2 * k.max(1)));
-            let modbus = |transport| demo::ModbusOptions {
-                transport,
-                scanner,
-                mqtt: mqtt.clone(),
-                run_limit: std::time::Duration::from_secs(run_limit),
-                console,
-                speed,
-                sim_officers: matches!(officers, Officers::Sim),
-                ..demo::ModbusOptions::default()
-            };
-            let s = match plc {
-                PlcMode::InProcess => demo::run(&cfg, &opts, live)?,
-                PlcMode::Modbus => demo::run_modbus(&cfg, &opts, &modbus(Transport::Tcp), live)?,
-                PlcMode::Rtu => demo::run_modbus(&cfg, &opts, &modbus(Transport::Rtu), live)?,
-            };
-            demo::print_table(&s, &mut std::io::stdout().lock())?;
-            if let Some(path) = summary {
-                let text = serde_json::to_string_pretty(&s)?;
-                std::fs::write(&path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
-            }
-            let failed = s.unsafe_releases > 0 || s.unaccounted > 0 || !s.audit.verified;
-            Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
-        }
+        Command::Demo { args } => demo(args),
         Command::Run { config, data } => {
             let cfg = load(&config)?;
             let data = data.unwrap_or_else(|| cfg.line.data.dir.clone());
@@ -926,7 +818,7 @@ fn read_anchors(file: &Path) -> Result<Vec<audit::Anchor>> {
 fn run_secret(start: &serde_json::Value, config: &Path, data: &Path) -> Result<sortline::core::SiteSecret, String> {
     if start.get("mode").and_then(|m| m.as_str()) == Some("demo") {
         let seed = start.get("seed").and_then(|s| s.as_u64()).ok_or("demo run without a seed")?;
-        return Ok(demo::demo_secret(seed));
+        return Ok(sortline::core::SiteSecret::from_demo_seed(seed));
     }
     let cfg = LineConfig::load(config).map_err(|e| e.to_string())?;
     cfg.line.sampling.secret.resolve(data).map_err(|e| e.to_string())

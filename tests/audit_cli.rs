@@ -577,8 +577,8 @@ fn every_printed_parcel_is_already_durable_when_printed() {
             checked: 0,
             problems: Vec::new(),
         };
-        let opts = sortline::demo::DemoOptions { parcels: 400, seed, data_dir: data.path().to_path_buf(), faults };
-        let summary = sortline::demo::run(&cfg, &opts, &mut live).expect("demo runs");
+        let opts = sortline_sim::demo::DemoOptions { parcels: 400, seed, data_dir: data.path().to_path_buf(), faults };
+        let summary = sortline_sim::demo::run(&cfg, &opts, &mut live).expect("demo runs");
         assert!(live.checked > 300, "seed {seed}: only {} parcel lines", live.checked);
         assert_eq!(summary.unaccounted, 0);
         eprintln!(

@@ -7,10 +7,10 @@
 mod common;
 use common::service::{line, set, spawn, value, Line};
 use sortline::audit::{self, DB_FILE};
-use sortline::console::client::ConsoleClient;
 use sortline::core::{Lane, Reason, Record};
 use sortline::recorder::record_of;
 use sortline_sim as sim;
+use sortline_sim::demo::client::ConsoleClient;
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::Path;

@@ -4,11 +4,12 @@
 
 use sortline::audit::{AuditLog, GroupCommit, Signer, DB_FILE, KEY_FILE};
 use sortline::config::LineConfig;
+use sortline::core::SiteSecret;
 use sortline::core::{Line, ParcelReport, ReviewRequest};
 use sortline::daemon::{Daemon, DaemonConfig, DaemonError, LineClock, Parts, Screen};
-use sortline::demo::{demo_secret, geometry, initial_inputs};
 use sortline::plc::driver::{DriverConfig, PlcLink};
 use sortline_sim as sim;
+use sortline_sim::demo::{geometry, initial_inputs};
 use std::path::Path;
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -56,7 +57,7 @@ async fn an_idle_line_gets_its_last_entries_signed() {
     // first checkpoint are signed only once the line has gone quiet.
     log.set_checkpoint_interval_ms(Some(2_000));
     let parts = Parts {
-        line: Line::new(cfg.line.settings(), cfg.line.policy(demo_secret(5), cfg.rules.clone())),
+        line: Line::new(cfg.line.settings(), cfg.line.policy(SiteSecret::from_demo_seed(5), cfg.rules.clone())),
         audit: GroupCommit::start(log, Duration::from_millis(1), 64),
         clock: Clock(plc.clock()),
         screen: Quiet,
@@ -102,7 +103,7 @@ async fn a_dead_core_stops_the_driver_and_the_plc_falls_back_to_hold() {
     let signer = Signer::load_or_init(&dir.path().join(KEY_FILE)).unwrap();
     let log = AuditLog::open(&dir.path().join(DB_FILE), Some(signer), 1000).unwrap();
     let parts = Parts {
-        line: Line::new(cfg.line.settings(), cfg.line.policy(demo_secret(3), cfg.rules.clone())),
+        line: Line::new(cfg.line.settings(), cfg.line.policy(SiteSecret::from_demo_seed(3), cfg.rules.clone())),
         audit: GroupCommit::start(log, Duration::from_millis(1), 64),
         clock: Clock(plc.clock()),
         screen: Failing,

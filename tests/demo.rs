@@ -3,7 +3,7 @@
 //! back for completeness.
 
 use sortline::config::LineConfig;
-use sortline::demo::{self, DemoOptions, Summary};
+use sortline_sim::demo::{self, DemoOptions, Summary};
 use std::path::Path;
 
 fn run(parcels: u32, seed: u64, faults: bool) -> Summary {

@@ -6,10 +6,11 @@
 
 use sortline::audit::{self, DB_FILE};
 use sortline::config::LineConfig;
+use sortline::core::SiteSecret;
 use sortline::core::{Identity, Input, Lane, Reason, Record};
-use sortline::demo::{self, DemoOptions, ModbusOptions, ScannerWire};
 use sortline::recorder::record_of;
 use sortline_sim as sim;
+use sortline_sim::demo::{self, DemoOptions, ModbusOptions, ScannerWire};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
@@ -127,7 +128,8 @@ fn run(wire: ScannerWire, seed: u64) {
 
     // The chain the run wrote replays to the same decisions.
     let seed_of = |start: &serde_json::Value| start["seed"].as_u64().ok_or_else(|| "no seed".to_string());
-    let r = sortline::replay::replay(&dir.path().join(DB_FILE), |start| seed_of(start).map(demo::demo_secret)).unwrap();
+    let r = sortline::replay::replay(&dir.path().join(DB_FILE), |start| seed_of(start).map(SiteSecret::from_demo_seed))
+        .unwrap();
     assert!(r.runs == 1 && r.decisions > 0, "{r:?}");
     assert_eq!(r.mismatch_count, 0, "{r:?}");
 }

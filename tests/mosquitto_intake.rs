@@ -119,7 +119,7 @@ async fn run(freeze: bool) {
     assert_eq!(s["mqtt"]["stats"]["outbox"]["depth"], 0, "every record left the box: {s}");
 
     // Every list the platform sent, acknowledged.
-    let world = sim::World::new(sim::Scenario::demo(PARCELS, SEED), sortline::demo::geometry(&cfg).unwrap());
+    let world = sim::World::new(sim::Scenario::demo(PARCELS, SEED), sortline_sim::demo::geometry(&cfg).unwrap());
     let lists: BTreeSet<(String, u64)> = world.manifests().iter().map(|m| (m.waybill.clone(), m.version)).collect();
     // Every parcel the line completed, published: the chain says which they are.
     let mut completed = BTreeSet::new();

@@ -6,7 +6,7 @@
 use sha2::{Digest, Sha256};
 use sortline::xray::config::{EnergyMode, XrayConfig};
 use sortline::xray::folder::{FolderIntake, REJECTED_DIR};
-use sortline::xray::fuzzing::sim_image;
+
 use sortline::xray::store::{ImageStore, IntakeOutput, Pinned, RetentionLimits, Taken, XrayIntakeStats};
 use sortline::xray::tcp::TcpIntake;
 use sortline_sim::xray::wire::{
@@ -138,7 +138,7 @@ fn faults(seed: u64) -> WireFaults {
 }
 
 fn image(seq: u32, dual: bool) -> SimImage {
-    sim_image(seq, 48 + seq % 7, 32, dual)
+    SimImage::pattern(seq, 48 + seq % 7, 32, dual)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

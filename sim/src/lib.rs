@@ -32,6 +32,7 @@ use std::ops::RangeInclusive;
 
 use serde::{Deserialize, Serialize};
 
+pub mod demo;
 mod gate;
 pub mod modbus;
 mod platform;

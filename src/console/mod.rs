@@ -8,7 +8,6 @@
 //!   command, recorded with the user before it is answered.
 
 pub mod board;
-pub mod client;
 pub mod http;
 mod metrics;
 pub mod session;

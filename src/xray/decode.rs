@@ -181,8 +181,8 @@ pub fn pair(low: XrayImage, high: XrayImage) -> Result<XrayImage, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xray::fuzzing::sim_image;
     use sortline_sim::xray::wire::{encode_file, to_8bit, FileFormat, Part};
+    use sortline_sim::xray::SimImage;
 
     const LIMITS: ImageLimits = ImageLimits { max_bytes: 1 << 20, max_width: 64, max_height: 64 };
 
@@ -194,7 +194,7 @@ mod tests {
     fn grey_and_grey_alpha_decode_at_both_depths_in_both_formats() {
         for format in [FileFormat::Png, FileFormat::Tiff] {
             for depth in [8, 16] {
-                let sim = sim_image(3, 5, 4, true);
+                let sim = SimImage::pattern(3, 5, 4, true);
                 let single = decode(&encode_file(&sim, Part::Low, format, depth).unwrap(), 3, &LIMITS).unwrap();
                 assert_eq!((single.width, single.height, single.bit_depth, single.seq), (5, 4, depth, 3));
                 assert_eq!(single.low, scaled(&sim.low, depth), "{format:?} {depth}");
@@ -205,7 +205,7 @@ mod tests {
             }
         }
         for depth in [8, 16] {
-            let sim = sim_image(4, 3, 3, true);
+            let sim = SimImage::pattern(4, 3, 3, true);
             let two = decode(&encode_file(&sim, Part::Both, FileFormat::Png, depth).unwrap(), 4, &LIMITS).unwrap();
             assert_eq!(two.low, scaled(&sim.low, depth));
             assert_eq!(two.high, Some(scaled(sim.high.as_ref().unwrap(), depth)));
@@ -214,9 +214,21 @@ mod tests {
 
     #[test]
     fn a_pair_of_different_geometry_or_depth_is_refused() {
-        let a = decode(&encode_file(&sim_image(1, 4, 4, false), Part::Low, FileFormat::Png, 16).unwrap(), 1, &LIMITS);
-        let b = decode(&encode_file(&sim_image(1, 4, 5, false), Part::Low, FileFormat::Png, 16).unwrap(), 1, &LIMITS);
-        let c = decode(&encode_file(&sim_image(1, 4, 4, false), Part::Low, FileFormat::Png, 8).unwrap(), 1, &LIMITS);
+        let a = decode(
+            &encode_file(&SimImage::pattern(1, 4, 4, false), Part::Low, FileFormat::Png, 16).unwrap(),
+            1,
+            &LIMITS,
+        );
+        let b = decode(
+            &encode_file(&SimImage::pattern(1, 4, 5, false), Part::Low, FileFormat::Png, 16).unwrap(),
+            1,
+            &LIMITS,
+        );
+        let c = decode(
+            &encode_file(&SimImage::pattern(1, 4, 4, false), Part::Low, FileFormat::Png, 8).unwrap(),
+            1,
+            &LIMITS,
+        );
         let (a, b, c) = (a.unwrap(), b.unwrap(), c.unwrap());
         assert_eq!(pair(a.clone(), b).unwrap_err().kind(), "mismatched_pair");
         assert_eq!(pair(a.clone(), c).unwrap_err().kind(), "mismatched_pair");
@@ -226,8 +238,8 @@ mod tests {
 
     #[test]
     fn bad_files_get_their_own_error() {
-        let png = encode_file(&sim_image(1, 16, 16, false), Part::Low, FileFormat::Png, 16).unwrap();
-        let tiff = encode_file(&sim_image(1, 16, 16, false), Part::Low, FileFormat::Tiff, 16).unwrap();
+        let png = encode_file(&SimImage::pattern(1, 16, 16, false), Part::Low, FileFormat::Png, 16).unwrap();
+        let tiff = encode_file(&SimImage::pattern(1, 16, 16, false), Part::Low, FileFormat::Tiff, 16).unwrap();
         let kind = |bytes: &[u8]| decode(bytes, 1, &LIMITS).unwrap_err().kind();
         assert_eq!(kind(&png[..png.len() / 2]), "truncated");
         assert_eq!(kind(&png[..png.len() - 12]), "truncated", "only IEND missing");
@@ -254,7 +266,7 @@ mod tests {
     fn a_decompression_bomb_is_refused_on_its_header() {
         // A 60 000 × 60 000 grey PNG of zeros compresses to a few MB and would take 3.6 GB;
         // its header is enough to refuse it, so this one has only a token IDAT.
-        let mut png = encode_file(&sim_image(1, 1, 1, false), Part::Low, FileFormat::Png, 8).unwrap();
+        let mut png = encode_file(&SimImage::pattern(1, 1, 1, false), Part::Low, FileFormat::Png, 8).unwrap();
         png[16..24].copy_from_slice(&[0, 0, 0xea, 0x60, 0, 0, 0xea, 0x60]);
         let crc = crc32fast::hash(&png[12..29]).to_be_bytes();
         png[29..33].copy_from_slice(&crc);

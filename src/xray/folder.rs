@@ -346,9 +346,9 @@ fn ext(bytes: &[u8]) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xray::fuzzing::sim_image;
     use sha2::{Digest, Sha256};
     use sortline_sim::xray::wire::{encode_file, FileFormat, Part};
+    use sortline_sim::xray::SimImage;
 
     struct Fixture {
         _tmp: tempfile::TempDir,
@@ -371,7 +371,7 @@ mod tests {
     }
 
     fn png(seq: u32, part: Part, dual: bool) -> Vec<u8> {
-        encode_file(&sim_image(seq, 4, 3, dual), part, FileFormat::Png, 16).unwrap()
+        encode_file(&SimImage::pattern(seq, 4, 3, dual), part, FileFormat::Png, 16).unwrap()
     }
 
     fn taken(out: &[IntakeOutput]) -> Vec<(u32, Option<String>, bool)> {

@@ -4,7 +4,6 @@
 
 use super::decode::ImageLimits;
 use super::stream::{StreamError, StreamFrame, StreamParser, StreamStats, HEADER_LEN, MAGIC, MAX_BARCODE_LEN};
-use sortline_sim::xray::SimImage;
 
 /// Limits small enough that arbitrary input reaches them.
 pub const LIMITS: ImageLimits = ImageLimits { max_bytes: 4096, max_width: 64, max_height: 64 };
@@ -15,17 +14,6 @@ const LIMIT_SETS: [ImageLimits; 3] = [
     ImageLimits { max_bytes: 64, max_width: 8, max_height: 8 },
     ImageLimits { max_bytes: 1 << 20, max_width: 1024, max_height: 1024 },
 ];
-
-/// A small image with a pixel pattern that differs per position, channel and seq.
-pub fn sim_image(seq: u32, width: u32, height: u32, dual: bool) -> SimImage {
-    let n = (width * height) as usize;
-    let pattern = |salt: u32| -> Vec<u16> {
-        (0..n as u32)
-            .map(|i| (i.wrapping_mul(7919).wrapping_add(seq.wrapping_mul(31)).wrapping_add(salt) % 65_536) as u16)
-            .collect()
-    };
-    SimImage { seq, width, height, low: pattern(0), high: dual.then(|| pattern(40_503)) }
-}
 
 pub type Output = Vec<Result<StreamFrame, StreamError>>;
 

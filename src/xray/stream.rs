@@ -387,10 +387,11 @@ impl StreamParser {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fuzzing::{check_stream, run, sim_image, LIMITS};
+    use super::super::fuzzing::{check_stream, run, LIMITS};
     use super::*;
     use proptest::prelude::*;
     use sortline_sim::xray::wire::encode_frame;
+    use sortline_sim::xray::SimImage;
 
     fn frames(out: &Output) -> Vec<(u32, Option<String>)> {
         out.iter().filter_map(|r| r.as_ref().ok()).map(|f| (f.image.seq, f.barcode.clone())).collect()
@@ -403,7 +404,7 @@ mod tests {
     #[test]
     fn frames_decode_to_the_pixels_sent_at_both_depths() {
         for (depth, dual) in [(16, false), (16, true), (8, false), (8, true)] {
-            let sim = sim_image(5, 7, 3, dual);
+            let sim = SimImage::pattern(5, 7, 3, dual);
             let bytes = encode_frame(&sim, Some("EA123456785CN"), depth);
             let (out, stats) = run(&LIMITS, &bytes, &[bytes.len()]);
             let [Ok(f)] = &out[..] else { panic!("{out:?}") };
@@ -420,15 +421,15 @@ mod tests {
     /// Noise, a good frame, a corrupt one, a good one without barcode, a bad version.
     fn mixed() -> Vec<u8> {
         let mut s = b"noise XR".to_vec();
-        s.extend(encode_frame(&sim_image(1, 4, 2, false), Some("A1"), 16));
-        let mut bad = encode_frame(&sim_image(2, 4, 2, true), None, 8);
+        s.extend(encode_frame(&SimImage::pattern(1, 4, 2, false), Some("A1"), 16));
+        let mut bad = encode_frame(&SimImage::pattern(2, 4, 2, true), None, 8);
         bad[HEADER_LEN + 3] ^= 1;
         s.extend(bad);
-        s.extend(encode_frame(&sim_image(3, 2, 2, true), None, 16));
-        let mut v2 = encode_frame(&sim_image(4, 2, 2, false), None, 16);
+        s.extend(encode_frame(&SimImage::pattern(3, 2, 2, true), None, 16));
+        let mut v2 = encode_frame(&SimImage::pattern(4, 2, 2, false), None, 16);
         v2[4] = 2;
         s.extend(v2);
-        s.extend(encode_frame(&sim_image(5, 1, 1, false), None, 8));
+        s.extend(encode_frame(&SimImage::pattern(5, 1, 1, false), None, 8));
         s
     }
 
@@ -448,9 +449,9 @@ mod tests {
 
     #[test]
     fn each_bad_header_field_is_refused_and_the_next_frame_recovered() {
-        let good = encode_frame(&sim_image(9, 3, 3, false), None, 16);
+        let good = encode_frame(&SimImage::pattern(9, 3, 3, false), None, 16);
         for (at, value, field) in [(4, 0, "version"), (5, 3, "energies"), (6, 12, "bit_depth"), (7, 1, "reserved")] {
-            let mut bad = encode_frame(&sim_image(8, 3, 3, false), None, 16);
+            let mut bad = encode_frame(&SimImage::pattern(8, 3, 3, false), None, 16);
             bad[at] = value;
             let stream = [bad, good.clone()].concat();
             let (out, stats) = run(&LIMITS, &stream, &[stream.len()]);
@@ -458,11 +459,11 @@ mod tests {
             assert_eq!(frames(&out), vec![(9, None)], "{field}");
             assert_eq!(stats.bad_header, 1);
         }
-        let mut long = encode_frame(&sim_image(8, 3, 3, false), None, 16);
+        let mut long = encode_frame(&SimImage::pattern(8, 3, 3, false), None, 16);
         long[20..22].copy_from_slice(&65u16.to_be_bytes());
         let (out, _) = run(&LIMITS, &long, &[long.len()]);
         assert!(matches!(out[0], Err(StreamError::BadHeader { field: "barcode_len", value: 65 })));
-        let mut not_utf8 = encode_frame(&sim_image(8, 3, 3, false), Some("AB"), 16);
+        let mut not_utf8 = encode_frame(&SimImage::pattern(8, 3, 3, false), Some("AB"), 16);
         not_utf8[HEADER_LEN] = 0xff;
         let (out, stats) = run(&LIMITS, &[not_utf8, good].concat(), &[1000]);
         assert_eq!(
@@ -474,7 +475,7 @@ mod tests {
     #[test]
     fn an_oversized_frame_is_refused_on_its_header_before_any_pixel_is_buffered() {
         let limits = ImageLimits { max_bytes: 1 << 20, max_width: 64, max_height: 64 };
-        let mut wide = encode_frame(&sim_image(3, 65, 1, false), None, 8);
+        let mut wide = encode_frame(&SimImage::pattern(3, 65, 1, false), None, 8);
         wide.truncate(HEADER_LEN);
         let mut parser = StreamParser::new(limits);
         let mut out = Vec::new();
@@ -483,7 +484,7 @@ mod tests {
         assert_eq!(parser.buffered(), 0);
         // 64 × 64 × 2 energies × 2 bytes is over 16 KiB: refused on the byte count.
         let small = ImageLimits { max_bytes: 16 * 1024, ..limits };
-        let mut big = encode_frame(&sim_image(4, 64, 64, true), None, 16);
+        let mut big = encode_frame(&SimImage::pattern(4, 64, 64, true), None, 16);
         big.truncate(HEADER_LEN);
         let mut parser = StreamParser::new(small);
         parser.push(&big, &mut out);
@@ -498,9 +499,9 @@ mod tests {
 
     #[test]
     fn a_frame_cut_short_does_not_take_the_next_one_with_it() {
-        let mut cut = encode_frame(&sim_image(1, 8, 8, false), None, 16);
+        let mut cut = encode_frame(&SimImage::pattern(1, 8, 8, false), None, 16);
         cut.truncate(60);
-        let next = encode_frame(&sim_image(2, 2, 2, false), Some("B2"), 16);
+        let next = encode_frame(&SimImage::pattern(2, 2, 2, false), Some("B2"), 16);
         let stream = [cut, next].concat();
         let mut parser = StreamParser::new(LIMITS);
         let mut out = Vec::new();
@@ -538,7 +539,7 @@ mod tests {
             let mut want = Vec::new();
             for (i, &(kind, w, h, dual, noise)) in items.iter().enumerate() {
                 let seq = i as u32;
-                let mut f = encode_frame(&sim_image(seq, w, h, dual), Some("Z9"), if dual { 16 } else { 8 });
+                let mut f = encode_frame(&SimImage::pattern(seq, w, h, dual), Some("Z9"), if dual { 16 } else { 8 });
                 match kind {
                     0 => want.push(seq),
                     1 => { let at = HEADER_LEN + 2 + usize::from(noise) % (f.len() - HEADER_LEN - 2); f[at] ^= 0x80; }

@@ -57,7 +57,7 @@ pub fn config(dir: &Path, plc: &str, tty: &Path, mqtt: &str, tweak: impl FnOnce(
 
 /// The simulated scanner on a pseudo-terminal, framing per the configured profile.
 pub fn scanner(cfg: &sortline::config::Loaded) -> SimScanner {
-    let framing = sortline::demo::sim_framing(&cfg.scanner_profile().unwrap());
+    let framing = sortline_sim::demo::sim_framing(&cfg.scanner_profile().unwrap());
     SimScanner::pty(SimScannerConfig { framing, faults: ScannerFaults::default(), heartbeat_every: None }).unwrap()
 }
 
@@ -118,9 +118,9 @@ pub async fn line(dir: &Path, scenario: sim::Scenario, mqtt: &str, tweak: impl F
     // The simulator moves parcels by the configuration's geometry; the PLC's port is known
     // once it listens, so the configuration is written twice.
     let cfg = sortline::config::LineConfig::load(&config(dir, "127.0.0.1:502", &tty, mqtt, &tweak)).unwrap();
-    let world = sim::World::new(scenario, sortline::demo::geometry(&cfg).unwrap());
+    let world = sim::World::new(scenario, sortline_sim::demo::geometry(&cfg).unwrap());
     let planned = world.report();
-    sortline::demo::initial_inputs(&world, dir, true).unwrap();
+    sortline_sim::demo::initial_inputs(&world, dir, true).unwrap();
     let plc_config = sim::modbus::SimPlcConfig { speed: 1, ..Default::default() };
     let (plc, mut devices) = sim::modbus::SimPlc::start(world, &cfg.register_map().unwrap(), plc_config).await.unwrap();
     let sim::modbus::Endpoint::Tcp(addr) = plc.endpoint() else { panic!("a TCP PLC") };

@@ -11,10 +11,10 @@
 
 use sortline::config::{LineConfig, Transport};
 use sortline::core::*;
-use sortline::demo;
 use sortline::plc::driver::{Driver, DriverConfig, DriverOutput, DriverStats, Pace};
 use sortline::plc::{Destination, RegisterMap};
 use sortline_sim as sim;
+use sortline_sim::demo;
 use sortline_sim::modbus::{DeviceEvents, LockstepGate, SimPlc, SimPlcConfig};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

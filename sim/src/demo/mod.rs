@@ -2,13 +2,13 @@
 //! to the real audit chain, two ways:
 //! - [`run`] (`--plc in-process`): core and world stepped together in virtual time;
 //!   deterministic, the fastest.
-//! - [`run_modbus`] (`--plc modbus`): the core in the daemon's shape ([`crate::daemon`]), the
+//! - [`run_modbus`] (`--plc modbus`): the core in the daemon's shape ([`sortline::daemon`]), the
 //!   real PLC driver, the simulated PLC over Modbus TCP on 127.0.0.1 (port chosen at run time);
 //!   `--plc rtu`: the same over Modbus RTU, the driver opening a pseudo-terminal's slave side as
 //!   its serial port ([`ModbusOptions::transport`]).
 //!   Line time is in lockstep with the host's polls: the simulated PLC advances
 //!   [`ModbusOptions::quantum_ms`] of line time per host poll cycle, and the driver starts a poll
-//!   only once the core has handled what the previous one reported ([`crate::plc::driver::Pace`]).
+//!   only once the core has handled what the previous one reported ([`sortline::plc::driver::Pace`]).
 //!   Real time × speed could not do it: any host hiccup (a WAL checkpoint, the first commit of
 //!   2,000 manifests) of a few ms became seconds of belt and late destinations. The core's clock
 //!   is the simulator's line clock; lanes can differ by a few parcels from the in-process run
@@ -18,24 +18,22 @@
 //! counts come from where parcels physically went, not from the core's own
 //! claims; `unaccounted` comes from reading the audit chain back.
 
-use crate::audit::{self, AuditLog, GroupCommit, NewEntry, Signer};
-use crate::clock;
-use crate::config::{Loaded, Transport};
-use crate::console;
-use crate::core::*;
-use crate::daemon;
-use crate::manifest::{self, Declaration, DeclaredItem, ManifestStore};
-use crate::mqtt::wiring::{Figures, Prepared};
-use crate::plc::driver::{DriverStats, PlcLink};
-use crate::recorder;
-use crate::scanner::link::ScannerLinkConfig;
-use crate::scanner::reader::{ScannerOutput, ScannerReader, ScannerStats};
-use crate::scanner::{FrameProfile, TriggerField};
+use crate as sim;
 use serde::Serialize;
-use siphasher::sip::SipHasher13;
-use sortline_sim as sim;
+use sortline::audit::{self, AuditLog, GroupCommit, NewEntry, Signer};
+use sortline::clock;
+use sortline::config::{Loaded, Transport};
+use sortline::console;
+use sortline::core::*;
+use sortline::daemon;
+use sortline::manifest::{self, Declaration, DeclaredItem, ManifestStore};
+use sortline::mqtt::wiring::{Figures, Prepared};
+use sortline::plc::driver::{DriverStats, PlcLink};
+use sortline::recorder;
+use sortline::scanner::link::ScannerLinkConfig;
+use sortline::scanner::reader::{ScannerOutput, ScannerReader, ScannerStats};
+use sortline::scanner::{FrameProfile, TriggerField};
 use std::collections::HashMap;
-use std::hash::Hasher;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,6 +41,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 
+pub mod client;
 mod officers;
 mod platform;
 mod station;
@@ -62,7 +61,7 @@ pub enum DemoError {
     #[error("configuration does not fit the simulator: {0}")]
     Geometry(String),
     #[error("scanner: {0}")]
-    Scanner(#[from] crate::scanner::link::ScannerLinkError),
+    Scanner(#[from] sortline::scanner::link::ScannerLinkError),
     #[error("{0}")]
     Manifests(#[from] manifest::StoreError),
 }
@@ -143,7 +142,7 @@ pub struct Summary {
 pub struct MqttSummary {
     pub broker: String,
     pub prefix: String,
-    pub stats: crate::mqtt::MqttStats,
+    pub stats: sortline::mqtt::MqttStats,
     /// The simulated platform's side of the list intake (absent when the lists came from the
     /// store): lists, messages, resends, acknowledgements.
     pub platform: Option<PlatformReport>,
@@ -164,20 +163,6 @@ pub struct Injected {
     pub slips: u32,
     pub bounces: u32,
     pub merged: u32,
-}
-
-/// The demo's site secret: derived from the seed so that a run is
-/// reproducible. A real line reads its secret from configuration.
-pub fn demo_secret(seed: u64) -> SiteSecret {
-    let half = |tag: u64| {
-        let mut h = SipHasher13::new_with_keys(0x736f_7274_6c69_6e65, tag);
-        h.write_u64(seed);
-        h.finish().to_le_bytes()
-    };
-    let mut key = [0u8; 16];
-    key[..8].copy_from_slice(&half(1));
-    key[8..].copy_from_slice(&half(2));
-    SiteSecret::from_bytes(key)
 }
 
 /// The configured line as the simulator's conveyor.
@@ -441,7 +426,7 @@ pub fn run(cfg: &Loaded, opts: &DemoOptions, live: &mut dyn Write) -> Result<Sum
         scenario = scenario.with_faults();
     }
     let world = sim::World::new(scenario, geometry(cfg)?);
-    let policy = cfg.line.policy(demo_secret(opts.seed), cfg.rules.clone());
+    let policy = cfg.line.policy(SiteSecret::from_demo_seed(opts.seed), cfg.rules.clone());
     let mut h = Harness {
         line: Line::new(cfg.line.settings(), policy),
         world,
@@ -814,7 +799,7 @@ pub async fn start_plc(
     cfg: &Loaded,
     transport: Transport,
     world: sim::World,
-    map: &crate::plc::RegisterMap,
+    map: &sortline::plc::RegisterMap,
     config: sim::modbus::SimPlcConfig,
 ) -> std::io::Result<(sim::modbus::SimPlc, sim::modbus::DeviceEvents, PlcLink)> {
     let started = match transport {
@@ -859,8 +844,8 @@ async fn scanner_rig(
     seed: u64,
     faults: bool,
 ) -> Result<Option<ScannerRig>, DemoError> {
-    use crate::scanner::link::{Parity, Transport as Wire};
     use sim::scanner::{ScannerFaults, SimScanner, SimScannerConfig};
+    use sortline::scanner::link::{Parity, Transport as Wire};
     let profile = cfg.scanner_profile().map_err(|e| DemoError::Geometry(e.to_string()))?;
     let framing = sim_framing(&profile);
     let faults = match faults {
@@ -903,7 +888,7 @@ struct DemoScreen {
     /// The simulated line, when its officers are on.
     officers: Option<sim::modbus::SimClock>,
     done: mpsc::Sender<ParcelReport>,
-    mqtt: Option<crate::mqtt::MqttSink>,
+    mqtt: Option<sortline::mqtt::MqttSink>,
 }
 
 impl daemon::Screen for DemoScreen {
@@ -935,8 +920,8 @@ impl daemon::Screen for DemoScreen {
 }
 
 /// `[mqtt]` as configured, or its defaults for a demo whose configuration has none.
-fn mqtt_config(cfg: &Loaded) -> crate::config::Mqtt {
-    cfg.line.mqtt.clone().unwrap_or(crate::config::Mqtt {
+fn mqtt_config(cfg: &Loaded) -> sortline::config::Mqtt {
+    cfg.line.mqtt.clone().unwrap_or(sortline::config::Mqtt {
         broker: None,
         client_id: None,
         username: None,
@@ -991,13 +976,16 @@ pub fn run_modbus(
     let platform_lists = declarations(&world)?;
     let initial = initial_inputs(&world, &opts.data_dir, !via_intake)?;
     let lists_in = Arc::new(std::sync::atomic::AtomicBool::new(!via_intake));
-    let mut line = Line::new(cfg.line.settings(), cfg.line.policy(demo_secret(opts.seed), cfg.rules.clone()));
+    let mut line =
+        Line::new(cfg.line.settings(), cfg.line.policy(SiteSecret::from_demo_seed(opts.seed), cfg.rules.clone()));
     // The broker first: its address and the topics are printed before the first parcel.
     let mqtt = match &modbus.mqtt {
         None => None,
         Some(b) => {
             let broker = match b {
-                MqttBroker::Embedded => crate::mqtt::broker::Embedded::start().map_err(mqtt_error)?.addr().to_string(),
+                MqttBroker::Embedded => {
+                    sortline::mqtt::broker::Embedded::start().map_err(mqtt_error)?.addr().to_string()
+                }
                 MqttBroker::External(addr) => addr.clone(),
             };
             let settings =
@@ -1014,7 +1002,7 @@ pub fn run_modbus(
         log.observe_checkpoints(Box::new(move |cp| sink.checkpoint(cp)));
     }
     // As `sortline run` starts: what operators set in an earlier run on this data stands.
-    let operator_store = crate::service::resume(&mut line, &opts.data_dir, &log)?;
+    let operator_store = sortline::service::resume(&mut line, &opts.data_dir, &log)?;
     let plc_name = match modbus.transport {
         Transport::Tcp => "modbus",
         Transport::Rtu => "modbus-rtu",
@@ -1068,12 +1056,12 @@ pub fn run_modbus(
             driver.poll_period = modbus.poll_period;
         }
         let (done_tx, mut done_rx) = mpsc::channel::<ParcelReport>(1024);
-        let intakes = crate::xray::station::Intakes::open(&xray, &opts.data_dir)
+        let intakes = sortline::xray::station::Intakes::open(&xray, &opts.data_dir)
             .await
             .map_err(|e| DemoError::Sim { what: "the X-ray intake", detail: e.to_string() })?;
-        let (jobs, screen_jobs) = crossbeam_channel::bounded(crate::xray::station::QUEUE);
+        let (jobs, screen_jobs) = crossbeam_channel::bounded(sortline::xray::station::QUEUE);
         // The console before the first parcel: its address and login are printed with the rest.
-        let cache = crate::xray::station::ImageCache::default();
+        let cache = sortline::xray::station::ImageCache::default();
         let clock = plc.clock();
         let board = console::Board::new(Box::new(move || clock.line_ms()), Some((screen.clone(), cache.clone())));
         let listener = console::bind(modbus.console)
@@ -1119,7 +1107,7 @@ pub fn run_modbus(
         };
         let publisher = mqtt.map(|(broker, prepared)| {
             let prefix = prepared.prefix();
-            let topics = crate::mqtt::Topics::new(&cfg.line.site.site_id, &cfg.line.site.line_id);
+            let topics = sortline::mqtt::Topics::new(&cfg.line.site.site_id, &cfg.line.site.line_id);
             (broker, prefix, topics, prepared.start(daemon.inputs(), figures.clone(), cfg.rules_dir.clone()))
         });
         let (stop_console, _) = broadcast::channel::<()>(1);
@@ -1158,7 +1146,7 @@ pub fn run_modbus(
         // may be waiting on).
         let device = rig.as_ref().map(|r| r.device.clone());
         let inputs = daemon.inputs();
-        crate::xray::station::spawn_screener(screen, cache.clone(), screen_jobs, daemon.inputs())?;
+        sortline::xray::station::spawn_screener(screen, cache.clone(), screen_jobs, daemon.inputs())?;
         let (stop_station, _) = broadcast::channel::<()>(1);
         let intake_tasks = intakes.run(cache, daemon.inputs(), stop_station.clone());
         let mut sim_station = station::SimStation::new(&xray, opts.seed)?;
@@ -1285,6 +1273,6 @@ pub fn run_modbus(
     Ok(s)
 }
 
-fn mqtt_error(e: crate::mqtt::MqttError) -> DemoError {
+fn mqtt_error(e: sortline::mqtt::MqttError) -> DemoError {
     DemoError::Sim { what: "an MQTT failure", detail: e.to_string() }
 }

@@ -5,20 +5,20 @@
 //! can score the pre-screen as the referee.
 
 use super::DemoError;
-use crate::audit;
-use crate::config::Loaded;
-use crate::xray::config::{EnergyMode, XrayConfig};
-use crate::xray::profile::{Calibration, Profiles};
-use crate::xray::screen::Screen;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use sim::xray::synth::{Concealed, Synth, SynthConfig};
 use sim::xray::wire::{DualLayout, FileFormat, FolderWriter, FolderWriterConfig, WireFaults, WriteMode};
+use sortline::audit;
+use sortline::config::Loaded;
+use sortline::xray::config::{EnergyMode, XrayConfig};
+use sortline::xray::profile::{Calibration, Profiles};
+use sortline::xray::screen::Screen;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use sortline_sim as sim;
+use crate as sim;
 
 /// The simulated detector: coarse (3.2 mm pitch, 200 × 150 pixels) so that a debug build
 /// images and screens a parcel in milliseconds; the calibration's pitch is set to match.
@@ -48,7 +48,7 @@ pub fn config(cfg: &Loaded, data_dir: &Path) -> Result<XrayConfig, DemoError> {
 /// The pre-screen with the shipped tables, at the simulated detector's pitch.
 pub fn screen(x: &XrayConfig) -> Result<Screen, DemoError> {
     let table =
-        |e: crate::xray::profile::ProfileError| DemoError::Sim { what: "an X-ray table", detail: e.to_string() };
+        |e: sortline::xray::profile::ProfileError| DemoError::Sim { what: "an X-ray table", detail: e.to_string() };
     let mut calibration = Calibration::load(&x.calibration).map_err(table)?;
     calibration.pixel_mm = synth_config().pixel_mm;
     Ok(Screen::new(calibration, Profiles::load(&x.profiles).map_err(table)?))

@@ -6,10 +6,10 @@
 //! `max_queued_messages`), restarted or stalled has acknowledged it too.
 
 use super::DemoError;
-use crate::clock;
-use crate::manifest::Declaration;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde::{Deserialize, Serialize};
+use sortline::clock;
+use sortline::manifest::Declaration;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 

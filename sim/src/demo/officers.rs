@@ -2,13 +2,13 @@
 //! through the API the page uses (log in, read the queue or the live line, post), so that the
 //! demo exercises the console's sessions, CSRF, roles and refusals on every verdict.
 
+use super::client::{ClientError, ConsoleClient};
 use super::DemoError;
-use crate::clock;
-use crate::console::client::{ClientError, ConsoleClient};
-use crate::console::session::token;
-use crate::console::users::{Role, UserError, UserStore};
+use crate as sim;
 use serde_json::json;
-use sortline_sim as sim;
+use sortline::clock;
+use sortline::console::session::token;
+use sortline::console::users::{Role, UserError, UserStore};
 use std::collections::HashMap;
 use std::path::Path;
 
