@@ -10,6 +10,7 @@
 //! - `encoding`: canonical bytes, canonical JSON, hashes (the format).
 //! - `schema`: tables, indexes, triggers and their migrations.
 //! - `log`: [`AuditLog`], the single writer.
+//! - `memory`: [`MemoryChain`], the same chain in memory (the simulator's swarm).
 //! - `signer`: [`Signer`], the checkpoint key.
 //! - `verify`: [`verify`] and [`verify_against`], read-only.
 //! - `query`: [`story`], [`entries_between`], [`entries`], read-only.
@@ -20,6 +21,7 @@ mod archive;
 mod encoding;
 mod group;
 mod log;
+mod memory;
 mod query;
 mod schema;
 mod signer;
@@ -38,6 +40,7 @@ pub use archive::{
 };
 pub use group::{GroupCommit, Ticket};
 pub use log::AuditLog;
+pub use memory::MemoryChain;
 pub use query::{entries, entries_between, story};
 pub use signer::Signer;
 pub use verify::{verify, verify_against, Anchor, Break, KeyUsed, VerifyReport};
