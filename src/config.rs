@@ -345,6 +345,30 @@ impl Loaded {
         FrameProfile::load(&self.scanner_profile)
             .map_err(|e| ConfigError::Parse { path: self.scanner_profile.clone(), message: e.to_string() })
     }
+
+    /// Everything `sortline check-config` checks past parsing: the files the configuration
+    /// names (register map, scanner profile, X-ray tables) load and fit.
+    pub fn check(&self) -> Result<Checked, ConfigError> {
+        let s = self.line.settings();
+        let map = self.register_map()?;
+        self.scanner_profile()?;
+        self.xray_screen()?;
+        Ok(Checked {
+            rules: self.rules.len(),
+            gate_to_cutoff_ms: s.gate_to_cutoff_ms,
+            gate_to_end_ms: s.gate_to_end_ms,
+            map_version: map.version,
+        })
+    }
+}
+
+/// What [`Loaded::check`] found.
+#[derive(Clone, Debug)]
+pub struct Checked {
+    pub rules: usize,
+    pub gate_to_cutoff_ms: u64,
+    pub gate_to_end_ms: u64,
+    pub map_version: u16,
 }
 
 impl LineConfig {

@@ -373,17 +373,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::CheckConfig { config } => {
             let cfg = load(&config)?;
-            let s = cfg.line.settings();
-            let map = cfg.register_map()?;
-            cfg.scanner_profile()?;
-            cfg.xray_screen()?;
+            let c = cfg.check()?;
             println!(
                 "{}: valid; {} interception rules; gate to cut-off {} ms, gate to end {} ms; register map v{}; scanner profile {}",
                 config.display(),
-                cfg.rules.len(),
-                s.gate_to_cutoff_ms,
-                s.gate_to_end_ms,
-                map.version,
+                c.rules,
+                c.gate_to_cutoff_ms,
+                c.gate_to_end_ms,
+                c.map_version,
                 cfg.scanner_profile.display()
             );
             Ok(ExitCode::SUCCESS)
