@@ -145,7 +145,7 @@ async fn an_officer_decides_reviews_at_the_console_of_a_running_daemon() {
         assert_eq!(*lane, Lane::Inspection, "{reasons:?}");
         assert!(reasons.iter().any(|r| matches!(r, Reason::OfficerVerdict { .. })), "{reasons:?}");
         let outcome = report.outcomes.iter().find(|o| o.tracking == Some(*t)).unwrap();
-        assert_eq!(outcome.physical, sim::LaneRole::Inspection, "{outcome:?}");
+        assert_eq!(outcome.physical, Lane::Inspection, "{outcome:?}");
     }
     // The logins (one refused), the viewer's refused verdict, every accepted verdict: on record.
     let count = |cmd: &str, who: &str, status: &str| {

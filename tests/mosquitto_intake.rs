@@ -120,7 +120,7 @@ async fn run(freeze: bool) {
 
     // Every list the platform sent, acknowledged.
     let world = sim::World::new(sim::Scenario::demo(PARCELS, SEED), sortline_sim::demo::geometry(&cfg).unwrap());
-    let lists: BTreeSet<(String, u64)> = world.manifests().iter().map(|m| (m.waybill.clone(), m.version)).collect();
+    let lists: BTreeSet<(String, u64)> = world.manifests().iter().map(|m| (m.waybill.to_string(), m.version)).collect();
     // Every parcel the line completed, published: the chain says which they are.
     let mut completed = BTreeSet::new();
     audit::entries(&dir.path().join(DB_FILE), |e| {

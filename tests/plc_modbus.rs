@@ -8,7 +8,6 @@ use plc_harness::{assert_every_parcel_in_its_decided_lane, assert_safe, repo, Ru
 use sortline::config::LineConfig;
 use sortline::config::Transport;
 use sortline::core::*;
-use sortline_sim as sim;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,16 +77,11 @@ async fn restart_mid_run(memory_reset: bool, seed: u64, boot_after: u16) {
     // down (its confirmation is what was lost); parcels after the restart flowed again.
     let orphans: Vec<&ParcelReport> = run.done.iter().filter(|p| p.lost).collect();
     assert!(!orphans.is_empty(), "{summary}");
-    let role = |lane: Lane| match lane {
-        Lane::Release => sim::LaneRole::Release,
-        Lane::Inspection => sim::LaneRole::Inspection,
-        Lane::Hold => sim::LaneRole::Hold,
-    };
     for p in &orphans {
         assert_eq!(p.held_by_plc, Some(PlcHoldCause::Restart), "{p:?}");
         let outcome = report.outcomes.iter().find(|o| o.tracking == Some(p.parcel.tracking.0)).unwrap();
-        let diverted_before = p.decided.map(role) == Some(outcome.physical);
-        assert!(outcome.physical == sim::LaneRole::Hold || diverted_before, "{p:?} {outcome:?}");
+        let diverted_before = p.decided == Some(outcome.physical);
+        assert!(outcome.physical == Lane::Hold || diverted_before, "{p:?} {outcome:?}");
     }
     let after = run.done.iter().filter(|p| !p.lost && p.confirmed == p.decided).count();
     assert!(after >= 60, "{after} parcels confirmed in their lane; {summary}");

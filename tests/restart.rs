@@ -193,7 +193,7 @@ async fn a_stop_and_a_target_survive_kill_9_and_restart() {
     // Physically: what was decided while stopped left by the hold lane.
     for (_, waybill, _, _) in &held {
         if let Some(o) = waybill.as_ref().and_then(|w| report.outcomes.iter().find(|o| &o.waybill == w)) {
-            assert_eq!(o.physical, sim::LaneRole::Hold, "{o:?}");
+            assert_eq!(o.physical, Lane::Hold, "{o:?}");
         }
     }
 }

@@ -70,14 +70,9 @@ async fn the_daemon_runs_a_line_over_real_wires_and_stops_cleanly_on_sigterm() {
     assert_eq!(tail, ["stop", "checkpoint"], "{log}");
     // Every tracked parcel was decided and left by the lane decided (no officer screen: a
     // parcel selected for review is held at its cut-off).
-    let role = |lane: Lane| match lane {
-        Lane::Release => sim::LaneRole::Release,
-        Lane::Inspection => sim::LaneRole::Inspection,
-        Lane::Hold => sim::LaneRole::Hold,
-    };
     for o in report.outcomes.iter().filter(|o| o.tracking.is_some()) {
         let (lane, _) = decided.get(&o.tracking.unwrap()).unwrap_or_else(|| panic!("{o:?} undecided\n{log}"));
-        assert_eq!(o.physical, role(*lane), "{o:?}");
+        assert_eq!(o.physical, *lane, "{o:?}");
         if o.truth == "no_read" {
             assert_eq!(*lane, Lane::Hold, "{o:?}");
         }

@@ -14,11 +14,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sortline::clock::Stopwatch;
 use sortline::core::manifest::Item;
+use sortline::manifest::DeclaredItem;
 use sortline::xray::profile::{Calibration, Profiles};
 use sortline::xray::screen::{FlagKind, Screen};
 use sortline::xray::XrayImage;
 use sortline_sim::xray::synth::{catalogue_items, Concealed, Synth, SynthConfig};
-use sortline_sim::SimItem;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -39,7 +39,7 @@ fn screen(pixel_mm: f32) -> Screen {
     Screen::new(calibration, Profiles::load(&dir.join("profiles.toml")).unwrap())
 }
 
-fn declared(items: &[SimItem]) -> Vec<Item> {
+fn declared(items: &[DeclaredItem]) -> Vec<Item> {
     items
         .iter()
         .map(|i| Item {

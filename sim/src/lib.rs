@@ -10,6 +10,13 @@
 //! ([`Scenario::seed`]) determines everything: the same seed and the same host calls give the
 //! same events.
 //!
+//! It builds on `sortline` and speaks its domain types: the platform's lists are
+//! [`sortline::manifest::Declaration`]s, lanes [`sortline::core::Lane`]s, officers' verdicts
+//! [`sortline::core::Verdict`]s. Its own types are what sortline has no counterpart for: the
+//! line's geometry, the scenario, the events, the referee's report, and the X-ray station's
+//! image ([`xray::SimImage`], which sortline's unit tests use through a dev-dependency, where
+//! the two crates' types are not the same).
+//!
 //! # Layout
 //! - `lib.rs`: the public types: geometry, scenario, events, report.
 //! - `world`: the event engine ([`World`]): conveyor, PLC, scanner, X-ray, officers, referee.
@@ -24,13 +31,15 @@
 //! - [`scanner`]: simulated barcode scanners: the World's scans framed per a profile and served
 //!   over a pseudo-terminal or TCP, with wire faults (noise, splits, duplicates, disconnects).
 //! - `gate`: the reading gate's photo-eye and its debounce filter.
-//! - `platform`: declaration lists built from a catalogue of goods.
+//! - `platform`: the platform's declaration lists, built from a catalogue of goods.
 //! - `s10`: UPU S10 waybill numbers.
 //! - `xray`: the simulated X-ray station: synthesised images, written to a folder or a TCP stream.
 
 use std::ops::RangeInclusive;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use sortline::core::{Lane, Verdict};
+use sortline::manifest::DeclaredItem;
 
 pub mod demo;
 mod gate;
@@ -44,27 +53,18 @@ pub mod scanner;
 mod world;
 pub mod xray;
 
-pub use platform::{SimChannel, SimItem, SimManifest, SimStatus};
 pub use plc::{PlcRegisters, PlcScan, RegisterFault};
 pub use world::{DestinationOutcome, World};
 
 /// Virtual milliseconds since the start of a run.
 pub type Ms = u64;
 
-/// What a lane is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LaneRole {
-    Release,
-    Inspection,
-    Hold,
-}
-
 /// One diverter and the lane it pushes parcels into.
 #[derive(Clone, Debug)]
 pub struct Diverter {
     pub lane_id: u16,
-    pub role: LaneRole,
+    /// What the lane is for.
+    pub role: Lane,
     pub position_mm: u32,
 }
 
@@ -98,8 +98,8 @@ impl Geometry {
             gate_mm: 1_000,
             xray_mm: 2_500,
             diverters: vec![
-                Diverter { lane_id: 2, role: LaneRole::Inspection, position_mm: 16_000 },
-                Diverter { lane_id: 1, role: LaneRole::Release, position_mm: 18_000 },
+                Diverter { lane_id: 2, role: Lane::Inspection, position_mm: 16_000 },
+                Diverter { lane_id: 1, role: Lane::Release, position_mm: 18_000 },
             ],
             end_mm: 20_000,
             end_lane_id: 3,
@@ -245,9 +245,9 @@ pub enum SimEvent {
     XrayEntered { tracking: u32, image_seq: u32 },
     /// X-ray station (for the simulated station, not the host): what the tunnel sees of the
     /// parcel that entered with `image_seq`: the goods it carries, declared or not.
-    XrayImaged { image_seq: u32, items: Vec<SimItem>, concealed: Option<xray::synth::Concealed> },
+    XrayImaged { image_seq: u32, items: Vec<DeclaredItem>, concealed: Option<xray::synth::Concealed> },
     /// Officer at the X-ray screen, after [`World::request_review`].
-    Verdict { tracking: u32, officer: String, verdict: SimVerdict },
+    Verdict { tracking: u32, officer: String, verdict: Verdict },
     /// An officer watching green parcels moves this one to review by hand.
     ManualTransfer { tracking: u32, officer: String },
     /// Inspection bench: the parcel was opened (查验并录入结果); a discrepancy means goods the
@@ -277,14 +277,6 @@ impl ForcedHoldWhy {
             ForcedHoldWhy::LaneFull => "LANE_FULL",
         }
     }
-}
-
-/// An officer's verdict at the X-ray screen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SimVerdict {
-    Release,
-    Inspect,
-    Hold,
 }
 
 /// Where parcels physically left the line.
@@ -356,9 +348,9 @@ pub struct ParcelOutcome {
     /// "undeclared:battery", ...
     pub truth: String,
     /// Where it left the line (Hold while still in flight).
-    pub physical: LaneRole,
+    pub physical: Lane,
     /// Role of the last destination sent for its tracking id.
-    pub destination: Option<LaneRole>,
+    pub destination: Option<Lane>,
     /// A destination arrived before the latch point.
     pub destination_in_time: bool,
 }

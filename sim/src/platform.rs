@@ -2,56 +2,8 @@
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
-
-/// Channel set by the platform's risk control (红、绿通道).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SimChannel {
-    Green,
-    Red,
-}
-
-/// Whether the list passed the three-document comparison (三单比对); rejected lists are sent back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SimStatus {
-    Accepted,
-    Rejected,
-}
-
-/// One declaration list (清单) as the platform holds it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub struct SimManifest {
-    pub waybill: String,
-    pub list_no: String,
-    pub version: u64,
-    pub channel: SimChannel,
-    pub status: SimStatus,
-    pub licence_required: bool,
-    pub platform_targeted: bool,
-    pub consignor: String,
-    pub consignee: String,
-    /// ISO 3166 alpha-2 code of the destination country.
-    pub country: String,
-    pub gross_weight_g: u32,
-    pub items: Vec<SimItem>,
-}
-
-/// One declared line of goods.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub struct SimItem {
-    pub name: String,
-    /// 6 to 10 digits.
-    pub hs_code: String,
-    pub quantity: u32,
-    pub unit: String,
-    /// Value of the whole line in minor units (fen).
-    pub value_minor: u64,
-    pub currency: String,
-}
+use sortline::core::{Channel, ManifestStatus, Waybill};
+use sortline::manifest::{Declaration, DeclaredItem, Direction};
 
 /// A kind of goods the catalogue sells; values and weights are per piece.
 struct Goods {
@@ -141,8 +93,17 @@ fn pick_goods(rng: &mut ChaCha8Rng) -> usize {
     unreachable!("roll is below the total frequency")
 }
 
-/// A realistic list for `waybill`; `seq` makes the list number unique in the run.
-pub(crate) fn manifest(rng: &mut ChaCha8Rng, waybill: String, seq: u32, flags: ListFlags) -> SimManifest {
+/// What the platform's random draws make of one list: its goods, weight and parties.
+struct Drawn {
+    items: Vec<DeclaredItem>,
+    gross_weight_g: u32,
+    consignor: &'static str,
+    consignee: &'static str,
+    country: &'static str,
+}
+
+/// The draws of one list, in the order they have always been made.
+fn draw(rng: &mut ChaCha8Rng) -> Drawn {
     let lines = rng.random_range(1..=4u32);
     let mut chosen: Vec<usize> = Vec::with_capacity(4);
     let mut items = Vec::with_capacity(4);
@@ -163,7 +124,7 @@ pub(crate) fn manifest(rng: &mut ChaCha8Rng, waybill: String, seq: u32, flags: L
         // Prices end in whole yuan, as shop prices do.
         let unit_value = unit_value / 100 * 100;
         weight_g += quantity * rng.random_range(goods.weight_g.0..=goods.weight_g.1);
-        items.push(SimItem {
+        items.push(DeclaredItem {
             name: goods.name.to_owned(),
             hs_code: goods.hs_code.to_owned(),
             quantity,
@@ -172,19 +133,42 @@ pub(crate) fn manifest(rng: &mut ChaCha8Rng, waybill: String, seq: u32, flags: L
             currency: "CNY".to_owned(),
         });
     }
-    SimManifest {
+    let consignor = *pick(rng, CONSIGNORS);
+    let consignee = *pick(rng, CONSIGNEES);
+    let country = *pick(rng, COUNTRIES);
+    Drawn { items, gross_weight_g: weight_g, consignor, consignee, country }
+}
+
+/// Goods as a list from the catalogue declares them, drawn as a whole list is (the X-ray
+/// tunnel's view of a parcel that has none).
+pub(crate) fn catalogue_items(rng: &mut ChaCha8Rng) -> Vec<DeclaredItem> {
+    draw(rng).items
+}
+
+/// A realistic list for `waybill`, as the platform sends it; `seq` makes the list number unique
+/// in the run. The simulator does not model the three documents or the issue time, so they are
+/// derived from the list number (no draw).
+pub(crate) fn manifest(rng: &mut ChaCha8Rng, waybill: Waybill, seq: u32, flags: ListFlags) -> Declaration {
+    let Drawn { items, gross_weight_g, consignor, consignee, country } = draw(rng);
+    // 18 digits: customs area, year, sequence.
+    let list_no = format!("22352025{seq:010}");
+    Declaration {
         waybill,
-        // 18 digits: customs area, year, sequence.
-        list_no: format!("22352025{seq:010}"),
         version: 1,
-        channel: if flags.red { SimChannel::Red } else { SimChannel::Green },
-        status: if flags.rejected { SimStatus::Rejected } else { SimStatus::Accepted },
+        platform_time: "2026-01-01T00:00:00Z".into(),
+        direction: Direction::Export,
+        ecommerce_ref: format!("ORD-{list_no}"),
+        logistics_ref: format!("LOG-{list_no}"),
+        payment_ref: format!("PAY-{list_no}"),
+        list_no,
+        channel: if flags.red { Channel::Red } else { Channel::Green },
+        status: if flags.rejected { ManifestStatus::Rejected } else { ManifestStatus::Accepted },
         licence_required: flags.licence_required,
         platform_targeted: flags.platform_targeted,
-        consignor: (*pick(rng, CONSIGNORS)).to_owned(),
-        consignee: (*pick(rng, CONSIGNEES)).to_owned(),
-        country: (*pick(rng, COUNTRIES)).to_owned(),
-        gross_weight_g: weight_g,
+        consignor: consignor.to_owned(),
+        consignee: consignee.to_owned(),
+        country: country.to_owned(),
+        gross_weight_g,
         items,
     }
 }
@@ -193,12 +177,17 @@ pub(crate) fn manifest(rng: &mut ChaCha8Rng, waybill: String, seq: u32, flags: L
 mod tests {
     use super::*;
     use rand::SeedableRng;
+    use sortline::core::Carriers;
+
+    fn waybill(s: &str) -> Waybill {
+        Waybill::parse(s).unwrap()
+    }
 
     #[test]
     fn manifests_are_well_formed() {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         for seq in 0..500 {
-            let m = manifest(&mut rng, "EA123456785CN".into(), seq, ListFlags::default());
+            let m = manifest(&mut rng, waybill("EA123456785CN"), seq, ListFlags::default());
             assert_eq!(m.list_no.len(), 18);
             assert!((1..=4).contains(&m.items.len()));
             assert_eq!(m.country.len(), 2);
@@ -212,6 +201,7 @@ mod tests {
             names.sort();
             names.dedup();
             assert_eq!(names.len(), m.items.len());
+            m.validate(&Carriers::default()).unwrap();
         }
     }
 
@@ -219,11 +209,11 @@ mod tests {
     fn json_is_snake_case_and_round_trips() {
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let flags = ListFlags { red: true, rejected: true, ..ListFlags::default() };
-        let m = manifest(&mut rng, "RR000000405CN".into(), 7, flags);
+        let m = manifest(&mut rng, waybill("EA123456785CN"), 7, flags);
         let json = serde_json::to_string(&m).unwrap();
         assert!(json.contains("\"channel\":\"red\""));
         assert!(json.contains("\"status\":\"rejected\""));
         assert!(json.contains("\"gross_weight_g\""));
-        assert_eq!(serde_json::from_str::<SimManifest>(&json).unwrap(), m);
+        assert_eq!(serde_json::from_str::<Declaration>(&json).unwrap(), m);
     }
 }

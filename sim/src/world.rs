@@ -15,12 +15,12 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::gate::{debounce, Edge};
-use crate::platform::{self, ListFlags, SimChannel, SimManifest, SimStatus};
+use sortline::core::{Channel, Lane, ManifestStatus, Verdict, Waybill};
+use sortline::manifest::{Declaration, DeclaredItem};
+
+use crate::platform::{self, ListFlags};
 use crate::s10;
-use crate::{
-    ForcedHoldWhy, Geometry, LaneCounts, LaneRole, Ms, ParcelOutcome, Report, ScannerTruth, Scenario, SimEvent,
-    SimVerdict,
-};
+use crate::{ForcedHoldWhy, Geometry, LaneCounts, Ms, ParcelOutcome, Report, ScannerTruth, Scenario, SimEvent};
 
 /// Parcels per run; everything is generated up front, so this bounds memory.
 const MAX_PARCELS: u32 = 2_000_000;
@@ -164,7 +164,7 @@ enum Action {
     EndArrive,
     Verdict {
         officer: u8,
-        verdict: SimVerdict,
+        verdict: Verdict,
     },
     /// The inspection bench opened the unit's parcels.
     InspectionResult,
@@ -226,7 +226,7 @@ pub struct World {
     scenario: Scenario,
     geometry: Geometry,
     now_ms: Ms,
-    manifests: Vec<SimManifest>,
+    manifests: Vec<Declaration>,
     parcels: Vec<Parcel>,
     units: Vec<Unit>,
     /// Unit index of tracking id `i + 1`.
@@ -368,6 +368,11 @@ fn fresh_waybill(rng: &mut ChaCha8Rng, used: &mut BTreeSet<String>) -> String {
     }
 }
 
+/// A waybill from [`fresh_waybill`] as a list carries it.
+fn listed(waybill: &str) -> Waybill {
+    Waybill::parse(waybill).expect("fresh waybills are valid S10 numbers")
+}
+
 impl World {
     /// Generates the run from `scenario.seed`. Panics on a scenario or geometry that makes no
     /// sense (a probability above 1, diverters out of order, duplicate lane ids).
@@ -438,7 +443,7 @@ impl World {
                     // A relabelled parcel: the old label may belong to a real list.
                     if rng.random_bool(sc.double_label_listed) {
                         let seq = manifests.len() as u32;
-                        let m = platform::manifest(&mut rng, other.clone(), seq, ListFlags::default());
+                        let m = platform::manifest(&mut rng, listed(&other), seq, ListFlags::default());
                         manifests.push(m);
                     }
                     if rng.random_bool(0.5) {
@@ -462,11 +467,11 @@ impl World {
                     platform_targeted: rng.random_bool(sc.platform_targeted),
                 };
                 let seq = manifests.len() as u32;
-                manifests.push(platform::manifest(&mut rng, waybill.clone(), seq, flags));
+                manifests.push(platform::manifest(&mut rng, listed(&waybill), seq, flags));
                 Some(seq)
             };
             let undeclared = rng.random_bool(sc.undeclared).then(|| *platform::pick(&mut rng, &Undeclared::ALL));
-            let green = manifest.is_some_and(|m| manifests[m as usize].channel == SimChannel::Green);
+            let green = manifest.is_some_and(|m| manifests[m as usize].channel == Channel::Green);
             let manual_transfer = rng.random_bool(sc.manual_transfer) && green;
             parcels.push(Parcel {
                 waybill,
@@ -604,7 +609,7 @@ impl World {
     /// The declaration lists the platform holds for this run, published before the parcels
     /// arrive. Parcels whose truth is "missing manifest" are absent; rejected ones are
     /// present with status Rejected.
-    pub fn manifests(&self) -> &[SimManifest] {
+    pub fn manifests(&self) -> &[Declaration] {
         &self.manifests
     }
 
@@ -780,17 +785,17 @@ impl World {
             other_goods |= kind != Undeclared::LicenceGoods;
         }
         let verdict = if licence_goods {
-            SimVerdict::Hold
+            Verdict::Hold
         } else if other_goods {
             if rng.random_bool(sc.officer_miss) {
-                SimVerdict::Release
+                Verdict::Release
             } else {
-                SimVerdict::Inspect
+                Verdict::Inspect
             }
         } else if rng.random_bool(sc.officer_false_alarm) {
-            SimVerdict::Inspect
+            Verdict::Inspect
         } else {
-            SimVerdict::Release
+            Verdict::Release
         };
         self.pending_reviews += 1;
         let at_ms = now.max(self.now_ms) + delay_ms;
@@ -834,19 +839,19 @@ impl World {
             }
             let physical = unit.exit_lane.and_then(|lane| self.role_of(lane));
             match physical {
-                Some(LaneRole::Release) => report.lanes.release += 1,
-                Some(LaneRole::Inspection) => report.lanes.inspection += 1,
-                Some(LaneRole::Hold) => report.lanes.hold += 1,
+                Some(Lane::Release) => report.lanes.release += 1,
+                Some(Lane::Inspection) => report.lanes.inspection += 1,
+                Some(Lane::Hold) => report.lanes.hold += 1,
                 None if self.held_back(unit) => report.not_inducted += 1,
                 None => report.in_flight += 1,
             }
             let destination = unit.last_sent.and_then(|lane| self.role_of(lane));
             let latched = unit.latched.and_then(|lane| self.role_of(lane));
             let must_not_release = self.must_not_release(parcel, merged);
-            if physical == Some(LaneRole::Release) && (latched != Some(LaneRole::Release) || must_not_release) {
+            if physical == Some(Lane::Release) && (latched != Some(Lane::Release) || must_not_release) {
                 report.unsafe_releases += 1;
             }
-            if physical == Some(LaneRole::Release) && parcel.undeclared.is_some() {
+            if physical == Some(Lane::Release) && parcel.undeclared.is_some() {
                 report.undeclared_released += 1;
             }
             if unit.forced_hold {
@@ -867,7 +872,7 @@ impl World {
                 tracking: unit.tracking,
                 must_not_release,
                 truth: self.truth(parcel, merged),
-                physical: physical.unwrap_or(LaneRole::Hold),
+                physical: physical.unwrap_or(Lane::Hold),
                 destination,
                 destination_in_time: unit.in_time.is_some(),
             });
@@ -880,8 +885,8 @@ impl World {
             None => true,
             Some(m) => {
                 let m = &self.manifests[m as usize];
-                m.status == SimStatus::Rejected
-                    || m.channel == SimChannel::Red
+                m.status == ManifestStatus::Rejected
+                    || m.channel == Channel::Red
                     || m.licence_required
                     || m.platform_targeted
             }
@@ -907,9 +912,9 @@ impl World {
             return "missing_manifest".to_owned();
         };
         let m = &self.manifests[m as usize];
-        let list = if m.status == SimStatus::Rejected {
+        let list = if m.status == ManifestStatus::Rejected {
             Some("rejected")
-        } else if m.channel == SimChannel::Red {
+        } else if m.channel == Channel::Red {
             Some("red")
         } else if m.licence_required {
             Some("licence")
@@ -925,9 +930,9 @@ impl World {
         }
     }
 
-    fn role_of(&self, lane_id: u16) -> Option<LaneRole> {
+    fn role_of(&self, lane_id: u16) -> Option<Lane> {
         if lane_id == self.geometry.end_lane_id {
-            return Some(LaneRole::Hold);
+            return Some(Lane::Hold);
         }
         self.geometry.diverters.iter().find(|d| d.lane_id == lane_id).map(|d| d.role)
     }
@@ -963,7 +968,7 @@ impl World {
 
     /// What the X-ray tunnel sees of unit `u`: its parcels' declared goods (an unlisted parcel's
     /// are some from the catalogue) and the first undeclared item an image can show.
-    fn tunnel_view(&mut self, u: usize) -> (Vec<crate::SimItem>, Option<crate::xray::synth::Concealed>) {
+    fn tunnel_view(&mut self, u: usize) -> (Vec<DeclaredItem>, Option<crate::xray::synth::Concealed>) {
         use crate::xray::synth::{catalogue_items, Concealed};
         let unit = &self.units[u];
         let first = unit.first_parcel as usize;
@@ -1122,7 +1127,7 @@ impl World {
             Action::Confirm(lane_id) => {
                 self.units[u].finished = true;
                 out.push((now, SimEvent::Divert { tracking, lane_id }));
-                if self.role_of(lane_id) == Some(LaneRole::Inspection) {
+                if self.role_of(lane_id) == Some(Lane::Inspection) {
                     let at_ms = now + draw(&mut self.officer_rng, &self.scenario.inspection_ms);
                     self.schedule(at_ms, u, Action::InspectionResult);
                 }
@@ -1392,7 +1397,7 @@ mod tests {
             assert_eq!(outcome.tracking, Some(1));
             assert_eq!(outcome.truth, "merged");
             assert!(outcome.must_not_release);
-            assert_eq!(outcome.physical, LaneRole::Release);
+            assert_eq!(outcome.physical, Lane::Release);
         }
         assert_eq!(report.unsafe_releases, 2);
     }
@@ -1429,7 +1434,7 @@ mod tests {
             assert_eq!(report.wrong_lane, 1);
             assert_eq!(report.unsafe_releases, 0);
             let outcome = &report.outcomes[0];
-            assert_eq!(outcome.destination, Some(LaneRole::Release));
+            assert_eq!(outcome.destination, Some(Lane::Release));
             assert!(!outcome.destination_in_time);
         }
     }
@@ -1562,7 +1567,7 @@ mod tests {
                     let unit = unit_of(&world, *tracking);
                     assert!(parcels_of(&world, unit)
                         .iter()
-                        .any(|p| p.manifest.is_some_and(|m| world.manifests[m as usize].channel == SimChannel::Green)));
+                        .any(|p| p.manifest.is_some_and(|m| world.manifests[m as usize].channel == Channel::Green)));
                 }
                 _ => {}
             }
@@ -1582,9 +1587,9 @@ mod tests {
                 seen += 1;
                 let parcel = &parcels_of(&world, unit_of(&world, *tracking))[0];
                 let expected = match parcel.undeclared {
-                    Some(Undeclared::LicenceGoods) => SimVerdict::Hold,
-                    Some(_) => SimVerdict::Inspect,
-                    None => SimVerdict::Release,
+                    Some(Undeclared::LicenceGoods) => Verdict::Hold,
+                    Some(_) => Verdict::Inspect,
+                    None => Verdict::Release,
                 };
                 assert_eq!(*verdict, expected);
             }
@@ -1748,8 +1753,8 @@ mod tests {
                     prop_assert_eq!(unit.latched, Some(exit));
                     prop_assert!(!unit.lost);
                 }
-                if outcome.physical == LaneRole::Release {
-                    prop_assert_eq!(world.role_of(unit.latched.unwrap()), Some(LaneRole::Release));
+                if outcome.physical == Lane::Release {
+                    prop_assert_eq!(world.role_of(unit.latched.unwrap()), Some(Lane::Release));
                     prop_assert!(unit.tracking.is_some());
                 }
                 if unit.lost {
@@ -1768,7 +1773,7 @@ mod tests {
             let unsafe_by_truth = report
                 .outcomes
                 .iter()
-                .filter(|o| o.physical == LaneRole::Release && o.must_not_release)
+                .filter(|o| o.physical == Lane::Release && o.must_not_release)
                 .count() as u32;
             prop_assert_eq!(report.unsafe_releases, unsafe_by_truth);
         }

@@ -95,7 +95,7 @@ impl Run {
         let cfg = LineConfig::load(&repo("firmware-config/line.toml")).expect("line.toml");
         let map = RegisterMap::load(&repo("firmware-config/plc/register-map.toml")).expect("register map");
         let world = sim::World::new(scenario(parcels, seed), demo::geometry(&cfg).unwrap());
-        let manifests: Vec<Manifest> = world.manifests().iter().map(|m| demo::manifest(m).unwrap()).collect();
+        let manifests: Vec<Manifest> = world.manifests().iter().map(|m| m.core_view()).collect();
         // In lockstep the line waits for the harness: every device event taken in, and not
         // far past the core's next deadline.
         let due = Arc::new(AtomicU64::new(u64::MAX));

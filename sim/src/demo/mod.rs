@@ -26,7 +26,7 @@ use sortline::config::{Loaded, Transport};
 use sortline::console;
 use sortline::core::*;
 use sortline::daemon;
-use sortline::manifest::{self, Declaration, DeclaredItem, ManifestStore};
+use sortline::manifest::{self, Declaration, ManifestStore};
 use sortline::mqtt::wiring::{Figures, Prepared};
 use sortline::plc::driver::{DriverStats, PlcLink};
 use sortline::recorder;
@@ -170,11 +170,6 @@ pub fn geometry(cfg: &Loaded) -> Result<sim::Geometry, DemoError> {
     let g = &cfg.line.geometry;
     let lanes = cfg.line.lanes;
     let mm = |v: i64| u32::try_from(v).map_err(|_| DemoError::Geometry(format!("{v} mm")));
-    let role = |lane: Lane| match lane {
-        Lane::Release => sim::LaneRole::Release,
-        Lane::Inspection => sim::LaneRole::Inspection,
-        Lane::Hold => sim::LaneRole::Hold,
-    };
     Ok(sim::Geometry {
         belt_speed_mm_s: mm(g.belt_speed_mm_s)?,
         gate_mm: mm(g.gate_mm)?,
@@ -182,19 +177,12 @@ pub fn geometry(cfg: &Loaded) -> Result<sim::Geometry, DemoError> {
         diverters: g
             .diverters
             .iter()
-            .map(|d| {
-                Ok(sim::Diverter { lane_id: lanes.id(d.lane), role: role(d.lane), position_mm: mm(d.position_mm)? })
-            })
+            .map(|d| Ok(sim::Diverter { lane_id: lanes.id(d.lane), role: d.lane, position_mm: mm(d.position_mm)? }))
             .collect::<Result<_, DemoError>>()?,
         end_mm: mm(g.end_mm)?,
         end_lane_id: lanes.hold,
         latch_margin_mm: mm(g.latch_margin_mm)?,
     })
-}
-
-/// A simulated platform manifest as the core's: the decision's view of its declaration.
-pub fn manifest(m: &sim::SimManifest) -> Result<Manifest, DemoError> {
-    Ok(declaration(m)?.core_view())
 }
 
 fn officer(name: &str) -> Result<OfficerId, DemoError> {
@@ -272,17 +260,10 @@ pub fn input(event: sim::SimEvent, screens: &OfficerScreens) -> Result<Option<In
         E::Scan { trigger, codes } => Input::Scan { trigger: Some(TriggerCount(trigger)), codes },
         E::XrayEntered { tracking, image_seq } => Input::XrayEntered { tracking: TrackingId(tracking), image_seq },
         E::Weighed { tracking, weight_g } => Input::Weighed { tracking: TrackingId(tracking), weight_g },
-        E::Verdict { tracking, officer: o, verdict } => {
-            let verdict = match verdict {
-                sim::SimVerdict::Release => Verdict::Release,
-                sim::SimVerdict::Inspect => Verdict::Inspect,
-                sim::SimVerdict::Hold => Verdict::Hold,
-            };
-            match screens.verdict(tracking, officer(&o)?, verdict) {
-                Some(input) => input,
-                None => return Ok(None),
-            }
-        }
+        E::Verdict { tracking, officer: o, verdict } => match screens.verdict(tracking, officer(&o)?, verdict) {
+            Some(input) => input,
+            None => return Ok(None),
+        },
         E::ManualTransfer { tracking, officer: o } => match screens.transfer(tracking, officer(&o)?) {
             Some(input) => input,
             None => return Ok(None),
@@ -493,50 +474,6 @@ pub fn start_entry(cfg: &Loaded, opts: &DemoOptions, line: &Line, wall_ms: i64, 
     entry
 }
 
-/// A simulated platform manifest as the platform's full declaration: the simulator does not
-/// model the three documents or the issue time, so they are derived from the list number.
-pub fn declaration(m: &sim::SimManifest) -> Result<Declaration, DemoError> {
-    Ok(Declaration {
-        waybill: Waybill::parse(&m.waybill).map_err(|e| DemoError::Sim {
-            what: "a manifest with a bad waybill",
-            detail: format!("{}: {e}", m.waybill),
-        })?,
-        list_no: m.list_no.clone(),
-        version: m.version,
-        platform_time: "2026-01-01T00:00:00Z".into(),
-        direction: manifest::Direction::Export,
-        ecommerce_ref: format!("ORD-{}", m.list_no),
-        logistics_ref: format!("LOG-{}", m.list_no),
-        payment_ref: format!("PAY-{}", m.list_no),
-        channel: match m.channel {
-            sim::SimChannel::Green => Channel::Green,
-            sim::SimChannel::Red => Channel::Red,
-        },
-        status: match m.status {
-            sim::SimStatus::Accepted => ManifestStatus::Accepted,
-            sim::SimStatus::Rejected => ManifestStatus::Rejected,
-        },
-        licence_required: m.licence_required,
-        platform_targeted: m.platform_targeted,
-        consignor: m.consignor.clone(),
-        consignee: m.consignee.clone(),
-        country: m.country.clone(),
-        gross_weight_g: m.gross_weight_g,
-        items: m
-            .items
-            .iter()
-            .map(|i| DeclaredItem {
-                name: i.name.clone(),
-                hs_code: i.hs_code.clone(),
-                quantity: i.quantity,
-                unit: i.unit.clone(),
-                value_minor: i.value_minor,
-                currency: i.currency.clone(),
-            })
-            .collect(),
-    })
-}
-
 /// The risk officer's standing target the demo keeps in the store, so it shows one at work.
 const DEMO_TARGET: &str = "MT-DEMO-PERFUME";
 
@@ -571,7 +508,7 @@ pub fn initial_inputs(world: &sim::World, data_dir: &Path, lists_in_store: bool)
 
 /// The simulated platform's lists as it sends them, each checked as the store would.
 fn declarations(world: &sim::World) -> Result<Vec<Declaration>, DemoError> {
-    let declarations = world.manifests().iter().map(declaration).collect::<Result<Vec<_>, _>>()?;
+    let declarations = world.manifests().to_vec();
     for d in &declarations {
         d.validate(&Carriers::default()).map_err(|e| DemoError::Sim {
             what: "a manifest the store refuses",

@@ -9,6 +9,7 @@ use serde_json::json;
 use sortline::clock;
 use sortline::console::session::token;
 use sortline::console::users::{Role, UserError, UserStore};
+use sortline::core::Verdict;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -75,9 +76,9 @@ impl SimOfficers {
                 let c = self.client(officer, Role::Officer)?;
                 let Some(review) = c.review_of(*tracking).map_err(client_error)? else { return Ok(()) };
                 let verdict = match verdict {
-                    sim::SimVerdict::Release => "release",
-                    sim::SimVerdict::Inspect => "inspect",
-                    sim::SimVerdict::Hold => "hold",
+                    Verdict::Release => "release",
+                    Verdict::Inspect => "inspect",
+                    Verdict::Hold => "hold",
                 };
                 let body = json!({ "verdict": verdict, "image_sha256": review["image_sha256"] });
                 c.post(&format!("/api/reviews/{}/verdict", review["review"]), &body).map_err(client_error)?

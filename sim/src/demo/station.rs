@@ -12,6 +12,7 @@ use sim::xray::synth::{Concealed, Synth, SynthConfig};
 use sim::xray::wire::{DualLayout, FileFormat, FolderWriter, FolderWriterConfig, WireFaults, WriteMode};
 use sortline::audit;
 use sortline::config::Loaded;
+use sortline::manifest::DeclaredItem;
 use sortline::xray::config::{EnergyMode, XrayConfig};
 use sortline::xray::profile::{Calibration, Profiles};
 use sortline::xray::screen::Screen;
@@ -89,7 +90,7 @@ impl SimStation {
     pub async fn image(
         &mut self,
         seq: u32,
-        items: &[sim::SimItem],
+        items: &[DeclaredItem],
         concealed: Option<Concealed>,
     ) -> Result<(), DemoError> {
         let made = self.synth.image(seq, items, concealed, &mut self.rng);

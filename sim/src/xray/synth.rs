@@ -10,9 +10,10 @@
 //! and a solid's depth is its extent along the beam. One random stream determines the image.
 
 use super::SimImage;
-use crate::{platform, SimItem};
+use crate::platform;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+use sortline::manifest::DeclaredItem;
 use std::f32::consts::{FRAC_PI_2, PI};
 
 /// Bounds of the image size, so that a configuration cannot ask for an absurd allocation.
@@ -498,8 +499,8 @@ fn concealed<R: Rng>(kind: Concealed, rng: &mut R) -> Piece {
 }
 
 /// A declaration drawn from the simulated platform's catalogue, as the world draws its lists.
-pub fn catalogue_items(rng: &mut ChaCha8Rng) -> Vec<SimItem> {
-    platform::manifest(rng, String::new(), 0, platform::ListFlags::default()).items
+pub fn catalogue_items(rng: &mut ChaCha8Rng) -> Vec<DeclaredItem> {
+    platform::catalogue_items(rng)
 }
 
 pub struct Synth {
@@ -529,7 +530,7 @@ impl Synth {
     pub fn image<R: Rng>(
         &self,
         seq: u32,
-        items: &[SimItem],
+        items: &[DeclaredItem],
         concealed_kind: Option<Concealed>,
         rng: &mut R,
     ) -> Synthesised {
@@ -779,8 +780,8 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
 
-    fn item(hs: &str, quantity: u32) -> SimItem {
-        SimItem {
+    fn item(hs: &str, quantity: u32) -> DeclaredItem {
+        DeclaredItem {
             name: "x".into(),
             hs_code: hs.into(),
             quantity,
