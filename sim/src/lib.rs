@@ -50,6 +50,7 @@ mod pty;
 pub mod rtu;
 mod s10;
 pub mod scanner;
+pub mod swarm;
 mod world;
 pub mod xray;
 

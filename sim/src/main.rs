@@ -23,6 +23,49 @@ struct Cli {
 enum Command {
     /// Run the line against the built-in simulator and print each parcel as it leaves.
     Demo(DemoArgs),
+    /// Run the core against the simulated line and its faults from many seeds, in virtual
+    /// time, checking the safety rules after every step; exit 1 if any run broke one.
+    Swarm(SwarmArgs),
+    /// Run scenario files (`sim/scenarios/*.toml`) and judge them against their expectations.
+    Scenario {
+        /// Scenario files; default: every one in sim/scenarios.
+        files: Vec<PathBuf>,
+        /// Line configuration the scenarios change.
+        #[arg(long, default_value = "firmware-config/line.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct SwarmArgs {
+    /// Seeds to run (from --first on).
+    #[arg(long, default_value_t = 100)]
+    seeds: u64,
+    /// The first seed.
+    #[arg(long, default_value_t = 1)]
+    first: u64,
+    /// Run this one seed only and print its run in full (faults scheduled, figures, failures).
+    #[arg(long, conflicts_with_all = ["seeds", "first"])]
+    seed: Option<u64>,
+    /// Parcels per run.
+    #[arg(long, default_value_t = 2_000)]
+    parcels: u32,
+    /// Runs at once; default: one per core.
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// With --seed: keep only these of its scheduled faults (indices as --seed prints them, or
+    /// `none`), as a shrunk failure's command says.
+    #[arg(long, requires = "seed")]
+    keep: Option<String>,
+    /// Shrink each failing run to a small repro (up to this many re-runs each; 0: do not).
+    #[arg(long, default_value_t = 200)]
+    shrink: u32,
+    /// Write the totals (or with --seed the run) as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Line configuration.
+    #[arg(long, default_value = "firmware-config/line.toml")]
+    config: PathBuf,
 }
 
 #[derive(Args)]
@@ -99,6 +142,8 @@ fn main() -> ExitCode {
         .init();
     let result = match Cli::parse().command {
         Command::Demo(args) => run_demo(args),
+        Command::Swarm(args) => run_swarm(args),
+        Command::Scenario { files, config } => run_scenarios(files, &config),
     };
     match result {
         Ok(code) => code,
@@ -172,4 +217,116 @@ fn run_demo(args: DemoArgs) -> Result<ExitCode> {
     }
     let failed = s.unsafe_releases > 0 || s.unaccounted > 0 || !s.audit.verified;
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn run_swarm(args: SwarmArgs) -> Result<ExitCode> {
+    use sortline_sim::swarm::{self, Spec};
+    let cfg = swarm::line_config(&load(&args.config)?);
+    if let Some(seed) = args.seed {
+        let keep = match args.keep.as_deref() {
+            None => None,
+            Some("none") => Some(Default::default()),
+            Some(list) => Some(
+                list.split(',')
+                    .map(|i| {
+                        i.trim().parse::<usize>().with_context(|| format!("--keep {list:?}: not a list of indices"))
+                    })
+                    .collect::<Result<_>>()?,
+            ),
+        };
+        let spec = Spec { seed, parcels: args.parcels, keep };
+        let mut out = std::io::stdout().lock();
+        for (i, f) in swarm::schedule(&spec).iter().enumerate() {
+            if spec.keep.as_ref().is_none_or(|k| k.contains(&i)) {
+                writeln!(out, "fault {i:>4}  {}", serde_json::to_string(f)?)?;
+            }
+        }
+        let o = swarm::run(&cfg, &spec).map_err(anyhow::Error::msg)?;
+        writeln!(out, "{}", serde_json::to_string_pretty(&o)?)?;
+        if let Some(path) = &args.json {
+            std::fs::write(path, serde_json::to_string_pretty(&o)? + "\n")
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        return Ok(if o.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    }
+    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let parcels = args.parcels;
+    let report = |o: &swarm::Outcome| {
+        let spec = Spec { seed: o.seed, parcels, keep: None };
+        let mut text = format!("FAILED seed {} ({} parcels):\n", o.seed, o.parcels);
+        for f in &o.failures {
+            text += &format!("  at {} ms: {}: {}\n", f.at, f.check, f.detail);
+        }
+        text += &format!("  reproduce: {}\n", spec.command());
+        if args.shrink > 0 {
+            let small = swarm::shrink(&cfg, &spec, args.shrink);
+            text += &format!("  shrunk:    {}\n", small.command());
+        }
+        // One block per failure, whole, whatever the other threads print.
+        print!("{text}");
+    };
+    println!("swarm: seeds {}..{}, {parcels} parcels each, {jobs} jobs", args.first, args.first + args.seeds);
+    let t = swarm::swarm(&cfg, args.first, args.seeds, parcels, jobs, &report);
+    print_totals(&t);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&t)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(if t.failed_runs == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn print_totals(t: &sortline_sim::swarm::Totals) {
+    println!();
+    println!("runs {}  parcels {}  line time {:.1} h  audit entries {}", t.runs, t.parcels, t.line_hours, t.entries);
+    println!("lanes: release {}  inspection {}  hold {}", t.lanes.release, t.lanes.inspection, t.lanes.hold);
+    println!("faults injected {}:", t.faults_injected());
+    for (kind, n) in &t.faults {
+        println!("  {kind:<22} {n:>10}");
+    }
+    println!(
+        "unsafe releases {}  unaccounted {}  wrong lane {} (unrecorded {})  failed runs {}",
+        t.unsafe_releases, t.unaccounted, t.wrong_lane, t.wrong_lane_unrecorded, t.failed_runs
+    );
+    println!(
+        "disrupted {}  undeclared released {}  released on a swapped image {}  unseen merges released {}",
+        t.disrupted, t.undeclared_released, t.released_on_swapped_image, t.merged_unseen
+    );
+    println!(
+        "stories cut by a crash's last uncommitted moments {}  same-seed checks {} (differed {})",
+        t.lost_in_crash, t.determinism_checks, t.determinism_failures
+    );
+    let per_min = if t.seconds > 0.0 { t.parcels as f64 * 60.0 / t.seconds } else { 0.0 };
+    println!("{:.1} s, {:.0} parcels/min", t.seconds, per_min);
+}
+
+fn run_scenarios(files: Vec<PathBuf>, config: &Path) -> Result<ExitCode> {
+    use sortline_sim::swarm::scenario::{self, ScenarioFile};
+    let scenarios = if files.is_empty() {
+        scenario::all(Path::new("sim/scenarios"))?
+    } else {
+        files.into_iter().map(|f| ScenarioFile::load(&f).map(|s| (f, s))).collect::<Result<_, _>>()?
+    };
+    let mut failed = 0;
+    for (path, s) in &scenarios {
+        let (outcome, problems) = s.run(config)?;
+        let what = outcome.map_or("configuration refused".to_string(), |o| {
+            format!(
+                "{} parcels, release {} inspection {} hold {}, {} disrupted, {} faults",
+                o.parcels,
+                o.lanes.release,
+                o.lanes.inspection,
+                o.lanes.hold,
+                o.disrupted,
+                o.faults.values().sum::<u64>()
+            )
+        });
+        let verdict = if problems.is_empty() { "ok  " } else { "FAIL" };
+        println!("{verdict} {:<40} {what}  ({})", s.name, path.display());
+        for p in &problems {
+            println!("       {p}");
+        }
+        failed += usize::from(!problems.is_empty());
+    }
+    println!("{} scenarios, {failed} failed", scenarios.len());
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
