@@ -4,7 +4,9 @@
 
 use super::Failure;
 use crate::{Ms, Report};
-use sortline::core::{Channel, Lane, Manifest, ManifestStatus, ParcelId, ParcelReport, Record, Waybill};
+use sortline::core::{
+    Channel, Lane, Manifest, ManifestStatus, ParcelId, ParcelReport, Reason, Record, Verdict, Waybill,
+};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -71,9 +73,10 @@ pub struct Checker {
     /// The line has an X-ray station: release needs an image.
     pub xray: bool,
     pub weight: Option<sortline::core::WeightTolerance>,
-    /// Parcels of merged pairs released with nothing to show the second parcel: its label
-    /// unread, the pair's length and weight within the limits of the read parcel, the image not
-    /// flagged (counted, not a failure; see docs/simulation.md).
+    /// Parcels of merged pairs released with nothing to show the core the second parcel (its
+    /// label unread, the pair's length and weight within the limits of the read parcel, the
+    /// image not flagged), or released by an officer who looked at the pair's image (counted,
+    /// not a failure; see docs/simulation.md).
     pub merged_unseen: u32,
     /// World parcels with entries in the last uncommitted moments before a crash.
     crash_tail: HashSet<u32>,
@@ -245,7 +248,11 @@ impl Checker {
             let Some(world) = o.tracking else { continue };
             if o.physical == Lane::Release && o.must_not_release {
                 let r = self.reports.get(&world);
-                if o.truth == "merged" && self.unseen(world, r) {
+                // An officer who looked at the pair's image and released it decided that.
+                let officer_released = r.is_some_and(|r| {
+                    r.reasons.iter().any(|x| matches!(x, Reason::OfficerVerdict { verdict: Verdict::Release, .. }))
+                });
+                if o.truth == "merged" && (self.unseen(world, r) || officer_released) {
                     self.merged_unseen += 1;
                     continue;
                 }
@@ -253,11 +260,12 @@ impl Checker {
                     at,
                     "no unsafe release",
                     format!(
-                        "parcel {world} ({}, truth {}) released; the core decided {:?} on {:?}",
+                        "parcel {world} ({}, truth {}) released; the core decided {:?} on {:?}; sensors {:?}",
                         o.waybill,
                         o.truth,
                         r.and_then(|r| r.decided),
-                        r.map(|r| &r.reasons)
+                        r.map(|r| &r.reasons),
+                        self.evidence.get(&world)
                     ),
                 );
             }

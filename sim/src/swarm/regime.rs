@@ -37,7 +37,7 @@ pub enum Fault {
         for_ms: Ms,
     },
     /// A register block read back garbled or a slot torn: the driver refuses the read and
-    /// re-reads; here, the events of that poll come a poll later, one of them duplicated.
+    /// re-reads; the events of that poll come a poll later.
     Garbled {
         at: Ms,
     },

@@ -141,7 +141,6 @@ pub struct Run<'c> {
     /// Destinations the driver could not write yet.
     unwritten: Vec<(ParcelId, u16)>,
     safe_by_link: bool,
-    garble_next: bool,
     // The daemon.
     down: bool,
     /// Operators' settings as the operator store holds them, and the lists as the manifest
@@ -220,7 +219,6 @@ impl<'c> Run<'c> {
             ring_overrun: false,
             unwritten: Vec::new(),
             safe_by_link: false,
-            garble_next: false,
             down: false,
             operator: OperatorState::default(),
             stored: BTreeMap::new(),
@@ -658,12 +656,6 @@ impl<'c> Run<'c> {
             }
             return;
         }
-        if self.garble_next {
-            // The driver refused a garbled read and reads the same slots again next poll.
-            self.garble_next = false;
-            self.at(now + POLL_MS, Later::Event(at, e));
-            return;
-        }
         self.plc_input(e, at, now);
     }
 
@@ -837,7 +829,12 @@ impl Run<'_> {
                 self.stalled = true;
                 self.at(now + for_ms, Later::End(EndOf::Stall));
             }
-            Fault::Garbled { .. } => self.garble_next = true,
+            // The driver refuses the read and reads the same slots again a poll later: the events
+            // of that poll come late, in their order.
+            Fault::Garbled { .. } => {
+                self.stalled = true;
+                self.at(now + POLL_MS, Later::End(EndOf::Stall));
+            }
             Fault::SafeMode { for_ms, .. } => {
                 self.world.set_safe_mode(now, true);
                 self.handle(Input::PlcStatus { safe_mode: true }, now);
