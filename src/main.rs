@@ -322,14 +322,7 @@ enum KeysCommand {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        // The demo's embedded broker logs every client that comes and goes at error level:
-        // noise to a line's operator, so it speaks only when RUST_LOG asks it to.
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,rumqttd=off".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    sortline::logs::init();
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {

@@ -132,14 +132,7 @@ enum PlcMode {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        // The demo's embedded broker logs every client that comes and goes at error level:
-        // noise to a newcomer, so it speaks only when RUST_LOG asks it to.
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,rumqttd=off".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    sortline::logs::init();
     let result = match Cli::parse().command {
         Command::Demo(args) => run_demo(args),
         Command::Swarm(args) => run_swarm(args),

@@ -36,6 +36,21 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
+impl<'a> EntryFields<'a> {
+    /// `e`'s fields as entry `seq`, with its payload's stored text.
+    pub fn of(e: &'a super::NewEntry, seq: u64, payload: &'a str) -> EntryFields<'a> {
+        EntryFields {
+            seq,
+            kind: &e.kind,
+            wall_ms: e.wall_ms,
+            mono_ms: e.mono_ms,
+            tracking: e.tracking,
+            waybill: e.waybill.as_deref(),
+            payload,
+        }
+    }
+}
+
 /// Canonical bytes (see AUDIT.md):
 /// tag ‖ seq u64 BE ‖ wall_ms i64 BE ‖ mono_ms u64 BE ‖ kind (u32 BE len ‖ UTF-8)
 /// ‖ tracking (0x00 | 0x01 ‖ u32 BE) ‖ waybill (0x00 | 0x01 ‖ u32 BE len ‖ UTF-8)

@@ -277,18 +277,7 @@ impl AuditLog {
             };
             for (e, payload) in entries.iter().zip(payloads) {
                 seq += 1;
-                hash = insert(
-                    &hash,
-                    EntryFields {
-                        seq,
-                        kind: &e.kind,
-                        wall_ms: e.wall_ms,
-                        mono_ms: e.mono_ms,
-                        tracking: e.tracking,
-                        waybill: e.waybill.as_deref(),
-                        payload,
-                    },
-                )?;
+                hash = insert(&hash, EntryFields::of(e, seq, payload))?;
             }
             let last_given = seq;
             if let (Some(signer), Some((wall_ms, mono_ms)), true) = (&self.signer, head_clock, due) {

@@ -28,16 +28,7 @@ impl MemoryChain {
         let payloads = entries.iter().map(validate).collect::<Result<Vec<String>, AuditError>>()?;
         for (e, payload) in entries.iter().zip(&payloads) {
             self.seq += 1;
-            let fields = EntryFields {
-                seq: self.seq,
-                kind: &e.kind,
-                wall_ms: e.wall_ms,
-                mono_ms: e.mono_ms,
-                tracking: e.tracking,
-                waybill: e.waybill.as_deref(),
-                payload,
-            };
-            self.head = entry_hash(&self.head, &fields, &mut self.buf);
+            self.head = entry_hash(&self.head, &EntryFields::of(e, self.seq, payload), &mut self.buf);
         }
         Ok(self.seq)
     }
