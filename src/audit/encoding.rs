@@ -111,18 +111,15 @@ fn write_json(v: &serde_json::Value, out: &mut Vec<u8>) -> Result<(), AuditError
     use serde_json::Value;
     match v {
         Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort_unstable();
-            out.push(b'{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                serde_json::to_writer(&mut *out, k)?;
-                out.push(b':');
-                write_json(&map[k.as_str()], out)?;
+            // Without `preserve_order` the map iterates in key order already: sort only when
+            // it does not, rather than collecting and looking up every key again.
+            if map.keys().is_sorted() {
+                write_members(map.iter(), out)?;
+            } else {
+                let mut members: Vec<(&String, &Value)> = map.iter().collect();
+                members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                write_members(members.into_iter(), out)?;
             }
-            out.push(b'}');
         }
         Value::Array(items) => {
             out.push(b'[');
@@ -136,5 +133,22 @@ fn write_json(v: &serde_json::Value, out: &mut Vec<u8>) -> Result<(), AuditError
         }
         scalar => serde_json::to_writer(&mut *out, scalar)?,
     }
+    Ok(())
+}
+
+fn write_members<'a>(
+    members: impl Iterator<Item = (&'a String, &'a serde_json::Value)>,
+    out: &mut Vec<u8>,
+) -> Result<(), AuditError> {
+    out.push(b'{');
+    for (i, (k, v)) in members.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut *out, k)?;
+        out.push(b':');
+        write_json(v, out)?;
+    }
+    out.push(b'}');
     Ok(())
 }
