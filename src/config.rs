@@ -1,6 +1,7 @@
 //! Configuration: `line.toml` and the interception rule files, parsed and
 //! validated before anything starts. Every error names the field at fault.
 
+use crate::core::policy::RuleError;
 use crate::core::{Carriers, InterceptionRule, Lane, LaneMap, LineSettings, PerChannel, Policy, RuleSet, SiteSecret};
 use crate::plc::driver::{DataBits, PlcLink, SerialLink, StopBits};
 use crate::scanner::link::{ScannerLinkConfig, ScannerLinkError};
@@ -320,72 +321,10 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    /// The register map `plc.map` names, loaded and validated.
-    pub fn register_map(&self) -> Result<crate::plc::RegisterMap, ConfigError> {
-        crate::plc::RegisterMap::load(&self.plc_map)
-            .map_err(|e| ConfigError::Parse { path: self.plc_map.clone(), message: e.to_string() })
-    }
-
-    /// The X-ray pre-screen with the tables `[xray]` names, loaded and validated; `None`
-    /// without an X-ray station.
-    pub fn xray_screen(&self) -> Result<Option<crate::xray::screen::Screen>, ConfigError> {
-        use crate::xray::profile::{Calibration, Profiles};
-        let Some(x) = &self.line.xray else { return Ok(None) };
-        let parse = |path: &Path, e: crate::xray::profile::ProfileError| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        };
-        let calibration = Calibration::load(&x.calibration).map_err(|e| parse(&x.calibration, e))?;
-        let profiles = Profiles::load(&x.profiles).map_err(|e| parse(&x.profiles, e))?;
-        Ok(Some(crate::xray::screen::Screen::new(calibration, profiles)))
-    }
-
-    /// The frame profile `scanner.profile` names, loaded and validated.
-    pub fn scanner_profile(&self) -> Result<FrameProfile, ConfigError> {
-        FrameProfile::load(&self.scanner_profile)
-            .map_err(|e| ConfigError::Parse { path: self.scanner_profile.clone(), message: e.to_string() })
-    }
-
-    /// Everything `sortline check-config` checks past parsing: the files the configuration
-    /// names (register map, scanner profile, X-ray tables) load and fit.
-    pub fn check(&self) -> Result<Checked, ConfigError> {
-        let s = self.line.settings();
-        let map = self.register_map()?;
-        self.scanner_profile()?;
-        self.xray_screen()?;
-        Ok(Checked {
-            rules: self.rules.len(),
-            gate_to_cutoff_ms: s.gate_to_cutoff_ms,
-            gate_to_end_ms: s.gate_to_end_ms,
-            map_version: map.version,
-        })
-    }
-}
-
-/// What [`Loaded::check`] found.
-#[derive(Clone, Debug)]
-pub struct Checked {
-    pub rules: usize,
-    pub gate_to_cutoff_ms: u64,
-    pub gate_to_end_ms: u64,
-    pub map_version: u16,
-}
-
-impl LineConfig {
-    pub fn parse(text: &str, path: &Path) -> Result<LineConfig, ConfigError> {
-        let cfg: LineConfig =
-            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
-        cfg.validate()?;
-        Ok(cfg)
-    }
-
-    /// Reads `line.toml` and the rule files it names.
-    pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
-        let mut line = LineConfig::parse(&text, path)?;
+    /// `line` read from `path`, its relative paths resolved against `path`'s folder.
+    fn new(mut line: LineConfig, rules: RuleSet, path: &Path) -> Loaded {
         let base = path.parent().unwrap_or(Path::new("."));
         let rules_dir = base.join(&line.rules.dir);
-        let rules = Arc::new(load_rules(&rules_dir)?);
         let plc_map = base.join(&line.plc.map);
         let scanner_profile = base.join(&line.scanner.profile);
         if let Some(x) = line.xray.as_mut() {
@@ -401,27 +340,232 @@ impl LineConfig {
                 *file = base.join(&*file);
             }
         }
-        Ok(Loaded { line, rules, rules_dir, plc_map, scanner_profile, base_dir: base.to_path_buf() })
+        Loaded { line, rules: Arc::new(rules), rules_dir, plc_map, scanner_profile, base_dir: base.to_path_buf() }
     }
 
+    /// The register map `plc.map` names, loaded and validated.
+    pub fn register_map(&self) -> Result<crate::plc::RegisterMap, ConfigError> {
+        crate::plc::RegisterMap::load(&self.plc_map)
+            .map_err(|e| ConfigError::Parse { path: self.plc_map.clone(), message: e.to_string() })
+    }
+
+    /// The X-ray pre-screen with the tables `[xray]` names, loaded and validated; `None`
+    /// without an X-ray station.
+    pub fn xray_screen(&self) -> Result<Option<crate::xray::screen::Screen>, ConfigError> {
+        let Some((calibration, profiles)) = self.xray_tables() else { return Ok(None) };
+        Ok(Some(crate::xray::screen::Screen::new(calibration?, profiles?)))
+    }
+
+    /// The two tables `[xray]` names, each loaded on its own, so that both can be reported.
+    #[allow(clippy::type_complexity)]
+    fn xray_tables(
+        &self,
+    ) -> Option<(
+        Result<crate::xray::profile::Calibration, ConfigError>,
+        Result<crate::xray::profile::Profiles, ConfigError>,
+    )> {
+        use crate::xray::profile::{Calibration, Profiles};
+        let x = self.line.xray.as_ref()?;
+        let parse = |path: &Path, e: crate::xray::profile::ProfileError| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        Some((
+            Calibration::load(&x.calibration).map_err(|e| parse(&x.calibration, e)),
+            Profiles::load(&x.profiles).map_err(|e| parse(&x.profiles, e)),
+        ))
+    }
+
+    /// The frame profile `scanner.profile` names, loaded and validated.
+    pub fn scanner_profile(&self) -> Result<FrameProfile, ConfigError> {
+        FrameProfile::load(&self.scanner_profile)
+            .map_err(|e| ConfigError::Parse { path: self.scanner_profile.clone(), message: e.to_string() })
+    }
+
+    /// What `sortline check-config` checks past parsing, to the first error: the files the
+    /// configuration names load and fit.
+    pub fn check(&self) -> Result<Checked, ConfigError> {
+        self.check_files().map_err(ConfigErrors::into_first)
+    }
+
+    /// The files the configuration names (register map, scanner profile, X-ray tables, MQTT
+    /// TLS files), each loaded and validated; every error found.
+    fn check_files(&self) -> Result<Checked, ConfigErrors> {
+        let (map, mut errors) = match self.register_map() {
+            Ok(map) => (Some(map), Vec::new()),
+            Err(e) => (None, vec![e]),
+        };
+        errors.extend(self.scanner_profile().err());
+        if let Some((calibration, profiles)) = self.xray_tables() {
+            errors.extend(calibration.err());
+            errors.extend(profiles.err());
+        }
+        if let Some(t) = self.line.mqtt.as_ref().and_then(|m| m.tls.as_ref()) {
+            errors.extend(t.client_config().err());
+        }
+        match map {
+            Some(map) if errors.is_empty() => {
+                let s = self.line.settings();
+                Ok(Checked {
+                    rules: self.rules.len(),
+                    gate_to_cutoff_ms: s.gate_to_cutoff_ms,
+                    gate_to_end_ms: s.gate_to_end_ms,
+                    map_version: map.version,
+                })
+            }
+            // Not empty: without a map, its error is in.
+            _ => Err(ConfigErrors { errors, stopped: false }),
+        }
+    }
+}
+
+/// Every error found in a configuration, in the order found: what `sortline check-config`
+/// reports. Never empty.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", listing(.errors, *.stopped))]
+pub struct ConfigErrors {
+    errors: Vec<ConfigError>,
+    stopped: bool,
+}
+
+fn listing(errors: &[ConfigError], stopped: bool) -> String {
+    let mut text = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
+    if stopped {
+        text.push_str("\n(checked no further: the rest needs this fixed first)");
+    }
+    text
+}
+
+impl ConfigErrors {
+    /// `errors` and then `more`'s; `Ok` only when there are none.
+    fn gather<T>(mut errors: Vec<ConfigError>, more: Result<T, ConfigErrors>) -> Result<T, ConfigErrors> {
+        match more {
+            Ok(t) if errors.is_empty() => Ok(t),
+            Ok(_) => Err(ConfigErrors { errors, stopped: false }),
+            Err(e) => {
+                errors.extend(e.errors);
+                Err(ConfigErrors { errors, stopped: e.stopped })
+            }
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &ConfigError> {
+        self.errors.iter()
+    }
+
+    /// The last error stopped the check (the configuration file unreadable, or not parsing):
+    /// nothing past it was checked.
+    pub fn stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// What a check to the first error would have stopped at.
+    pub fn into_first(mut self) -> ConfigError {
+        // Never empty: each is made with an error in it.
+        self.errors.swap_remove(0)
+    }
+}
+
+/// What [`Loaded::check`] found.
+#[derive(Clone, Debug)]
+pub struct Checked {
+    pub rules: usize,
+    pub gate_to_cutoff_ms: u64,
+    pub gate_to_end_ms: u64,
+    pub map_version: u16,
+}
+
+impl LineConfig {
+    /// `line.toml`'s text, parsed and validated.
+    pub fn parse(text: &str, path: &Path) -> Result<LineConfig, ConfigError> {
+        let cfg = LineConfig::parse_only(text, path)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn parse_only(text: &str, path: &Path) -> Result<LineConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
+    }
+
+    fn read(path: &Path) -> Result<String, ConfigError> {
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.into(), source })
+    }
+
+    /// Reads `line.toml` and the rule files it names, to the first error.
+    pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+        let line = LineConfig::parse(&LineConfig::read(path)?, path)?;
+        let rules = load_rules(&path.parent().unwrap_or(Path::new(".")).join(&line.rules.dir))?;
+        Ok(Loaded::new(line, rules, path))
+    }
+
+    /// Everything `sortline check-config` checks, with every error found: `line.toml` (which
+    /// must parse before anything else can be checked), the rule files, and the files it names.
+    pub fn check_all(path: &Path) -> Result<(Loaded, Checked), ConfigErrors> {
+        let line = LineConfig::read(path)
+            .and_then(|text| LineConfig::parse_only(&text, path))
+            .map_err(|e| ConfigErrors { errors: vec![e], stopped: true })?;
+        let mut errors = line.problems();
+        let (rules, rule_errors) = read_rules(&path.parent().unwrap_or(Path::new(".")).join(&line.rules.dir));
+        errors.extend(rule_errors);
+        let loaded = Loaded::new(line, rules, path);
+        let checked = ConfigErrors::gather(errors, loaded.check_files())?;
+        Ok((loaded, checked))
+    }
+
+    /// The first error [`LineConfig::problems`] finds.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(c) = &self.console {
-            c.validate()?;
-        }
-        if let Some(x) = &self.xray {
-            x.validate().map_err(|e| invalid("xray", format!("{}: {}", e.key, e.problem)))?;
-        }
+        self.problems().into_iter().next().map_or(Ok(()), Err)
+    }
+
+    /// Every section's first error, in the file's terms. A section stops at its first error,
+    /// since its later checks build on its earlier ones; sections are checked independently.
+    pub fn problems(&self) -> Vec<ConfigError> {
+        let geometry = self.validate_geometry();
+        let geometry_ok = geometry.is_ok();
+        [
+            self.console.as_ref().map_or(Ok(()), |c| c.validate().map(|_| ())),
+            self.xray
+                .as_ref()
+                .map_or(Ok(()), |x| x.validate().map(|_| ()))
+                .map_err(|e| invalid("xray", format!("{}: {}", e.key, e.problem))),
+            self.validate_weight(),
+            self.validate_mqtt(),
+            self.validate_site(),
+            self.validate_lanes(),
+            geometry,
+            self.validate_timing(geometry_ok),
+            self.validate_sampling(),
+            self.validate_manifests(),
+            self.validate_audit(),
+            self.validate_limits(),
+            self.validate_scanner_link(),
+            self.validate_plc(),
+        ]
+        .into_iter()
+        .filter_map(Result::err)
+        .collect()
+    }
+
+    fn validate_weight(&self) -> Result<(), ConfigError> {
         if let Some(w) = &self.weight {
             if !(w.pct.is_finite() && (0.0..=100.0).contains(&w.pct)) {
                 return Err(invalid("weight.pct", format!("must be 0 to 100, got {}", w.pct)));
             }
         }
+        Ok(())
+    }
+
+    fn validate_mqtt(&self) -> Result<(), ConfigError> {
         if let Some(m) = &self.mqtt {
             m.validate()?;
             if let Some(spb) = &m.sparkplug {
                 spb.ids(&self.site)?;
             }
         }
+        Ok(())
+    }
+
+    fn validate_site(&self) -> Result<(), ConfigError> {
         for (field, id) in [("site.site_id", &self.site.site_id), ("site.line_id", &self.site.line_id)] {
             // They become MQTT topic levels and file names.
             if id.is_empty()
@@ -431,10 +575,18 @@ impl LineConfig {
                 return Err(invalid(field, format!("{id:?} must be 1 to 32 of A-Z a-z 0-9 - _")));
             }
         }
+        Ok(())
+    }
+
+    fn validate_lanes(&self) -> Result<(), ConfigError> {
         let l = &self.lanes;
         if l.release == l.inspection || l.release == l.hold || l.inspection == l.hold {
             return Err(invalid("lanes", "release, inspection and hold need three different lane ids"));
         }
+        Ok(())
+    }
+
+    fn validate_geometry(&self) -> Result<(), ConfigError> {
         let g = &self.geometry;
         if !(1..=5000).contains(&g.belt_speed_mm_s) {
             return Err(invalid("geometry.belt_speed_mm_s", format!("must be 1 to 5000, got {}", g.belt_speed_mm_s)));
@@ -488,8 +640,14 @@ impl LineConfig {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// `geometry_ok`: whether the review cut-off can be placed, for the scan timeout's check
+    /// against it (a bad geometry is its own error, not the timing's too).
+    fn validate_timing(&self, geometry_ok: bool) -> Result<(), ConfigError> {
         let t = &self.timing;
-        if t.scan_timeout_ms == 0 || t.scan_timeout_ms >= self.settings_unchecked().gate_to_cutoff_ms {
+        if t.scan_timeout_ms == 0 || (geometry_ok && t.scan_timeout_ms >= self.settings_unchecked().gate_to_cutoff_ms) {
             return Err(invalid("timing.scan_timeout_ms", "must be above 0 and end before the review cut-off"));
         }
         if t.scan_match_window_ms == 0 {
@@ -501,6 +659,10 @@ impl LineConfig {
         if t.untriggered_scan_before_ms > t.scan_match_window_ms {
             return Err(invalid("timing.untriggered_scan_before_ms", "must not exceed scan_match_window_ms"));
         }
+        Ok(())
+    }
+
+    fn validate_sampling(&self) -> Result<(), ConfigError> {
         let s = &self.sampling;
         for (field, v) in [
             ("sampling.sample_rate.green", s.sample_rate.green),
@@ -512,6 +674,10 @@ impl LineConfig {
                 return Err(invalid(field, format!("must be between 0 and 1, got {v}")));
             }
         }
+        Ok(())
+    }
+
+    fn validate_manifests(&self) -> Result<(), ConfigError> {
         if !(1..=100_000).contains(&self.manifests.batch_size) {
             return Err(invalid(
                 "manifests.batch_size",
@@ -521,21 +687,29 @@ impl LineConfig {
         if self.manifests.retention_days == 0 {
             return Err(invalid("manifests.retention_days", "must be above 0"));
         }
+        Ok(())
+    }
+
+    fn validate_audit(&self) -> Result<(), ConfigError> {
         if self.audit.checkpoint_every == 0 || self.audit.checkpoint_interval_s == 0 {
             return Err(invalid("audit", "checkpoint_every and checkpoint_interval_s must be above 0"));
         }
+        Ok(())
+    }
+
+    fn validate_limits(&self) -> Result<(), ConfigError> {
         let lim = &self.limits;
         if lim.max_in_flight == 0 || lim.max_pending_scans == 0 || lim.max_parcel_length_mm == 0 {
             return Err(invalid("limits", "every limit must be above 0"));
         }
-        match self.scanner.link.validate() {
-            Ok(()) => {}
-            Err(ScannerLinkError::Config { field, problem }) => {
-                return Err(invalid("scanner.link", format!("{field} {problem}")))
-            }
-            Err(other) => return Err(invalid("scanner.link", other.to_string())),
-        }
-        self.validate_plc()
+        Ok(())
+    }
+
+    fn validate_scanner_link(&self) -> Result<(), ConfigError> {
+        self.scanner.link.validate().map_err(|e| match e {
+            ScannerLinkError::Config { field, problem } => invalid("scanner.link", format!("{field} {problem}")),
+            other => invalid("scanner.link", other.to_string()),
+        })
     }
 
     fn validate_plc(&self) -> Result<(), ConfigError> {
@@ -748,6 +922,14 @@ pub struct MqttTls {
     pub client_key_file: Option<PathBuf>,
 }
 
+impl MqttTls {
+    /// The TLS client's settings, its files loaded.
+    fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, ConfigError> {
+        crate::mqtt::tls_config(&self.ca_file, self.client_cert_file.as_deref().zip(self.client_key_file.as_deref()))
+            .map_err(|e| invalid("mqtt.tls", e))
+    }
+}
+
 fn yes() -> bool {
     true
 }
@@ -804,16 +986,7 @@ impl Mqtt {
             outbox_capacity: self.outbox_capacity,
             inflight: self.inflight,
             platform_intake: self.platform_intake,
-            tls: match &self.tls {
-                None => None,
-                Some(t) => Some(
-                    crate::mqtt::tls_config(
-                        &t.ca_file,
-                        t.client_cert_file.as_deref().zip(t.client_key_file.as_deref()),
-                    )
-                    .map_err(|e| invalid("mqtt.tls", e))?,
-                ),
-            },
+            tls: self.tls.as_ref().map(MqttTls::client_config).transpose()?,
             topics: crate::mqtt::Topics::new(&site.site_id, &site.line_id),
             output: match &self.sparkplug {
                 None => crate::mqtt::Output::Json,
@@ -865,31 +1038,63 @@ pub fn broker_addr(s: &str) -> Result<(String, u16), ConfigError> {
     Ok((host.trim_start_matches('[').trim_end_matches(']').to_string(), port))
 }
 
-/// Loads every `*.toml` in `dir`, in name order, into one validated set.
 /// The rule files in `dir` read again, as the core input that replaces the rules in force
 /// (SIGHUP, the `reload_rules` command). An error leaves the rules in force as they are.
 pub fn rules_input(dir: &Path, officer: Option<crate::core::OfficerId>) -> Result<crate::core::Input, ConfigError> {
     Ok(crate::core::Input::Rules { rules: load_rules(dir)?.rules().to_vec(), officer })
 }
 
+/// Loads every `*.toml` in `dir`, in name order, into one validated set; the first error.
 pub fn load_rules(dir: &Path) -> Result<RuleSet, ConfigError> {
-    let io = |source| ConfigError::Io { path: dir.into(), source };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
+    let (rules, errors) = read_rules(dir);
+    errors.into_iter().next().map_or(Ok(rules), Err)
+}
+
+/// The good rules of every `*.toml` in `dir`, in name order, and an error for each file or
+/// rule that is not good (a file that does not parse gives none of its rules).
+fn read_rules(dir: &Path) -> (RuleSet, Vec<ConfigError>) {
+    let mut errors = Vec::new();
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect(),
+        Err(source) => {
+            errors.push(ConfigError::Io { path: dir.into(), source });
+            Vec::new()
+        }
+    };
     files.sort();
-    let mut all = Vec::new();
+    let mut good: Vec<InterceptionRule> = Vec::new();
     for path in &files {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.clone(), source })?;
-        let file: RuleFile =
-            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.clone(), message: e.to_string() })?;
+        let file = LineConfig::read(path).and_then(|text| {
+            toml::from_str::<RuleFile>(&text)
+                .map_err(|e| ConfigError::Parse { path: path.clone(), message: e.to_string() })
+        });
+        let file = match file {
+            Ok(file) => file,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
         for rule in file.rule {
-            all.push(rule.validated().map_err(|source| ConfigError::Rule { path: path.clone(), source })?);
+            let rule = rule.validated().and_then(|rule| match good.iter().any(|r| r.id == rule.id) {
+                true => Err(RuleError { rule: rule.id.to_string(), field: "id", problem: "defined twice".into() }),
+                false => Ok(rule),
+            });
+            match rule {
+                Ok(rule) => good.push(rule),
+                Err(source) => errors.push(ConfigError::Rule { path: path.clone(), source }),
+            }
         }
     }
-    RuleSet::new(all).map_err(|source| ConfigError::Rule { path: dir.into(), source })
+    // Validated and with unique ids, the set takes them all; were it to refuse, that is reported.
+    let rules = RuleSet::new(good).unwrap_or_else(|source| {
+        errors.push(ConfigError::Rule { path: dir.into(), source });
+        RuleSet::default()
+    });
+    (rules, errors)
 }
 
 #[cfg(test)]
@@ -1156,6 +1361,96 @@ mod tests {
         let e = load_rules(dir.path()).unwrap_err();
         let text = e.to_string();
         assert!(text.contains("a.toml") && text.contains("X1") && text.contains("action"), "{text}");
+    }
+
+    fn fields(errors: &ConfigErrors) -> Vec<String> {
+        errors
+            .iter()
+            .map(|e| match e {
+                ConfigError::Invalid { field, .. } => field.to_string(),
+                ConfigError::Io { path, .. } | ConfigError::Parse { path, .. } | ConfigError::Rule { path, .. } => {
+                    path.file_name().unwrap().to_string_lossy().into_owned()
+                }
+            })
+            .collect()
+    }
+
+    /// The shipped configuration folder copied to a temporary one, `line.toml` edited.
+    fn shipped_copy(edit: impl FnOnce(&mut toml::Table)) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("firmware-config");
+        for sub in ["rules", "plc", "scanners", "xray"] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+            for f in std::fs::read_dir(from.join(sub)).unwrap().map(|f| f.unwrap().path()) {
+                if f.extension().is_some_and(|x| x == "toml") {
+                    std::fs::copy(&f, dir.path().join(sub).join(f.file_name().unwrap())).unwrap();
+                }
+            }
+        }
+        let mut t: toml::Table = toml::from_str(SHIPPED).unwrap();
+        edit(&mut t);
+        let path = dir.path().join("line.toml");
+        std::fs::write(&path, toml::to_string(&t).unwrap()).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn every_section_reports_its_error() {
+        let cfg: LineConfig = toml::from_str(SHIPPED).unwrap();
+        assert!(cfg.problems().is_empty());
+        let mut t: toml::Table = toml::from_str(SHIPPED).unwrap();
+        table(&mut t, "plc").insert("unit_id".into(), 256.into());
+        table(&mut t, "site").insert("line_id".into(), "a/b".into());
+        // A belt that cannot move places no cut-off: the geometry's error, not the timing's too.
+        table(&mut t, "geometry").insert("belt_speed_mm_s".into(), 0.into());
+        let cfg: LineConfig = toml::from_str(&toml::to_string(&t).unwrap()).unwrap();
+        let found: Vec<_> = cfg
+            .problems()
+            .into_iter()
+            .map(|e| match e {
+                ConfigError::Invalid { field, .. } => field,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(found, ["site.line_id", "geometry.belt_speed_mm_s", "plc.unit_id"]);
+        assert_eq!(field(LineConfig::parse(&toml::to_string(&t).unwrap(), Path::new("line.toml"))), "site.line_id");
+    }
+
+    #[test]
+    fn check_all_lists_every_error_in_the_line_its_rules_and_its_files() {
+        let (dir, path) = shipped_copy(|t| {
+            table(t, "plc").insert("unit_id".into(), 256.into());
+            table(t, "scanner").insert("profile".into(), "scanners/missing.toml".into());
+        });
+        let errors = LineConfig::check_all(&path).unwrap_err();
+        assert!(!errors.stopped());
+        assert_eq!(fields(&errors), ["plc.unit_id", "missing.toml"]);
+
+        let rule = "[[rule]]\nid = \"X1\"\naction = \"release\"\nreason = \"r\"\nhs_prefixes = [\"01\"]\n";
+        std::fs::write(dir.path().join("rules/a-bad.toml"), rule).unwrap();
+        std::fs::write(dir.path().join("rules/b-broken.toml"), "[[rule]\n").unwrap();
+        let again = "[[rule]]\nid = \"CIQ-SEEDS\"\naction = \"hold\"\nreason = \"r\"\nhs_prefixes = [\"1209\"]\n";
+        std::fs::write(dir.path().join("rules/zz-again.toml"), again).unwrap();
+        let errors = LineConfig::check_all(&path).unwrap_err();
+        assert_eq!(
+            fields(&errors),
+            ["plc.unit_id", "a-bad.toml", "b-broken.toml", "zz-again.toml", "missing.toml"],
+            "{errors}"
+        );
+        assert!(errors.to_string().contains("defined twice"), "{errors}");
+        // The first error is what `load` and `check` stop at.
+        assert!(matches!(errors.into_first(), ConfigError::Invalid { field: "plc.unit_id", .. }));
+    }
+
+    #[test]
+    fn check_all_stops_where_the_file_does_not_parse() {
+        let (_dir, path) = shipped_copy(|_| {});
+        let (_, checked) = LineConfig::check_all(&path).unwrap();
+        assert_eq!(checked.map_version, crate::plc::MAP_VERSION);
+        std::fs::write(&path, SHIPPED.replace("[limits]", "[limits")).unwrap();
+        let errors = LineConfig::check_all(&path).unwrap_err();
+        assert!(errors.stopped());
+        assert_eq!(fields(&errors), ["line.toml"]);
     }
 
     #[test]

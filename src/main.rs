@@ -2,7 +2,8 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use sortline::config::{ConfigError, LineConfig, Loaded};
+use sortline::config::{ConfigError, ConfigErrors, LineConfig, Loaded};
+use sortline::service::ServiceError;
 use sortline::{audit, manifest, recorder, replay, report};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -40,7 +41,8 @@ enum Command {
         #[arg(long)]
         data: Option<PathBuf>,
     },
-    /// Check a line configuration and its rule files; exit 64 on any error.
+    /// Check a line configuration, its rule files and the files it names; every error is
+    /// listed, then exit 64.
     CheckConfig {
         #[arg(long, default_value = "firmware-config/line.toml")]
         config: PathBuf,
@@ -326,7 +328,22 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
-            if let Some(c) = e.downcast_ref::<ConfigError>() {
+            if let Some(all) = e.downcast_ref::<ConfigErrors>() {
+                for c in all.iter() {
+                    eprintln!("sortline: configuration error: {c}");
+                }
+                if all.stopped() {
+                    eprintln!("sortline: checked no further: the rest of the configuration needs that fixed first");
+                }
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            // One error: the commands that load to the first error, and what only a run reads
+            // (the site secret).
+            let single = e.downcast_ref::<ConfigError>().or(match e.downcast_ref::<ServiceError>() {
+                Some(ServiceError::Config(c)) => Some(c),
+                _ => None,
+            });
+            if let Some(c) = single {
                 eprintln!("sortline: configuration error: {c}");
                 return ExitCode::from(EXIT_CONFIG);
             }
@@ -358,15 +375,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Demo { args } => demo(args),
         Command::Run { config, data } => {
-            let cfg = load(&config)?;
+            // All that check-config checks, before anything opens.
+            let (cfg, _) = LineConfig::check_all(&config)?;
             let data = data.unwrap_or_else(|| cfg.line.data.dir.clone());
             let stopped = sortline::service::run(&cfg, &data)?;
             tracing::info!(parcels = stopped.parcels, drained = stopped.drained, "sortline stopped");
             Ok(if stopped.drained { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::CheckConfig { config } => {
-            let cfg = load(&config)?;
-            let c = cfg.check()?;
+            let (cfg, c) = LineConfig::check_all(&config)?;
             println!(
                 "{}: valid; {} interception rules; gate to cut-off {} ms, gate to end {} ms; register map v{}; scanner profile {}",
                 config.display(),
