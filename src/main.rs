@@ -3,6 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use sortline::config::{ConfigError, ConfigErrors, LineConfig, Loaded};
+use sortline::logs::LogFormat;
 use sortline::service::ServiceError;
 use sortline::{audit, manifest, recorder, replay, report};
 use std::io::Write;
@@ -19,6 +20,10 @@ const EXIT_REJECTED: u8 = 2;
 #[derive(Parser)]
 #[command(name = "sortline", version, about = "Controller for customs inspection sorting lines")]
 struct Cli {
+    /// Log lines on standard error as `text` or `json` (one object a line); default: the
+    /// environment's SORTLINE_LOG_FORMAT, else text.
+    #[arg(long, global = true, value_name = "text|json")]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -324,16 +329,17 @@ enum KeysCommand {
 }
 
 fn main() -> ExitCode {
-    sortline::logs::init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    let format = sortline::logs::init_with(cli.log_format);
+    match run(cli, format) {
         Ok(code) => code,
         Err(e) => {
             if let Some(all) = e.downcast_ref::<ConfigErrors>() {
                 for c in all.iter() {
-                    eprintln!("sortline: configuration error: {c}");
+                    say(format, &format!("configuration error: {c}"));
                 }
                 if all.stopped() {
-                    eprintln!("sortline: checked no further: the rest of the configuration needs that fixed first");
+                    say(format, "checked no further: the rest of the configuration needs that fixed first");
                 }
                 return ExitCode::from(EXIT_CONFIG);
             }
@@ -344,22 +350,36 @@ fn main() -> ExitCode {
                 _ => None,
             });
             if let Some(c) = single {
-                eprintln!("sortline: configuration error: {c}");
+                say(format, &format!("configuration error: {c}"));
                 return ExitCode::from(EXIT_CONFIG);
             }
-            eprintln!("sortline: {e:#}");
+            say(format, &format!("{e:#}"));
             ExitCode::FAILURE
         }
     }
 }
 
+/// An error for the operator on standard error: a plain line, or in JSON a log event like the
+/// others, so that a log collector reads every line there.
+fn say(format: LogFormat, text: &str) {
+    match format {
+        LogFormat::Text => eprintln!("sortline: {text}"),
+        LogFormat::Json => tracing::error!("{text}"),
+    }
+}
+
 /// `sortline demo`: replaced by `sortline-sim demo`, found beside this program (as cargo builds
 /// them) or on the PATH. Returns only if it could not be started.
-fn demo(args: Vec<std::ffi::OsString>) -> Result<ExitCode> {
+fn demo(args: Vec<std::ffi::OsString>, format: LogFormat) -> Result<ExitCode> {
     use std::os::unix::process::CommandExt;
     let beside = std::env::current_exe()?.with_file_name("sortline-sim");
     let program = if beside.exists() { beside.into_os_string() } else { "sortline-sim".into() };
-    let e = std::process::Command::new(&program).arg("demo").args(args).exec();
+    // The simulator takes its log format from the environment.
+    let e = std::process::Command::new(&program)
+        .arg("demo")
+        .args(args)
+        .env(sortline::logs::FORMAT_ENV, format.as_str())
+        .exec();
     Err(anyhow::anyhow!(
         "cannot start the simulator {}: {e}; the demo is `cargo run -p sortline-sim -- demo` \
          (or build it beside sortline: `cargo build -p sortline-sim`)",
@@ -371,9 +391,9 @@ fn load(config: &Path) -> Result<Loaded> {
     Ok(LineConfig::load(config)?)
 }
 
-fn run(cli: Cli) -> Result<ExitCode> {
+fn run(cli: Cli, format: LogFormat) -> Result<ExitCode> {
     match cli.command {
-        Command::Demo { args } => demo(args),
+        Command::Demo { args } => demo(args, format),
         Command::Run { config, data } => {
             // All that check-config checks, before anything opens.
             let (cfg, _) = LineConfig::check_all(&config)?;

@@ -17,7 +17,7 @@
 use crate::audit::{self, AuditError, GroupCommit, Signer};
 use crate::clock;
 use crate::config::{ConfigError, Loaded};
-use crate::core::{Alarm, Line, ParcelReport, ReviewRequest};
+use crate::core::{Alarm, Line, ParcelId, ParcelReport, Provisional, ReviewId, ReviewRequest, Waybill};
 use crate::daemon::{self, CoreMsg, Daemon, DaemonConfig, DaemonError, LineClock, Parts, Screen};
 use crate::manifest::{self, ManifestStore, OperatorStore, StoreError};
 use crate::mqtt::wiring::{Figures, Prepared};
@@ -78,12 +78,12 @@ struct LogScreen {
 }
 
 impl Screen for LogScreen {
+    // The parcel's fields come with its span (`ParcelSpans`).
     fn review_requested(&mut self, request: &ReviewRequest) {
         if self.console {
-            tracing::info!(parcel = %request.parcel, review = %request.review, "review requested at the console");
+            tracing::info!(review = %request.review, "review requested at the console");
         } else {
             tracing::warn!(
-                parcel = %request.parcel,
                 review = %request.review,
                 "review requested but no officer console is configured: the parcel will be held at its cut-off"
             );
@@ -106,13 +106,44 @@ impl Screen for LogScreen {
         if let Some(m) = &self.mqtt {
             m.parcel_done(report.clone());
         }
-        tracing::info!(
-            parcel = %report.parcel,
-            waybill = report.waybill.map(|w| w.to_string()),
-            decided = ?report.decided,
-            confirmed = ?report.confirmed,
-            "parcel done"
-        );
+        tracing::info!(decided = ?report.decided, confirmed = ?report.confirmed, "parcel done");
+    }
+}
+
+/// The screens, each parcel's review and finished story handled inside a `parcel` span with
+/// its id, tracking id and waybill, so that every event logged for it there (the log's, the
+/// MQTT publisher's, the console's) carries them. One span per review and per finished parcel,
+/// on the core thread but outside the core; none when `info` is filtered out.
+struct ParcelSpans<S>(S);
+
+fn parcel_span(parcel: &ParcelId, waybill: Option<&Waybill>) -> tracing::Span {
+    tracing::info_span!(
+        "parcel",
+        parcel = %parcel,
+        tracking = %parcel.tracking,
+        waybill = waybill.map(tracing::field::display),
+    )
+}
+
+impl<S: Screen> Screen for ParcelSpans<S> {
+    fn review_requested(&mut self, request: &ReviewRequest) {
+        parcel_span(&request.parcel, Some(&request.waybill)).in_scope(|| self.0.review_requested(request))
+    }
+    fn review_closed(&mut self, parcel: ParcelId, review: ReviewId) {
+        self.0.review_closed(parcel, review)
+    }
+    fn provisional(&mut self, parcel: &Provisional) {
+        self.0.provisional(parcel)
+    }
+    fn parcel_done(&mut self, report: ParcelReport) {
+        let span = parcel_span(&report.parcel, report.waybill.as_ref());
+        span.in_scope(|| self.0.parcel_done(report))
+    }
+    fn alarm(&mut self, alarm: &Alarm) {
+        self.0.alarm(alarm)
+    }
+    fn inspection_result(&mut self, result: &crate::core::Input) {
+        self.0.inspection_result(result)
     }
 }
 
@@ -189,8 +220,10 @@ pub fn run(cfg: &Loaded, data_dir: &Path) -> Result<Stopped, ServiceError> {
         };
         let log_screen = LogScreen { mqtt: mqtt.as_ref().map(|p| p.sink.clone()), console: console.is_some() };
         let screen: Box<dyn Screen> = match &console {
-            Some((_, _, board)) => Box::new(crate::console::ConsoleScreen { inner: log_screen, board: board.clone() }),
-            None => Box::new(log_screen),
+            Some((_, _, board)) => {
+                Box::new(ParcelSpans(crate::console::ConsoleScreen { inner: log_screen, board: board.clone() }))
+            }
+            None => Box::new(ParcelSpans(log_screen)),
         };
         let parts = Parts {
             line,
@@ -339,4 +372,75 @@ pub fn run(cfg: &Loaded, data_dir: &Path) -> Result<Stopped, ServiceError> {
     tracing::info!(?driver_stats, drained, head, "daemon stopped; the record closed and signed");
     audit.shutdown()?;
     Ok(Stopped { drained, parcels: line.stats().parcels })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::waybill::s10_check_digit;
+    use crate::core::{Lane, Millis, TrackingId};
+    use std::sync::Mutex;
+
+    /// What the JSON log wrote.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'a self) -> Captured {
+            self.clone()
+        }
+    }
+
+    fn report(tracking: u32, waybill: Option<Waybill>) -> ParcelReport {
+        ParcelReport {
+            parcel: ParcelId { tracking: TrackingId(tracking), boot: 1, serial: 7 },
+            waybill,
+            channel: None,
+            reasons: Vec::new(),
+            decided: Some(Lane::Release),
+            confirmed: Some(Lane::Release),
+            lost: false,
+            held_by_plc: None,
+            image_seq: None,
+            entered_at: Millis(0),
+            decided_at: Some(Millis(5)),
+            done_at: Millis(9),
+        }
+    }
+
+    #[test]
+    fn a_finished_parcels_log_lines_carry_its_tracking_id_and_waybill() {
+        let out = Captured::default();
+        let waybill = Waybill::parse(&format!("EA00000005{}CN", s10_check_digit(b"00000005"))).unwrap();
+        let json = crate::logs::json(tracing_subscriber::EnvFilter::new("info"), out.clone());
+        tracing::subscriber::with_default(json, || {
+            let mut screen = ParcelSpans(LogScreen { mqtt: None, console: false });
+            screen.parcel_done(report(42, Some(waybill.clone())));
+            screen.parcel_done(report(43, None));
+            tracing::info!("not a parcel's");
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(lines[0]["fields"]["message"], "parcel done");
+        let span = &lines[0]["span"];
+        assert_eq!((&span["name"], &span["tracking"]), (&"parcel".into(), &"T42".into()), "{text}");
+        assert_eq!(span["waybill"], waybill.to_string());
+        assert_eq!(span["parcel"], "T42 (boot 1, serial 7)");
+        // No waybill read: the field is absent, not empty.
+        assert_eq!(lines[1]["span"]["tracking"], "T43");
+        assert!(lines[1]["span"].get("waybill").is_none(), "{text}");
+        assert!(lines[2].get("span").is_none(), "{text}");
+    }
 }

@@ -100,3 +100,37 @@ fn run_refuses_a_bad_register_map_with_64_before_opening_anything() {
     assert!(stderr.contains("register-map.toml"), "{stderr}");
     assert!(!data.exists(), "the data directory was created");
 }
+
+#[test]
+fn in_json_every_line_on_stderr_is_an_object_with_the_errors() {
+    let dir = shipped_copy();
+    edit_line_toml(dir.path(), "unit_id = 1\n", "unit_id = 300\n");
+    edit_line_toml(dir.path(), "max_in_flight = 512", "max_in_flight = 0");
+    let by_flag = Command::new(env!("CARGO_BIN_EXE_sortline"))
+        .args(["--log-format", "json", "check-config", "--config"])
+        .arg(dir.path().join("line.toml"))
+        .env_remove("SORTLINE_LOG_FORMAT")
+        .output()
+        .unwrap();
+    let by_env = Command::new(env!("CARGO_BIN_EXE_sortline"))
+        .args(["check-config", "--config"])
+        .arg(dir.path().join("line.toml"))
+        .env("SORTLINE_LOG_FORMAT", "json")
+        .output()
+        .unwrap();
+    for out in [by_flag, by_env] {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(EXIT_CONFIG), "{stderr}");
+        let messages: Vec<String> = stderr
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+                assert_eq!(v["level"], "ERROR", "{l}");
+                v["fields"]["message"].as_str().unwrap().to_string()
+            })
+            .collect();
+        assert_eq!(messages.len(), 2, "{stderr}");
+        assert!(messages.iter().any(|m| m.starts_with("configuration error: limits:")), "{stderr}");
+        assert!(messages.iter().any(|m| m.starts_with("configuration error: plc.unit_id:")), "{stderr}");
+    }
+}
