@@ -426,7 +426,7 @@ mod tests {
         let json = crate::logs::json(tracing_subscriber::EnvFilter::new("info"), out.clone());
         tracing::subscriber::with_default(json, || {
             let mut screen = ParcelSpans(LogScreen { mqtt: None, console: false });
-            screen.parcel_done(report(42, Some(waybill.clone())));
+            screen.parcel_done(report(42, Some(waybill)));
             screen.parcel_done(report(43, None));
             tracing::info!("not a parcel's");
         });
