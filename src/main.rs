@@ -430,8 +430,10 @@ fn run(cli: Cli, format: LogFormat) -> Result<ExitCode> {
         Command::Operator { command } => operator_command(command),
         Command::User { command } => user_command(command),
         Command::Keys { command: KeysCommand::Init { data } } => {
-            std::fs::create_dir_all(&data)?;
-            let signer = audit::Signer::init(&data.join(audit::KEY_FILE))?;
+            let key = data.join(audit::KEY_FILE);
+            // The key's own folder (`keys/`) too: a fresh data directory has none.
+            std::fs::create_dir_all(key.parent().unwrap_or(&data))?;
+            let signer = audit::Signer::init(&key)?;
             println!("public key {}", signer.public_key_hex());
             Ok(ExitCode::SUCCESS)
         }
