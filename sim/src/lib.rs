@@ -33,6 +33,8 @@
 //! - `gate`: the reading gate's photo-eye and its debounce filter.
 //! - `platform`: the platform's declaration lists, built from a catalogue of goods.
 //! - `s10`: UPU S10 waybill numbers.
+//! - [`line`]: `sortline-sim line`, the simulated line as a process of its own for
+//!   `sortline run`.
 //! - `xray`: the simulated X-ray station: synthesised images, written to a folder or a TCP stream.
 
 use std::ops::RangeInclusive;
@@ -43,6 +45,7 @@ use sortline::manifest::DeclaredItem;
 
 pub mod demo;
 mod gate;
+pub mod line;
 pub mod modbus;
 mod platform;
 mod plc;

@@ -26,6 +26,20 @@ enum Command {
     /// Run the core against the simulated line and its faults from many seeds, in virtual
     /// time, checking the safety rules after every step; exit 1 if any run broke one.
     Swarm(SwarmArgs),
+    /// Serve the simulated line for `sortline run` as a process of its own (PLC, scanner, X-ray
+    /// station, platform; docs/commissioning.md) until its parcels are done or SIGINT/SIGTERM,
+    /// then print the referee's figures; exit 1 on an unsafe release or an unaccounted parcel.
+    Line {
+        /// The simulator's configuration (e.g. sim/line/sim.toml).
+        #[arg(long)]
+        config: PathBuf,
+        /// The daemon's data directory: the referee reads its record for unaccounted parcels.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Write the figures as JSON here.
+        #[arg(long)]
+        summary: Option<PathBuf>,
+    },
     /// Run scenario files (`sim/scenarios/*.toml`) and judge them against their expectations.
     Scenario {
         /// Scenario files; default: every one in sim/scenarios.
@@ -137,6 +151,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => run_demo(args),
         Command::Swarm(args) => run_swarm(args),
         Command::Scenario { files, config } => run_scenarios(files, &config),
+        Command::Line { config, data, summary } => run_line(&config, data.as_deref(), summary.as_deref()),
     };
     match result {
         Ok(code) => code,
@@ -209,6 +224,30 @@ fn run_demo(args: DemoArgs) -> Result<ExitCode> {
         std::fs::write(&path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
     let failed = s.unsafe_releases > 0 || s.unaccounted > 0 || !s.audit.verified;
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn run_line(config: &Path, data: Option<&Path>, summary: Option<&Path>) -> Result<ExitCode> {
+    use sortline_sim::line::{self, LineSimConfig};
+    let c = LineSimConfig::load(config)?;
+    let cfg = load(&c.line)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let s = rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let stop = async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        };
+        Ok::<_, anyhow::Error>(line::run(&c, &cfg, data, stop).await?)
+    })?;
+    line::print(&s, &mut std::io::stdout().lock())?;
+    if let Some(path) = summary {
+        std::fs::write(path, serde_json::to_string_pretty(&s)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let failed = s.unsafe_releases > 0 || s.unaccounted.is_some_and(|n| n > 0);
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 

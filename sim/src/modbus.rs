@@ -23,7 +23,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -57,6 +57,19 @@ pub struct SimPlcConfig {
     /// events sent so far; while it says no, the line waits (the host has not yet taken the
     /// devices' events in, or not yet handled its deadlines).
     pub lockstep_gate: Option<LockstepGate>,
+    /// Told the tracking id of every destination the PLC takes, as it takes it (under the
+    /// PLC's lock: keep it short).
+    pub on_destination: Option<DestinationHook>,
+}
+
+/// See [`SimPlcConfig::on_destination`].
+#[derive(Clone)]
+pub struct DestinationHook(pub Arc<dyn Fn(u32) + Send + Sync>);
+
+impl std::fmt::Debug for DestinationHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DestinationHook")
+    }
 }
 
 /// See [`SimPlcConfig::lockstep_gate`].
@@ -71,7 +84,13 @@ impl std::fmt::Debug for LockstepGate {
 
 impl Default for SimPlcConfig {
     fn default() -> Self {
-        SimPlcConfig { speed: 20, scan: Duration::from_millis(5), lockstep_quantum_ms: None, lockstep_gate: None }
+        SimPlcConfig {
+            speed: 20,
+            scan: Duration::from_millis(5),
+            lockstep_quantum_ms: None,
+            lockstep_gate: None,
+            on_destination: None,
+        }
     }
 }
 
@@ -135,6 +154,9 @@ struct Shared {
     speed: u64,
     lockstep_quantum_ms: Option<u64>,
     lockstep_gate: Option<LockstepGate>,
+    on_destination: Option<DestinationHook>,
+    /// The infeed closed from outside ([`SimPlc::close_infeed`]), whatever the PLC says.
+    infeed_closed: AtomicBool,
     /// The header's first address: a read there starts a host poll cycle.
     header_address: u16,
     finished: watch::Sender<bool>,
@@ -165,6 +187,8 @@ impl Shared {
             speed: config.speed.max(1),
             lockstep_quantum_ms: config.lockstep_quantum_ms.filter(|q| *q > 0),
             lockstep_gate: config.lockstep_gate.clone(),
+            on_destination: config.on_destination.clone(),
+            infeed_closed: AtomicBool::new(false),
             header_address: map.header_span().0,
             finished: watch::channel(false).0,
             safe_mode: watch::channel(true).0,
@@ -247,6 +271,9 @@ impl Shared {
         let scan = st.regs.scan(real_ms, now);
         st.taken += scan.taken.len() as u64;
         for slot in &scan.taken {
+            if let Some(hook) = &self.on_destination {
+                (hook.0)(slot.tracking);
+            }
             let reason = match st.world.set_destination(st.belt_ms(now), slot.tracking, slot.lane_id) {
                 DestinationOutcome::Applied => continue,
                 DestinationOutcome::Late => "AFTER_LATCH",
@@ -262,7 +289,7 @@ impl Shared {
             st.regs.reject(now, slot, reason);
         }
         if st.belt_started_ms.is_some() {
-            let held = st.regs.induct_held();
+            let held = st.regs.induct_held() || self.infeed_closed.load(Ordering::SeqCst);
             st.world.set_induct_held(st.belt_ms(now), held);
         }
         if let Some(on) = scan.safe_mode_changed {
@@ -272,7 +299,9 @@ impl Shared {
             st.world.set_safe_mode(st.belt_ms(now), on);
             self.safe_mode.send_replace(on);
         }
-        if st.belt_started_ms.is_some() && st.world.next_event_time().is_none() {
+        // With the infeed closed from outside, parcels still wait to come: not finished.
+        let waiting = self.infeed_closed.load(Ordering::SeqCst);
+        if st.belt_started_ms.is_some() && !waiting && st.world.next_event_time().is_none() {
             self.finished.send_replace(true);
         }
     }
@@ -434,7 +463,17 @@ impl SimPlc {
     /// Binds 127.0.0.1:0, starts serving `map`'s registers and scanning. Call from a tokio
     /// runtime.
     pub async fn start(world: World, map: &RegisterMap, config: SimPlcConfig) -> io::Result<(SimPlc, DeviceEvents)> {
-        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        SimPlc::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), world, map, config).await
+    }
+
+    /// Like [`SimPlc::start`], listening on `addr`.
+    pub async fn start_on(
+        addr: SocketAddr,
+        world: World,
+        map: &RegisterMap,
+        config: SimPlcConfig,
+    ) -> io::Result<(SimPlc, DeviceEvents)> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (shared, devices) = Shared::new(world, map, &config);
         let server = {
@@ -581,6 +620,12 @@ impl SimPlc {
     pub async fn wait_safe_mode(&self, on: bool, timeout: Duration) -> bool {
         let mut rx = self.shared.safe_mode.subscribe();
         tokio::time::timeout(timeout, rx.wait_for(|s| *s == on)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    /// Closes (or opens again) the infeed: no parcel enters the belt while it is closed, as
+    /// when the PLC holds the induct; the ones waiting enter once it opens.
+    pub fn close_infeed(&self, closed: bool) {
+        self.shared.infeed_closed.store(closed, Ordering::SeqCst);
     }
 
     /// Whether every parcel has left the line.

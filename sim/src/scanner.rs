@@ -355,7 +355,12 @@ impl SimScanner {
     /// A scanner as a TCP server (as Cognex on port 23 or SICK on 2112 are), on 127.0.0.1
     /// port 0 ([`SimScanner::addr`]). One host at a time: a new connection replaces the old.
     pub async fn tcp_listen(config: SimScannerConfig) -> io::Result<SimScanner> {
-        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        SimScanner::tcp_listen_on(config, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Like [`SimScanner::tcp_listen`], on `addr`.
+    pub async fn tcp_listen_on(config: SimScannerConfig, addr: SocketAddr) -> io::Result<SimScanner> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         Ok(SimScanner::spawn(config, Port::Listen { listener, conn: None }, None, Some(addr)))
     }

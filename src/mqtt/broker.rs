@@ -18,6 +18,13 @@ impl Embedded {
         let addr = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| MqttError::Broker(e.to_string()))?;
+        Embedded::start_on(addr)
+    }
+
+    /// A broker on `addr` (`sortline-sim line`'s, on the address its configuration names).
+    pub fn start_on(addr: SocketAddr) -> Result<Embedded, MqttError> {
+        // A port taken (another broker) is refused here, not probed below as if it were ours.
+        drop(std::net::TcpListener::bind(addr).map_err(|e| MqttError::Broker(format!("{addr}: {e}")))?);
         let server = rumqttd::ServerSettings {
             name: "v4-embedded".into(),
             listen: addr,

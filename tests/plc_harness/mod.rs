@@ -112,6 +112,7 @@ impl Run {
             scan: Duration::from_millis(5),
             lockstep_quantum_ms: lockstep.then_some(QUANTUM_MS),
             lockstep_gate: lockstep.then_some(gate),
+            on_destination: None,
         };
         let (plc, devices, link) = demo::start_plc(&cfg, transport, world, &map, sim_config).await.unwrap();
         let (out_tx, out) = mpsc::channel(4096);

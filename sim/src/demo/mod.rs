@@ -43,10 +43,10 @@ use tokio::sync::{broadcast, mpsc};
 
 pub mod client;
 mod officers;
-mod platform;
+pub mod platform;
 mod station;
 pub use platform::{Pacing, PlatformReport};
-pub use station::XraySummary;
+pub use station::{SimStation, XraySummary};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -507,7 +507,7 @@ pub fn initial_inputs(world: &sim::World, data_dir: &Path, lists_in_store: bool)
 }
 
 /// The simulated platform's lists as it sends them, each checked as the store would.
-fn declarations(world: &sim::World) -> Result<Vec<Declaration>, DemoError> {
+pub fn declarations(world: &sim::World) -> Result<Vec<Declaration>, DemoError> {
     let declarations = world.manifests().to_vec();
     for d in &declarations {
         d.validate(&Carriers::default()).map_err(|e| DemoError::Sim {
@@ -1086,7 +1086,7 @@ pub fn run_modbus(
         sortline::xray::station::spawn_screener(screen, cache.clone(), screen_jobs, daemon.inputs())?;
         let (stop_station, _) = broadcast::channel::<()>(1);
         let intake_tasks = intakes.run(cache, daemon.inputs(), stop_station.clone());
-        let mut sim_station = station::SimStation::new(&xray, opts.seed)?;
+        let mut sim_station = station::SimStation::new(&xray, opts.seed, station::synth_config())?;
         let truth = sim_station.truth.clone();
         let mut officers = modbus.sim_officers.then_some(officers);
         let devices = tokio::spawn(async move {

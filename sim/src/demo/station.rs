@@ -23,7 +23,7 @@ use crate as sim;
 
 /// The simulated detector: coarse (3.2 mm pitch, 200 × 150 pixels) so that a debug build
 /// images and screens a parcel in milliseconds; the calibration's pitch is set to match.
-fn synth_config() -> SynthConfig {
+pub fn synth_config() -> SynthConfig {
     SynthConfig { width: 200, height: 150, pixel_mm: 3.2, ..SynthConfig::default() }
 }
 
@@ -68,9 +68,10 @@ pub struct SimStation {
 pub type Truth = std::sync::Arc<std::sync::Mutex<BTreeMap<u32, bool>>>;
 
 impl SimStation {
-    pub fn new(x: &XrayConfig, seed: u64) -> Result<SimStation, DemoError> {
-        let synth = Synth::new(synth_config())
-            .map_err(|e| DemoError::Sim { what: "an X-ray detector", detail: e.to_string() })?;
+    /// A station imaging with `detector` into `x`'s folder.
+    pub fn new(x: &XrayConfig, seed: u64, detector: SynthConfig) -> Result<SimStation, DemoError> {
+        let synth =
+            Synth::new(detector).map_err(|e| DemoError::Sim { what: "an X-ray detector", detail: e.to_string() })?;
         let folder = x.folder.clone().unwrap_or_default();
         let writer = FolderWriter::new(
             folder,
