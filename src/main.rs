@@ -51,6 +51,9 @@ enum Command {
     CheckConfig {
         #[arg(long, default_value = "firmware-config/line.toml")]
         config: PathBuf,
+        /// The same as `--config FILE`.
+        #[arg(value_name = "FILE", conflicts_with = "config")]
+        file: Option<PathBuf>,
     },
     /// The tamper-evident record.
     Audit {
@@ -402,7 +405,8 @@ fn run(cli: Cli, format: LogFormat) -> Result<ExitCode> {
             tracing::info!(parcels = stopped.parcels, drained = stopped.drained, "sortline stopped");
             Ok(if stopped.drained { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        Command::CheckConfig { config } => {
+        Command::CheckConfig { config, file } => {
+            let config = file.unwrap_or(config);
             let (cfg, c) = LineConfig::check_all(&config)?;
             println!(
                 "{}: valid; {} interception rules; gate to cut-off {} ms, gate to end {} ms; register map v{}; scanner profile {}",

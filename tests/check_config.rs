@@ -1,24 +1,13 @@
 //! `sortline check-config` run as the built binary on a copy of `firmware-config/`: every
 //! error listed, each on its own line with the file or field at fault, then exit 64.
 
+mod common;
+
+use common::service::copy_dir;
 use std::path::Path;
 use std::process::{Command, Output};
 
 const EXIT_CONFIG: i32 = 64;
-
-/// `firmware-config/` copied whole, so that `line.toml`'s relative paths find its files.
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
 
 fn shipped_copy() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -47,6 +36,13 @@ fn every_error_is_listed_then_exit_64() {
     let dir = shipped_copy();
     let ok = check_config(dir.path());
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    // `check-config FILE`, as the issue and the unit file's ExecReload spell it.
+    let positional = Command::new(env!("CARGO_BIN_EXE_sortline"))
+        .arg("check-config")
+        .arg(dir.path().join("line.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(positional.stdout, ok.stdout, "{}", String::from_utf8_lossy(&positional.stderr));
 
     edit_line_toml(dir.path(), "unit_id = 1\n", "unit_id = 300\n");
     std::fs::write(

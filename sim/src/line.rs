@@ -148,33 +148,58 @@ pub struct LineSummary {
     pub unaccounted: Option<u32>,
     /// Induction rate achieved, parcels per hour, first to last parcel at the gate.
     pub per_hour: f64,
-    /// From the last device input about a parcel (its scan written to the wire, its X-ray
-    /// image delivered) to a destination for it taken by the PLC, in ms.
-    pub input_to_destination_ms: Latency,
+    /// From the moment a destination was due to the PLC taking it, ms: due at the parcel's
+    /// review cut-off, or at its last device input (scan, X-ray image) if that came later.
+    /// Destinations taken before the cut-off (final holds) are counted in `early`.
+    pub due_to_destination_ms: Latency,
+    /// Time left between the PLC taking a destination and the parcel's latch point, ms:
+    /// the slack the controller leaves (below 0 it is late).
+    pub latch_margin_ms: Latency,
     pub seconds: f64,
 }
 
+/// A distribution over destinations, ms.
 #[derive(Debug, Default, Serialize)]
 pub struct Latency {
     pub destinations: usize,
-    pub p50: f64,
-    pub p99: f64,
-    pub max: f64,
+    /// Destinations left out (for `due_to_destination_ms`: taken before the cut-off).
+    pub early: usize,
+    pub min: i64,
+    pub p50: i64,
+    pub p99: i64,
+    pub max: i64,
 }
 
 impl Latency {
-    fn of(mut us: Vec<u64>) -> Latency {
-        us.sort_unstable();
-        let at = |q: f64| us.get(((us.len() as f64 - 1.0) * q).round() as usize).map_or(0.0, |v| *v as f64 / 1000.0);
-        Latency { destinations: us.len(), p50: at(0.5), p99: at(0.99), max: at(1.0) }
+    fn of(mut ms: Vec<i64>, early: usize) -> Latency {
+        ms.sort_unstable();
+        let at = |q: f64| ms.get(((ms.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0);
+        Latency { destinations: ms.len(), early, min: at(0.0), p50: at(0.5), p99: at(0.99), max: at(1.0) }
     }
 }
 
-/// Last input and destination times per tracking id, on the simulator's own clock.
+/// What the referee times, in belt ms (the world's clock, which the PLC's events carry).
 #[derive(Default)]
 struct Stamps {
-    last_input_us: HashMap<u32, u64>,
-    latencies_us: Vec<u64>,
+    /// The last scan or X-ray image per tracking id.
+    last_input_ms: HashMap<u32, u64>,
+    due_ms: Vec<i64>,
+    early: usize,
+    margin_ms: Vec<i64>,
+}
+
+impl Stamps {
+    fn taken(&mut self, t: sim::modbus::Taken, gate_to_cutoff_ms: u64) {
+        let Some((gate_ms, latch_ms)) = t.gate_and_latch else { return };
+        self.margin_ms.push(latch_ms as i64 - t.at_ms as i64);
+        let cutoff_ms = gate_ms + gate_to_cutoff_ms;
+        if t.at_ms < cutoff_ms {
+            self.early += 1;
+            return;
+        }
+        let due = self.last_input_ms.get(&t.tracking).map_or(cutoff_ms, |&input| input.max(cutoff_ms));
+        self.due_ms.push(t.at_ms as i64 - due as i64);
+    }
 }
 
 /// The simulated devices' wall clock (they stand for hardware that has its own).
@@ -246,12 +271,9 @@ pub async fn run(
     let stamps = Arc::new(Mutex::new(Stamps::default()));
     let on_destination = {
         let stamps = stamps.clone();
-        sim::modbus::DestinationHook(Arc::new(move |tracking| {
-            let now = clock.us();
-            let mut s = stamps.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(at) = s.last_input_us.get(&tracking).copied() {
-                s.latencies_us.push(now.saturating_sub(at));
-            }
+        let gate_to_cutoff_ms = cfg.line.settings().gate_to_cutoff_ms;
+        sim::modbus::DestinationHook(Arc::new(move |taken| {
+            stamps.lock().unwrap_or_else(|e| e.into_inner()).taken(taken, gate_to_cutoff_ms)
         }))
     };
     let plc_config = sim::modbus::SimPlcConfig { speed: 1, on_destination: Some(on_destination), ..Default::default() };
@@ -339,7 +361,7 @@ pub async fn run(
                     inducting = true;
                 }
             }
-            Some((_, event)) = devices.recv() => {
+            Some((at_ms, event)) = devices.recv() => {
                 let now = clock.us();
                 let tracking = match &event {
                     sim::SimEvent::Scan { trigger, .. } => scanner.send(&event).then_some(*trigger),
@@ -360,8 +382,7 @@ pub async fn run(
                     scans += 1;
                 }
                 if let Some(t) = tracking {
-                    let at = if matches!(event, sim::SimEvent::Scan { .. }) { now } else { clock.us() };
-                    stamps.lock().unwrap_or_else(|e| e.into_inner()).last_input_us.insert(t, at);
+                    stamps.lock().unwrap_or_else(|e| e.into_inner()).last_input_ms.insert(t, at_ms);
                 }
             }
             () = &mut stop, if !stopped => {
@@ -386,7 +407,7 @@ pub async fn run(
         Some(dir) => Some(demo::unaccounted(&dir.join(sortline::audit::DB_FILE), &report)?),
         None => None,
     };
-    let latencies = std::mem::take(&mut stamps.lock().unwrap_or_else(|e| e.into_inner()).latencies_us);
+    let stamps = std::mem::take(&mut *stamps.lock().unwrap_or_else(|e| e.into_inner()));
     let seconds = clock.us() as f64 / 1e6;
     Ok(LineSummary {
         parcels: report.parcels,
@@ -402,7 +423,8 @@ pub async fn run(
             0 => 0.0,
             span => (scans - 1) as f64 * 3.6e9 / span as f64,
         },
-        input_to_destination_ms: Latency::of(latencies),
+        due_to_destination_ms: Latency::of(stamps.due_ms, stamps.early),
+        latch_margin_ms: Latency::of(stamps.margin_ms, 0),
         seconds,
     })
 }
@@ -462,7 +484,7 @@ impl Station {
 
 /// Prints the figures as one table.
 pub fn print(s: &LineSummary, w: &mut dyn std::io::Write) -> std::io::Result<()> {
-    let l = &s.input_to_destination_ms;
+    let (d, m) = (&s.due_to_destination_ms, &s.latch_margin_ms);
     writeln!(
         w,
         "referee: {} of {} parcels inducted in {:.1} s ({:.0} an hour)",
@@ -480,7 +502,8 @@ pub fn print(s: &LineSummary, w: &mut dyn std::io::Write) -> std::io::Result<()>
     }
     writeln!(
         w,
-        "  input to destination: {} destinations, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        l.destinations, l.p50, l.p99, l.max
-    )
+        "  due to destination: {} destinations (and {} final holds before the cut-off), p50 {} ms, p99 {} ms, max {} ms",
+        d.destinations, d.early, d.p50, d.p99, d.max
+    )?;
+    writeln!(w, "  latch margin: min {} ms, p50 {} ms", m.min, m.p50)
 }

@@ -57,14 +57,23 @@ pub struct SimPlcConfig {
     /// events sent so far; while it says no, the line waits (the host has not yet taken the
     /// devices' events in, or not yet handled its deadlines).
     pub lockstep_gate: Option<LockstepGate>,
-    /// Told the tracking id of every destination the PLC takes, as it takes it (under the
-    /// PLC's lock: keep it short).
+    /// Told of every destination the PLC takes, as it takes it (under the PLC's lock: keep it
+    /// short).
     pub on_destination: Option<DestinationHook>,
+}
+
+/// A destination the PLC took, in belt ms.
+#[derive(Clone, Copy, Debug)]
+pub struct Taken {
+    pub tracking: u32,
+    pub at_ms: Ms,
+    /// The parcel's gate and latch times, while it is on the belt.
+    pub gate_and_latch: Option<(Ms, Ms)>,
 }
 
 /// See [`SimPlcConfig::on_destination`].
 #[derive(Clone)]
-pub struct DestinationHook(pub Arc<dyn Fn(u32) + Send + Sync>);
+pub struct DestinationHook(pub Arc<dyn Fn(Taken) + Send + Sync>);
 
 impl std::fmt::Debug for DestinationHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -271,10 +280,12 @@ impl Shared {
         let scan = st.regs.scan(real_ms, now);
         st.taken += scan.taken.len() as u64;
         for slot in &scan.taken {
+            let at_ms = st.belt_ms(now);
             if let Some(hook) = &self.on_destination {
-                (hook.0)(slot.tracking);
+                let gate_and_latch = st.world.gate_and_latch(slot.tracking);
+                (hook.0)(Taken { tracking: slot.tracking, at_ms, gate_and_latch });
             }
-            let reason = match st.world.set_destination(st.belt_ms(now), slot.tracking, slot.lane_id) {
+            let reason = match st.world.set_destination(at_ms, slot.tracking, slot.lane_id) {
                 DestinationOutcome::Applied => continue,
                 DestinationOutcome::Late => "AFTER_LATCH",
                 DestinationOutcome::UnknownTracking => "UNKNOWN_TRACKING",

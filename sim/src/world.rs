@@ -682,6 +682,12 @@ impl World {
         }
     }
 
+    /// When a parcel on the belt passed the reading gate and when its destination latches,
+    /// belt ms; `None` for one not on the belt.
+    pub fn gate_and_latch(&self, tracking: u32) -> Option<(Ms, Ms)> {
+        self.live_unit(tracking).map(|u| (self.units[u].gate_ms, self.units[u].latch_ms))
+    }
+
     /// PLC safe mode (watchdog, not synced) from `now` on: while it lasts every parcel that
     /// passes the gate, and every parcel on the belt when it starts, goes to the end lane, and
     /// destinations are refused. Parcels held meanwhile stay held when it ends.

@@ -11,6 +11,21 @@ pub fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
+/// A folder copied whole (`firmware-config/`, so that `line.toml`'s relative paths find its
+/// files).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
 /// Sets `value` at the dotted `path` of a TOML table.
 pub fn set(t: &mut toml::Table, path: &str, value: impl Into<toml::Value>) {
     let mut keys: Vec<&str> = path.split('.').collect();
@@ -77,6 +92,16 @@ impl Daemon {
 
     pub fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
         self.0.wait()
+    }
+
+    pub fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        self.0.try_wait()
+    }
+}
+
+impl From<Child> for Daemon {
+    fn from(child: Child) -> Daemon {
+        Daemon(child)
     }
 }
 
