@@ -150,8 +150,9 @@ pub struct LineSummary {
     pub per_hour: f64,
     /// From the moment a destination was due to the PLC taking it, ms: due at the parcel's
     /// review cut-off, or at its last device input (scan, X-ray image) if that came later.
-    /// Destinations taken before the cut-off (final holds) are counted in `early`.
     pub due_to_destination_ms: Latency,
+    /// Destinations taken before the parcel's cut-off (final holds), not in the figure above.
+    pub early_destinations: usize,
     /// Time left between the PLC taking a destination and the parcel's latch point, ms:
     /// the slack the controller leaves (below 0 it is late).
     pub latch_margin_ms: Latency,
@@ -162,8 +163,6 @@ pub struct LineSummary {
 #[derive(Debug, Default, Serialize)]
 pub struct Latency {
     pub destinations: usize,
-    /// Destinations left out (for `due_to_destination_ms`: taken before the cut-off).
-    pub early: usize,
     pub min: i64,
     pub p50: i64,
     pub p99: i64,
@@ -171,10 +170,10 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn of(mut ms: Vec<i64>, early: usize) -> Latency {
+    fn of(mut ms: Vec<i64>) -> Latency {
         ms.sort_unstable();
         let at = |q: f64| ms.get(((ms.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0);
-        Latency { destinations: ms.len(), early, min: at(0.0), p50: at(0.5), p99: at(0.99), max: at(1.0) }
+        Latency { destinations: ms.len(), min: at(0.0), p50: at(0.5), p99: at(0.99), max: at(1.0) }
     }
 }
 
@@ -190,6 +189,8 @@ struct Stamps {
 
 impl Stamps {
     fn taken(&mut self, t: sim::modbus::Taken, gate_to_cutoff_ms: u64) {
+        // A parcel's destination is taken once: its last input is no longer needed.
+        let last_input = self.last_input_ms.remove(&t.tracking);
         let Some((gate_ms, latch_ms)) = t.gate_and_latch else { return };
         self.margin_ms.push(latch_ms as i64 - t.at_ms as i64);
         let cutoff_ms = gate_ms + gate_to_cutoff_ms;
@@ -197,7 +198,7 @@ impl Stamps {
             self.early += 1;
             return;
         }
-        let due = self.last_input_ms.get(&t.tracking).map_or(cutoff_ms, |&input| input.max(cutoff_ms));
+        let due = last_input.map_or(cutoff_ms, |input| input.max(cutoff_ms));
         self.due_ms.push(t.at_ms as i64 - due as i64);
     }
 }
@@ -423,8 +424,9 @@ pub async fn run(
             0 => 0.0,
             span => (scans - 1) as f64 * 3.6e9 / span as f64,
         },
-        due_to_destination_ms: Latency::of(stamps.due_ms, stamps.early),
-        latch_margin_ms: Latency::of(stamps.margin_ms, 0),
+        due_to_destination_ms: Latency::of(stamps.due_ms),
+        early_destinations: stamps.early,
+        latch_margin_ms: Latency::of(stamps.margin_ms),
         seconds,
     })
 }
@@ -503,7 +505,7 @@ pub fn print(s: &LineSummary, w: &mut dyn std::io::Write) -> std::io::Result<()>
     writeln!(
         w,
         "  due to destination: {} destinations (and {} final holds before the cut-off), p50 {} ms, p99 {} ms, max {} ms",
-        d.destinations, d.early, d.p50, d.p99, d.max
+        d.destinations, s.early_destinations, d.p50, d.p99, d.max
     )?;
     writeln!(w, "  latch margin: min {} ms, p50 {} ms", m.min, m.p50)
 }
