@@ -60,6 +60,19 @@ pub struct LineConfig {
     /// for review is held at its cut-off.
     #[serde(default)]
     pub console: Option<Console>,
+    /// Optional: switches for bringing the line into service; absent: the line runs live.
+    #[serde(default)]
+    pub commissioning: Commissioning,
+}
+
+/// `[commissioning]`: switches for bringing the line into service (docs/operations.md).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Commissioning {
+    /// Shadow mode: every decision made and recorded as it would be, the PLC told hold for
+    /// every parcel.
+    #[serde(default)]
+    pub shadow: bool,
 }
 
 /// `[console]`: the officers' screens over HTTP, users in `console.db` of the data directory.
@@ -834,6 +847,7 @@ impl LineConfig {
                 missing_image_lane: x.missing_image_lane,
                 image_match_window_ms: x.image_match_window_ms,
             }),
+            shadow: self.commissioning.shadow,
         }
     }
 

@@ -409,13 +409,14 @@ fn run(cli: Cli, format: LogFormat) -> Result<ExitCode> {
             let config = file.unwrap_or(config);
             let (cfg, c) = LineConfig::check_all(&config)?;
             println!(
-                "{}: valid; {} interception rules; gate to cut-off {} ms, gate to end {} ms; register map v{}; scanner profile {}",
+                "{}: valid; {} interception rules; gate to cut-off {} ms, gate to end {} ms; register map v{}; scanner profile {}{}",
                 config.display(),
                 c.rules,
                 c.gate_to_cutoff_ms,
                 c.gate_to_end_ms,
                 c.map_version,
-                cfg.scanner_profile.display()
+                cfg.scanner_profile.display(),
+                if cfg.line.commissioning.shadow { "; shadow mode: every parcel to hold" } else { "" }
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -252,14 +252,15 @@ pub fn describe(record: &Record, lanes: &LaneMap) -> String {
         Record::ScreeningRequested { image_seq, manifest_version, .. } => {
             format!("X-ray image {image_seq} to be screened against {}", list_version(*manifest_version))
         }
-        Record::Decision { lane, reasons, manifest_version, .. } => format!(
-            "DECIDED {}: {}{}",
+        Record::Decision { lane, reasons, manifest_version, shadow, .. } => format!(
+            "DECIDED {}: {}{}{}",
             lane.as_str().to_uppercase(),
             reasons_text(*lane, reasons),
-            manifest_version.map(|v| format!(" (declaration list version {v})")).unwrap_or_default()
+            manifest_version.map(|v| format!(" (declaration list version {v})")).unwrap_or_default(),
+            if *shadow { "; shadow mode: the PLC was told hold" } else { "" }
         ),
         Record::Missort { decided, actual, .. } => format!(
-            "MISSORT: decided {}, left by {}",
+            "MISSORT: sent {}, left by {}",
             decided.map_or("nothing", Lane::as_str),
             actual.map_or("an unknown lane", Lane::as_str)
         ),
@@ -329,6 +330,7 @@ mod tests {
                 manifest_version: None,
                 channel: None,
                 image_sha256: None,
+                shadow: false,
             },
             Record::Refused { input: "verdict".into(), tracking: Some(TrackingId(1)), why: "after the cut-off".into() },
             Record::Input(Input::Divert { tracking: TrackingId(1), lane_id: 3 }),

@@ -174,6 +174,9 @@ pub fn run(cfg: &Loaded, data_dir: &Path) -> Result<Stopped, ServiceError> {
     let profile = cfg.scanner_profile()?;
     let xray_screen = cfg.xray_screen()?;
     let mut line = Line::new(cfg.line.settings(), cfg.line.policy(secret, cfg.rules.clone()));
+    if line.settings().shadow {
+        tracing::warn!("shadow mode ([commissioning] shadow): decisions are recorded, every parcel is sent to hold");
+    }
     let signer = Signer::load_or_init(&data_dir.join(audit::KEY_FILE))?;
     let store = ManifestStore::open(&data_dir.join(manifest::DB_FILE))?;
     let initial = store.core_inputs(clock::wall_ms())?;
@@ -410,6 +413,7 @@ mod tests {
             reasons: Vec::new(),
             decided: Some(Lane::Release),
             confirmed: Some(Lane::Release),
+            shadow: false,
             lost: false,
             held_by_plc: None,
             image_seq: None,

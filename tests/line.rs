@@ -610,3 +610,74 @@ fn an_image_naming_another_waybill_holds_the_parcel() {
     b.at(3_200, image(7, None));
     assert_eq!(b.records("refused").len(), 1);
 }
+
+/// A bench in shadow mode: decisions as usual, the PLC told hold.
+fn shadow_bench() -> Bench {
+    Bench { line: Line::new(LineSettings { shadow: true, ..settings() }, policy()), out: Vec::new(), now: 0 }
+}
+
+#[test]
+fn shadow_mode_records_the_real_decision_and_sends_hold() {
+    let mut b = shadow_bench();
+    let (release, unknown) = (waybill(1).to_string(), waybill(9).to_string());
+    b.manifest(manifest(1)).gate(100, 1).scan(130, 1, &[&release]).gate(200, 2).scan(230, 2, &[&unknown]);
+    b.tick(200 + CUTOFF_MS);
+    for (t, lane, reason) in [(1, Lane::Release, Reason::GreenChannel), (2, Lane::Hold, Reason::NoManifest)] {
+        let (decided, reasons) = b.decision(t).unwrap();
+        assert_eq!(decided, lane, "parcel {t}: the record keeps the lane decided");
+        assert!(reasons.contains(&reason), "parcel {t}: {reasons:?}");
+        assert_eq!(b.destinations(t), vec![Lane::Hold], "parcel {t}: the PLC is told hold");
+    }
+    assert!(b.out.iter().all(|o| !matches!(o, Output::SetDestination { lane_id, .. } if *lane_id != LANES.hold)));
+    assert!(b.records("decision").iter().all(|r| matches!(r, Record::Decision { shadow: true, .. })));
+    assert_eq!((b.line.stats().decided_release, b.line.stats().decided_hold), (1, 1));
+    assert!(b.line.mode().shadow);
+}
+
+#[test]
+fn in_shadow_mode_hold_is_the_lane_sent_and_release_an_unsafe_one() {
+    let mut b = shadow_bench();
+    for t in [1, 2] {
+        let w = waybill(t).to_string();
+        b.manifest(manifest(t)).gate(100 * u64::from(t), t).scan(100 * u64::from(t) + 30, t, &[&w]);
+    }
+    b.tick(200 + CUTOFF_MS);
+    for t in [1, 2] {
+        b.at(200 + CUTOFF_MS + 5, Input::DestinationWritten { tracking: TrackingId(t), lane_id: LANES.hold });
+    }
+    assert!(b.records("refused").is_empty(), "hold is the destination that was sent");
+    b.at(100 + END_MS, Input::Divert { tracking: TrackingId(1), lane_id: LANES.hold });
+    assert!(b.records("missort").is_empty(), "a would-be release confirmed in hold is no missort");
+    assert_eq!(b.alarms("destination_unconfirmed"), 0);
+    b.at(200 + END_MS, Input::Divert { tracking: TrackingId(2), lane_id: LANES.release });
+    assert!(matches!(
+        b.records("missort")[..],
+        [Record::Missort { decided: Some(Lane::Hold), actual: Some(Lane::Release), .. }]
+    ));
+    assert_eq!(b.alarms("unsafe_release"), 1);
+    assert_eq!((b.line.stats().confirmed, b.line.stats().missorts), (1, 1));
+    let reports = b.reports();
+    assert!(reports.iter().all(|r| r.shadow && r.decided == Some(Lane::Release)), "{reports:?}");
+    assert_eq!(reports.iter().map(|r| r.confirmed).collect::<Vec<_>>(), [Some(Lane::Hold), Some(Lane::Release)]);
+}
+
+#[test]
+fn a_decision_record_without_the_shadow_field_reads_as_live() {
+    let live = Record::Decision {
+        parcel: ParcelId { tracking: TrackingId(1), boot: 0, serial: 1 },
+        waybill: None,
+        lane: Lane::Hold,
+        reasons: vec![Reason::NoRead],
+        manifest_version: None,
+        channel: None,
+        image_sha256: None,
+        shadow: false,
+    };
+    let json = serde_json::to_value(&live).unwrap();
+    assert!(json["data"].get("shadow").is_none(), "live records look as they did: {json}");
+    assert_eq!(serde_json::from_value::<Record>(json).unwrap(), live);
+    let old_settings = serde_json::to_value(settings()).unwrap();
+    let mut old = old_settings.as_object().unwrap().clone();
+    old.remove("shadow");
+    assert!(!serde_json::from_value::<LineSettings>(old.into()).unwrap().shadow);
+}

@@ -751,6 +751,57 @@ proptest! {
     }
 }
 
+/// The decisions of a run, the shadow flag set aside.
+fn decisions(out: &[Output]) -> Vec<Record> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Record(r @ Record::Decision { .. }) => {
+                let mut r = r.clone();
+                if let Record::Decision { shadow, .. } = &mut r {
+                    *shadow = false;
+                }
+                Some(r)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Shadow mode decides as the live line does, on record, and no path sends anything but
+    /// hold to the PLC.
+    #[test]
+    fn in_shadow_mode_decisions_stand_and_only_hold_is_sent(
+        edges in proptest::collection::vec(edge(), 1..150),
+        with_station: bool,
+    ) {
+        let xray = with_station.then_some(XraySettings { missing_image_lane: Lane::Hold, image_match_window_ms: 2_000 });
+        let run = |shadow: bool| {
+            let mut p = policy();
+            p.xray_review_ratio.green = 0.5;
+            let mut b = Bench { line: Line::new(LineSettings { xray, shadow, ..settings() }, p), out: Vec::new(), now: 0 };
+            for n in 0..5 {
+                b.manifest(manifest(n));
+            }
+            play(&mut b, &edges);
+            b.out
+        };
+        let (live, shadow) = (run(false), run(true));
+        prop_assert_eq!(decisions(&live), decisions(&shadow));
+        for o in &shadow {
+            match o {
+                Output::SetDestination { lane, lane_id, .. } => {
+                    prop_assert!(*lane == Lane::Hold && *lane_id == LANES.hold, "{:?}", o);
+                }
+                Output::Record(Record::Decision { shadow, .. }) => prop_assert!(*shadow),
+                _ => {}
+            }
+        }
+    }
+}
+
 /// The interleavings above mean something only if releases happen in them, reviewed ones and
 /// ones past an X-ray station among them: counted over a fixed set of runs.
 #[test]

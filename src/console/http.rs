@@ -724,6 +724,7 @@ async fn healthz(State(ctx): State<Arc<Ctx>>) -> Response {
     match problem {
         Some(p) => (StatusCode::SERVICE_UNAVAILABLE, format!("{p}\n")).into_response(),
         None if mode.stopped_by.is_some() => (StatusCode::OK, "ok (line stopped by an operator)\n").into_response(),
+        None if mode.shadow => (StatusCode::OK, "ok (shadow mode: every parcel to hold)\n").into_response(),
         None => (StatusCode::OK, "ok\n").into_response(),
     }
 }

@@ -33,10 +33,12 @@ pub fn render(ctx: &Ctx) -> String {
         out,
         "# TYPE sortline_line_safe_mode gauge\nsortline_line_safe_mode {}\n\
          # TYPE sortline_line_stopped gauge\nsortline_line_stopped {}\n\
-         # TYPE sortline_line_plc_events_lost gauge\nsortline_line_plc_events_lost {}",
+         # TYPE sortline_line_plc_events_lost gauge\nsortline_line_plc_events_lost {}\n\
+         # TYPE sortline_line_shadow gauge\nsortline_line_shadow {}",
         u8::from(mode.safe_mode),
         u8::from(mode.stopped_by.is_some()),
-        u8::from(mode.plc_events_lost)
+        u8::from(mode.plc_events_lost),
+        u8::from(mode.shadow)
     );
     let plc = serde_json::to_value(&*ctx.figures.plc.lock().unwrap_or_else(|e| e.into_inner())).unwrap_or_default();
     flatten(&mut out, "sortline_plc", &plc);

@@ -89,6 +89,10 @@ pub struct LineSettings {
     /// the cut-off being the limit anyway. `None`: until the cut-off.
     #[serde(default)]
     pub review_window_ms: Option<u64>,
+    /// Shadow mode, for a dry run before going live: every decision is made and recorded as it
+    /// would be, and the PLC is told hold for every parcel (absent in older records: off).
+    #[serde(default)]
+    pub shadow: bool,
 }
 
 /// What the core needs to know of the X-ray station.
@@ -482,7 +486,7 @@ pub enum Record {
         parcel: ParcelId,
         why: String,
     },
-    /// The final decision, as sent to the PLC.
+    /// The final decision, as sent to the PLC; in shadow mode the PLC was told hold instead.
     Decision {
         #[serde(flatten)]
         parcel: ParcelId,
@@ -495,11 +499,15 @@ pub enum Record {
         /// The X-ray image the decision saw, if there was one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         image_sha256: Option<Arc<str>>,
+        /// Made in shadow mode: `lane` is where the parcel would have gone, the PLC was told hold.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        shadow: bool,
     },
-    /// The PLC confirmed a lane other than the one decided.
+    /// The PLC confirmed a lane other than the one it was told.
     Missort {
         #[serde(flatten)]
         parcel: ParcelId,
+        /// The lane sent to the PLC (hold in shadow mode, whatever was decided).
         decided: Option<Lane>,
         actual: Option<Lane>,
         lane_id: u16,
@@ -636,6 +644,8 @@ pub struct ParcelReport {
     pub reasons: Vec<Reason>,
     pub decided: Option<Lane>,
     pub confirmed: Option<Lane>,
+    /// Decided in shadow mode: `decided` is where it would have gone, the PLC was told hold.
+    pub shadow: bool,
     pub lost: bool,
     /// The PLC took the parcel to hold on its own, and why.
     pub held_by_plc: Option<PlcHoldCause>,
@@ -705,6 +715,8 @@ pub struct LineMode {
     pub stopped_by: Option<OfficerId>,
     /// The PLC's event ring jumped: everything is held until the PLC restarts.
     pub plc_events_lost: bool,
+    /// Shadow mode: decisions are recorded, every parcel is sent to hold.
+    pub shadow: bool,
 }
 
 /// Counters for monitoring; all since start.
@@ -732,6 +744,8 @@ pub struct LineStats {
 #[derive(Clone, Debug)]
 struct Sent {
     decision: Decision,
+    /// The lane the PLC was told: the decision's, or hold in shadow mode.
+    lane: Lane,
     at: Millis,
     written: bool,
 }
@@ -926,6 +940,7 @@ impl Line {
             safe_mode: self.safe_mode,
             stopped_by: self.operator.stopped_by.clone(),
             plc_events_lost: self.events_lost,
+            shadow: self.settings.shadow,
         }
     }
 
@@ -1544,7 +1559,7 @@ impl Line {
 
     fn on_written(&mut self, tracking: TrackingId, lane_id: u16, out: &mut Vec<Output>) {
         let expected =
-            self.parcels.get(&tracking).and_then(|p| p.sent.as_ref()).map(|s| self.settings.lanes.id(s.decision.lane));
+            self.parcels.get(&tracking).and_then(|p| p.sent.as_ref()).map(|s| self.settings.lanes.id(s.lane));
         match (self.parcels.get_mut(&tracking).and_then(|p| p.sent.as_mut()), expected) {
             (Some(sent), Some(id)) if id == lane_id => sent.written = true,
             _ => self.refuse(
@@ -1580,20 +1595,22 @@ impl Line {
             }
             return;
         };
-        let decided = p.sent.as_ref().map(|s| s.decision.lane);
+        // Judged against what the PLC was told, which in shadow mode is hold.
+        let sent = p.sent.as_ref().map(|s| s.lane);
         // Undecided parcels, and those the PLC said it holds, are meant to take the hold lane.
-        let expected = if p.plc_hold.is_some() { Some(Lane::Hold) } else { decided.or(Some(Lane::Hold)) };
+        let expected = if p.plc_hold.is_some() { Some(Lane::Hold) } else { sent.or(Some(Lane::Hold)) };
         if actual != expected {
             self.stats.missorts += 1;
-            out.push(Output::Record(Record::Missort { parcel: p.id, decided, actual, lane_id }));
+            out.push(Output::Record(Record::Missort { parcel: p.id, decided: sent, actual, lane_id }));
             let unsafe_release = actual == Some(Lane::Release);
+            let shadow = if self.settings.shadow { " (shadow mode)" } else { "" };
             self.alarm(
                 if unsafe_release { "unsafe_release" } else { "missort" },
                 if unsafe_release { Severity::Critical } else { Severity::Warning },
                 Some(tracking),
                 format!(
-                    "decided {}, PLC confirmed {}",
-                    decided.map_or("nothing", Lane::as_str),
+                    "sent {}{shadow}, PLC confirmed {}",
+                    sent.map_or("nothing", Lane::as_str),
                     actual.map_or("an unknown lane", Lane::as_str)
                 ),
                 out,
@@ -1848,19 +1865,22 @@ impl Line {
             Lane::Inspection => self.stats.decided_inspection += 1,
             Lane::Hold => self.stats.decided_hold += 1,
         }
-        let lane = decision.lane;
+        let shadow = self.settings.shadow;
         out.push(Output::Record(Record::Decision {
             parcel: id,
             waybill,
-            lane,
+            lane: decision.lane,
             reasons: decision.reasons.clone(),
             manifest_version: version,
             channel,
             image_sha256: image,
+            shadow,
         }));
+        // Shadow mode changes what the PLC is told, never what is decided or recorded.
+        let lane = if shadow { Lane::Hold } else { decision.lane };
         out.push(Output::SetDestination { parcel: id, lane, lane_id: self.settings.lanes.id(lane) });
         if let Some(p) = self.parcels.get_mut(&tracking) {
-            p.sent = Some(Sent { decision, at: now, written: false });
+            p.sent = Some(Sent { decision, lane, at: now, written: false });
         }
     }
 
@@ -1960,6 +1980,7 @@ impl Line {
             reasons: p.sent.as_ref().map(|s| s.decision.reasons.clone()).unwrap_or_default(),
             decided,
             confirmed,
+            shadow: p.sent.is_some() && self.settings.shadow,
             lost,
             held_by_plc: p.plc_hold,
             image_seq: p.image_seq,

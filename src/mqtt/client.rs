@@ -127,6 +127,8 @@ pub struct Health {
     pub safe_mode: bool,
     /// The operator who stopped the line, while it is stopped.
     pub stopped_by: Option<String>,
+    /// Shadow mode: decisions recorded, every parcel sent to hold.
+    pub shadow: bool,
     /// Why the line runs degraded (`plc_link_down`, `scanner_link_down`, `mqtt_outbox_high`).
     pub degraded: Vec<&'static str>,
 }
@@ -709,6 +711,7 @@ impl Task {
             conditions: health.map(|h| h.degraded.clone()).unwrap_or_default(),
             safe_mode: health.is_some_and(|h| h.safe_mode),
             stopped_by: health.and_then(|h| h.stopped_by.as_deref()),
+            shadow: health.is_some_and(|h| h.shadow),
         })
         .unwrap_or_default()
     }

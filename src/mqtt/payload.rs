@@ -23,6 +23,8 @@ pub struct State<'a> {
     pub safe_mode: bool,
     /// The operator who stopped the line, while it is stopped.
     pub stopped_by: Option<&'a str>,
+    /// Shadow mode (`[commissioning] shadow`): decisions are recorded, every parcel goes to hold.
+    pub shadow: bool,
 }
 
 /// `parcel`: one parcel's final story.
@@ -38,6 +40,8 @@ pub struct Parcel {
     pub reasons: Vec<Reason>,
     pub decided: Option<Lane>,
     pub confirmed: Option<Lane>,
+    /// Decided in shadow mode: `decided` is where it would have gone, the PLC was told hold.
+    pub shadow: bool,
     pub lost: bool,
     pub held_by_plc: Option<PlcHoldCause>,
     pub image_seq: Option<u32>,
@@ -60,6 +64,7 @@ impl Parcel {
             reasons: p.reasons.clone(),
             decided: p.decided,
             confirmed: p.confirmed,
+            shadow: p.shadow,
             lost: p.lost,
             held_by_plc: p.held_by_plc,
             image_seq: p.image_seq,

@@ -240,6 +240,7 @@ const PARCEL: &[(&str, DataType)] = &[
     // Added after the first release: appended, so that the aliases before them stay.
     ("boot", DataType::UInt32),
     ("serial", DataType::UInt64),
+    ("shadow", DataType::Boolean),
 ];
 
 /// The fields of an `alarm` (`payload::AlarmEvent` plus the event id).
@@ -596,6 +597,7 @@ mod tests {
             reasons: vec![Reason::GreenChannel],
             decided: Some(Lane::Release),
             confirmed: None,
+            shadow: false,
             lost: false,
             held_by_plc: Some(PlcHoldCause::Forced { code: 3 }),
             image_seq: Some(9),

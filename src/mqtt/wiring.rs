@@ -84,7 +84,7 @@ impl Prepared {
                     degraded.push("plc_events_lost");
                 }
                 let safe_mode = mode.safe_mode || mode.plc_events_lost;
-                Health { safe_mode, stopped_by: mode.stopped_by.map(String::from), degraded }
+                Health { safe_mode, stopped_by: mode.stopped_by.map(String::from), shadow: mode.shadow, degraded }
             })
         };
         let metrics: MetricsFn = Box::new(move || {

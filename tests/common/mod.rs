@@ -28,6 +28,7 @@ pub fn settings() -> LineSettings {
         untriggered_before_ms: 0,
         xray: None,
         review_window_ms: None,
+        shadow: false,
     }
 }
 

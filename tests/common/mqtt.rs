@@ -122,6 +122,7 @@ pub fn report(tracking: u32) -> ParcelReport {
         reasons: vec![],
         decided: Some(Lane::Hold),
         confirmed: Some(Lane::Hold),
+        shadow: false,
         lost: false,
         held_by_plc: None,
         image_seq: None,

@@ -374,10 +374,14 @@ pub fn show(live: &mut dyn Write, p: &ParcelReport) -> Result<(), DemoError> {
         let lane = |l: Option<Lane>| l.map_or("-", Lane::as_str);
         let waybill = p.waybill.map_or_else(|| "(unidentified)".to_string(), |w| w.to_string());
         let channel = p.channel.map_or("-", Channel::as_str);
+        // In shadow mode the PLC was told hold, whatever was decided.
+        let sent = if p.shadow { Some(Lane::Hold) } else { p.decided };
         let fate = if p.lost {
             "LOST".to_string()
-        } else if p.confirmed != p.decided {
+        } else if p.confirmed != sent {
             format!("MISSORT->{}", lane(p.confirmed))
+        } else if p.confirmed != p.decided {
+            "SHADOW".to_string()
         } else {
             String::new()
         };

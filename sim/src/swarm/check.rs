@@ -363,6 +363,7 @@ mod tests {
             manifest_version: Some(version),
             channel: Some(Channel::Green),
             image_sha256: image.map(Arc::from),
+            shadow: false,
         }
     }
 

@@ -693,7 +693,7 @@ function onLine(L) {
   setText($('#throughput'), `${L.parcels_per_hour ?? 0} parcels/h`);
   const health = L.health || {};
   chips('#health', ['plc', 'scanner', 'xray', 'broker'].map((k) => [k, health[k] || 'none', 'h-' + (health[k] || 'none')]));
-  renderStats(L.stats || {});
+  renderStats(L.stats || {}, !!(L.mode && L.mode.shadow));
   renderMode(L.mode);
   if (Array.isArray(L.alarms)) { S.alarms = L.alarms.slice(0, 50); renderAlarms(); }
 }
@@ -710,9 +710,11 @@ function chips(sel, list) {
 const STATS = [['parcels', 'parcels'], ['decided_release', 'released'], ['decided_inspection', 'to inspection'],
   ['decided_hold', 'held'], ['reviews', 'reviews'], ['late', 'late'], ['verdicts_refused', 'verdicts refused'],
   ['missorts', 'missorts'], ['lost', 'lost'], ['no_reads', 'no reads']];
-function renderStats(st) {
+// In shadow mode the decided counts are what the line would have done: nothing was released.
+const SHADOW_STATS = { decided_release: 'would release', decided_inspection: 'would inspect', decided_hold: 'would hold' };
+function renderStats(st, shadow) {
   const box = $('#line-stats');
-  const list = STATS.filter(([k]) => k in st).map(([k, label]) => [label, st[k]]);
+  const list = STATS.filter(([k]) => k in st).map(([k, label]) => [(shadow && SHADOW_STATS[k]) || label, st[k]]);
   const sig = JSON.stringify(list);
   if (box.dataset.sig === sig) return;
   box.dataset.sig = sig;
@@ -725,6 +727,8 @@ function modeText(m) {
   if (m.stopped_by) parts.push(`LINE STOPPED by ${str(m.stopped_by)}: every parcel to hold`);
   if (m.safe_mode) parts.push('SAFE MODE: every parcel to hold');
   if (m.plc_events_lost) parts.push('PLC events lost: everything held until the PLC restarts');
+  // Decided lanes are what the line would do; nothing is released.
+  if (m.shadow) parts.push('SHADOW MODE: decisions are recorded only, every parcel goes to hold');
   return parts.join(' · ');
 }
 
