@@ -4,7 +4,7 @@
 use crate::audit::{self, AuditError};
 use serde::Serialize;
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -23,6 +23,19 @@ impl LaneCounts {
             _ => {}
         }
     }
+}
+
+/// Shadow mode's dry run: where the parcels decided in shadow mode would have gone, and where
+/// they physically went (hold, unless the PLC disobeyed).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Shadow {
+    /// Decisions made in shadow mode, by the lane decided.
+    pub would: LaneCounts,
+    /// The lanes the PLC confirmed for those parcels.
+    pub confirmed: LaneCounts,
+    /// Of those parcels, the ones with no confirmed lane in the window (lost, or still on the
+    /// line at its end).
+    pub unconfirmed: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -60,6 +73,9 @@ pub struct Report {
     pub lost: u64,
     pub alarms: u64,
     pub officers: Vec<OfficerTimes>,
+    /// Present when the window holds decisions made in shadow mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<Shadow>,
 }
 
 fn ratio(n: u64, d: u64) -> f64 {
@@ -86,7 +102,11 @@ pub fn report(db: &Path, from_wall_ms: i64, to_wall_ms: i64) -> Result<Report, A
     let mut run = 0u64;
     let mut asked: HashMap<(u64, u64), u64> = HashMap::new();
     let mut times: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    // Shadow decisions waiting for their parcel's story to complete, by serial (unique across
+    // runs); a parcel's story always completes, so this holds only the parcels on the line.
+    let mut shadowed: HashSet<u64> = HashSet::new();
     let lane = |p: &Value, key: &str| p.get(key).and_then(Value::as_str).map(str::to_owned);
+    let serial = |p: &Value| p.get("serial").and_then(Value::as_u64);
     audit::entries_between(db, from_wall_ms, to_wall_ms, |e| {
         let p = &e.payload;
         let tracking = u64::from(e.tracking.unwrap_or(0));
@@ -98,6 +118,10 @@ pub fn report(db: &Path, from_wall_ms: i64, to_wall_ms: i64) -> Result<Report, A
             }
             "decision" => {
                 r.decided.add(lane(p, "lane").as_deref());
+                if p.get("shadow").and_then(Value::as_bool) == Some(true) {
+                    r.shadow.get_or_insert_with(Shadow::default).would.add(lane(p, "lane").as_deref());
+                    shadowed.extend(serial(p));
+                }
                 match p.get("channel").and_then(Value::as_str) {
                     Some("green") => r.green += 1,
                     Some("red") => r.red += 1,
@@ -109,7 +133,17 @@ pub fn report(db: &Path, from_wall_ms: i64, to_wall_ms: i64) -> Result<Report, A
                     r.late += 1;
                 }
             }
-            "completed" => r.confirmed.add(lane(p, "confirmed").as_deref()),
+            "completed" => {
+                let confirmed = lane(p, "confirmed");
+                r.confirmed.add(confirmed.as_deref());
+                let was_shadow = serial(p).is_some_and(|s| shadowed.remove(&s));
+                if let (true, Some(shadow)) = (was_shadow, r.shadow.as_mut()) {
+                    match confirmed {
+                        Some(_) => shadow.confirmed.add(confirmed.as_deref()),
+                        None => shadow.unconfirmed += 1,
+                    }
+                }
+            }
             "review_requested" => {
                 r.reviews += 1;
                 asked.insert((run, tracking), e.mono_ms);
@@ -130,6 +164,9 @@ pub fn report(db: &Path, from_wall_ms: i64, to_wall_ms: i64) -> Result<Report, A
         }
         Ok(())
     })?;
+    if let Some(shadow) = r.shadow.as_mut() {
+        shadow.unconfirmed += shadowed.len() as u64;
+    }
     r.no_read_rate = ratio(r.no_reads, r.parcels);
     r.late_rate = ratio(r.late, r.reviews);
     r.hit_rate = (r.inspected > 0).then(|| ratio(r.discrepancies, r.inspected));
@@ -146,6 +183,18 @@ pub fn report(db: &Path, from_wall_ms: i64, to_wall_ms: i64) -> Result<Report, A
         })
         .collect();
     Ok(r)
+}
+
+/// Lanes as rows, `first` and the confirmed counts as columns.
+fn lane_table(t: &mut String, first: &str, a: &LaneCounts, confirmed: &LaneCounts) {
+    t.push_str(&format!("lane        {first}  confirmed\n"));
+    for (name, a, c) in [
+        ("release", a.release, confirmed.release),
+        ("inspection", a.inspection, confirmed.inspection),
+        ("hold", a.hold, confirmed.hold),
+    ] {
+        t.push_str(&format!("{name:<12} {a:>8} {c:>10}\n"));
+    }
 }
 
 impl Report {
@@ -180,6 +229,19 @@ impl Report {
         ] {
             out.push_str(&format!("{k},{v}\n"));
         }
+        if let Some(s) = &self.shadow {
+            for (k, v) in [
+                ("shadow_would_release", s.would.release),
+                ("shadow_would_inspection", s.would.inspection),
+                ("shadow_would_hold", s.would.hold),
+                ("shadow_confirmed_release", s.confirmed.release),
+                ("shadow_confirmed_inspection", s.confirmed.inspection),
+                ("shadow_confirmed_hold", s.confirmed.hold),
+                ("shadow_unconfirmed", s.unconfirmed),
+            ] {
+                out.push_str(&format!("{k},{v}\n"));
+            }
+        }
         out.push_str("\nofficer,verdicts,median_ms,p95_ms\n");
         for o in &self.officers {
             // Officer ids carry no commas or quotes (see OfficerId), so no quoting is needed.
@@ -196,14 +258,7 @@ impl Report {
             "parcels {}   green {}  red {}  no list {}\n",
             self.parcels, self.green, self.red, self.no_list
         ));
-        t.push_str("lane          decided  confirmed\n");
-        for (name, d, c) in [
-            ("release", self.decided.release, self.confirmed.release),
-            ("inspection", self.decided.inspection, self.confirmed.inspection),
-            ("hold", self.decided.hold, self.confirmed.hold),
-        ] {
-            t.push_str(&format!("{name:<12} {d:>8} {c:>10}\n"));
-        }
+        lane_table(&mut t, "  decided", &self.decided, &self.confirmed);
         t.push_str(&format!("no-read rate {} ({} of {})\n", pct(self.no_read_rate), self.no_reads, self.parcels));
         t.push_str(&format!("late rate {} ({} of {} reviews)\n", pct(self.late_rate), self.late, self.reviews));
         match self.hit_rate {
@@ -216,6 +271,12 @@ impl Report {
             None => t.push_str("inspection hit rate: no inspection results entered in this window\n"),
         }
         t.push_str(&format!("missorts {}  lost {}  alarms {}\n", self.missorts, self.lost, self.alarms));
+        if let Some(s) = &self.shadow {
+            let n = s.would.release + s.would.inspection + s.would.hold;
+            t.push_str(&format!("shadow mode: {n} decisions recorded, the PLC told hold for each\n"));
+            lane_table(&mut t, "would go", &s.would, &s.confirmed);
+            t.push_str(&format!("not confirmed {}\n", s.unconfirmed));
+        }
         t.push_str("officer        verdicts   median    p95\n");
         for o in &self.officers {
             t.push_str(&format!(
