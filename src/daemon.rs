@@ -213,6 +213,9 @@ impl Daemon {
         let (out_tx, mut out_rx) = mpsc::channel::<DriverOutput>(queue);
         let (handled_tx, handled) = tokio::sync::watch::channel(0u64);
         let Parts { line, audit, clock, screen, map, driver: driver_config, initial, screener, operator_store } = parts;
+        // Monitoring reads the mode before the core's first turn: a line restored stopped, or in
+        // shadow mode, must not be shown running live meanwhile.
+        *config.line_mode.lock().unwrap_or_else(|e| e.into_inner()) = line.mode();
         let clock = Arc::new(clock);
         let line_time = {
             let clock = clock.clone();
