@@ -10,6 +10,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// Where the commands look for the line's configuration unless told: the checkout's shipped one.
+const DEFAULT_CONFIG: &str = "firmware-config/line.toml";
 /// Exit code for a configuration error (sysexits EX_USAGE), before anything starts.
 const EXIT_CONFIG: u8 = 64;
 /// Exit code when the audit chain does not verify.
@@ -40,7 +42,7 @@ enum Command {
     /// Run the line: the PLC and the scanner the configuration names, the machine's clock, the
     /// record in the data directory. SIGTERM or SIGINT drains the belt and stops.
     Run {
-        #[arg(long, default_value = "firmware-config/line.toml")]
+        #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// Data directory; default: `[data].dir` of the configuration.
         #[arg(long)]
@@ -49,7 +51,7 @@ enum Command {
     /// Check a line configuration, its rule files and the files it names; every error is
     /// listed, then exit 64.
     CheckConfig {
-        #[arg(long, default_value = "firmware-config/line.toml")]
+        #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// The same as `--config FILE`.
         #[arg(value_name = "FILE", conflicts_with = "config")]
@@ -162,7 +164,7 @@ enum ManifestCommand {
         #[arg(long)]
         batch_size: Option<usize>,
         /// For the carriers' waybill formats and the batch size.
-        #[arg(long, default_value = "firmware-config/line.toml")]
+        #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// A waybill's current declaration (JSON) and the versions on record.
@@ -175,7 +177,7 @@ enum ManifestCommand {
     Purge {
         #[arg(long)]
         data: PathBuf,
-        #[arg(long, default_value = "firmware-config/line.toml")]
+        #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
 }
@@ -213,7 +215,7 @@ enum TargetCommand {
         #[arg(long)]
         expires: Option<String>,
         /// For the carriers' waybill formats (`--by waybill`).
-        #[arg(long, default_value = "firmware-config/line.toml")]
+        #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// Targets in force (with `--all`, removed and expired ones too).
@@ -252,8 +254,10 @@ enum AuditCommand {
         #[arg(long)]
         anchors: Option<PathBuf>,
         /// For the archive folder: every archive row is checked against its file there.
-        #[arg(long, default_value = "firmware-config/line.toml")]
-        config: PathBuf,
+        /// Without it: `firmware-config/line.toml` if there is one, else the shipped `archive`
+        /// folder of the data directory.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Every signed checkpoint, one JSON object per line (seq and head covered, public key,
     /// signature, the checkpoint's own entry and time): keep them off the box as anchors.
@@ -266,7 +270,7 @@ enum AuditCommand {
         waybill: String,
         #[arg(long)]
         data: PathBuf,
-        #[arg(long, default_value = "firmware-config/line.toml")]
+        #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// Feed the recorded inputs through a fresh core; every recorded decision must come out the same.
@@ -274,7 +278,7 @@ enum AuditCommand {
         #[arg(long)]
         data: PathBuf,
         /// For runs that were not demos: the configuration whose secret they used.
-        #[arg(long, default_value = "firmware-config/line.toml")]
+        #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// Move entries older than a time into archive files (each ending at a signed checkpoint)
@@ -285,7 +289,7 @@ enum AuditCommand {
         /// RFC 3339 time: entries before it are archived.
         #[arg(long)]
         before: String,
-        #[arg(long, default_value = "firmware-config/line.toml")]
+        #[arg(long, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// Check an archive file on its own: its hash chain and its signed checkpoints.
@@ -455,8 +459,17 @@ fn audit_command(command: AuditCommand) -> Result<ExitCode> {
             }
             let db = data.join(audit::DB_FILE);
             let chain = print_verify(&audit::verify_against(&db, key.as_ref(), &given)?, !given.is_empty());
-            let archive_dir = data.join(&load(&config)?.line.audit.archive_dir);
+            // The chain needs no configuration; only the archive folder does, and a box's
+            // daily check runs from anywhere.
+            let config = config.or_else(|| Some(PathBuf::from(DEFAULT_CONFIG)).filter(|c| c.exists()));
+            let archive_dir = match &config {
+                Some(c) => data.join(&load(c)?.line.audit.archive_dir),
+                None => data.join(audit::DEFAULT_ARCHIVE_DIR),
+            };
             let archives = audit::verify_archives(&db, &archive_dir, key.as_ref(), &given)?;
+            if config.is_none() && !archives.is_empty() {
+                println!("archive folder {} (the shipped default; --config names the line's)", archive_dir.display());
+            }
             let mut broken = false;
             for a in &archives {
                 match &a.problem {

@@ -49,6 +49,9 @@ pub use verify::{verify, verify_against, Anchor, Break, KeyUsed, VerifyReport};
 pub const DB_FILE: &str = "sortline.db";
 /// The box's checkpoint signing key, under the data directory.
 pub const KEY_FILE: &str = "keys/audit-ed25519.key";
+/// The archive folder the shipped `line.toml` names (`[audit] archive_dir`), under the data
+/// directory.
+pub const DEFAULT_ARCHIVE_DIR: &str = "archive";
 
 /// Most entries one [`archive`] call moves (more only to reach the first
 /// checkpoint): its delete holds the write lock, and the daemon's appends wait
