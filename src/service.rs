@@ -209,7 +209,9 @@ pub fn run(cfg: &Loaded, data_dir: &Path) -> Result<Stopped, ServiceError> {
             _ => None,
         };
         let (jobs, screen_jobs) = crossbeam_channel::bounded(station::QUEUE);
-        let cache = station::ImageCache::default();
+        let cache = station::ImageCache::new(
+            cfg.line.xray.as_ref().map_or(0, |x| x.image_cache_mb as usize).saturating_mul(1 << 20),
+        );
         let stopwatch = clock::Stopwatch::start();
         // The console's port taken stops the start here, before the line runs.
         let console = match &cfg.line.console {

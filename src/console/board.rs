@@ -132,6 +132,8 @@ struct OpenReview {
     asked_at: Millis,
     regions: Vec<RegionView>,
     size: Option<(u32, u32)>,
+    /// The image's pixels, held while the review is open: the image cache may drop them first.
+    image: Option<Arc<crate::xray::XrayImage>>,
 }
 
 #[derive(Default)]
@@ -218,9 +220,10 @@ impl Board {
 
     /// An image an open review shows, with the pre-screen that knows how to colour it.
     pub fn review_image(&self, sha256: &str) -> Option<(XrayScreen, Arc<crate::xray::XrayImage>)> {
-        let (screen, cache) = self.xray.as_ref()?;
-        let shown = self.state().reviews.values().any(|r| r.request.image_sha256.as_deref() == Some(sha256));
-        shown.then(|| cache.get(sha256).map(|i| (screen.clone(), i))).flatten()
+        let (screen, _) = self.xray.as_ref()?;
+        let st = self.state();
+        let open = st.reviews.values().find(|r| r.request.image_sha256.as_deref() == Some(sha256))?;
+        open.image.clone().map(|i| (screen.clone(), i))
     }
 
     /// An officer's verdict on `review` was accepted by the line: it leaves the queue (the
@@ -292,6 +295,10 @@ impl Board {
         self.state().done.iter().rev().filter(|d| d.waybill.as_deref() == Some(waybill)).cloned().collect()
     }
 
+    fn pixels(&self, sha256: &str) -> Option<Arc<crate::xray::XrayImage>> {
+        self.xray.as_ref().and_then(|(_, c)| c.get(sha256))
+    }
+
     fn regions(&self, sha256: &str) -> (Vec<RegionView>, Option<(u32, u32)>) {
         let Some((image, screening)) = self.xray.as_ref().and_then(|(_, c)| c.screened(sha256)) else {
             return (Vec::new(), None);
@@ -336,12 +343,13 @@ pub struct ConsoleScreen<S> {
 impl<S: Screen> Screen for ConsoleScreen<S> {
     fn review_requested(&mut self, request: &ReviewRequest) {
         let (regions, size) = request.image_sha256.as_deref().map_or((Vec::new(), None), |h| self.board.regions(h));
+        let image = request.image_sha256.as_deref().and_then(|h| self.board.pixels(h));
         let now = self.board.now();
         let mut st = self.board.state();
         if st.reviews.len() >= REVIEWS_KEPT {
             st.reviews.pop_first();
         }
-        let open = OpenReview { request: request.clone(), asked_at: now, regions, size };
+        let open = OpenReview { request: request.clone(), asked_at: now, regions, size, image };
         let view = Board::view(&st, &open, now);
         if let Some(p) = st.belt.get_mut(&request.parcel.serial) {
             p.in_review = true;

@@ -53,6 +53,9 @@ pub struct XrayConfig {
     pub missing_image_lane: Lane,
     /// How long an image may wait for the PLC's report of its parcel in the tunnel.
     pub image_match_window_ms: u64,
+    /// Decoded pixels kept in memory for the pre-screen, MiB (the newest images; an image
+    /// dropped before it is screened leaves its parcel unscreened, so not released).
+    pub image_cache_mb: u64,
     /// The pre-screen's tables, relative to the configuration file.
     pub calibration: PathBuf,
     pub profiles: PathBuf,
@@ -76,6 +79,7 @@ impl Default for XrayConfig {
             retention_max_total_bytes: 20 << 30,
             missing_image_lane: Lane::Hold,
             image_match_window_ms: 5_000,
+            image_cache_mb: 64,
             calibration: "xray/calibration.toml".into(),
             profiles: "xray/profiles.toml".into(),
         }
@@ -97,6 +101,9 @@ impl XrayConfig {
             .map_err(|e| XrayConfigError { key: "pattern", problem: e.to_string() })?;
         if self.poll_interval_ms == 0 {
             return invalid("poll_interval_ms", "must be above 0");
+        }
+        if self.image_cache_mb == 0 {
+            return invalid("image_cache_mb", "must be above 0");
         }
         if self.stable_polls > 100 {
             return invalid("stable_polls", "must be at most 100");

@@ -31,37 +31,62 @@ pub struct ScreenJob {
 }
 
 /// The decoded pixels of the images taken most recently, by hash: the intake has them already,
-/// so the pre-screen does not read the file back. Bounded: the oldest go first.
-#[derive(Clone, Default)]
-pub struct ImageCache(Arc<Mutex<VecDeque<Cached>>>);
+/// so the pre-screen does not read the file back. Bounded by count and by bytes (a station's
+/// images run to megabytes each): the oldest go first, the newest always stays.
+#[derive(Clone)]
+pub struct ImageCache {
+    images: Arc<Mutex<Images>>,
+    max_bytes: usize,
+}
+
+#[derive(Default)]
+struct Images {
+    held: VecDeque<Cached>,
+    bytes: usize,
+}
 
 /// An image's hash, its pixels and its latest screening (the console outlines its regions).
 type Cached = (Arc<str>, Arc<XrayImage>, Option<Arc<Screening>>);
 
+fn pixel_bytes(image: &XrayImage) -> usize {
+    (image.low.len() + image.high.as_ref().map_or(0, Vec::len)) * std::mem::size_of::<u16>()
+}
+
 impl ImageCache {
+    /// At most [`QUEUE`] images and `max_bytes` of pixels.
+    pub fn new(max_bytes: usize) -> ImageCache {
+        ImageCache { images: Arc::default(), max_bytes }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Images> {
+        self.images.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn put(&self, sha256: Arc<str>, image: XrayImage) {
-        let mut images = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if images.len() >= QUEUE {
-            images.pop_front();
+        let mut images = self.lock();
+        let bytes = pixel_bytes(&image);
+        while !images.held.is_empty() && (images.held.len() >= QUEUE || images.bytes + bytes > self.max_bytes) {
+            if let Some((_, old, _)) = images.held.pop_front() {
+                images.bytes -= pixel_bytes(&old);
+            }
         }
-        images.push_back((sha256, Arc::new(image), None));
+        images.bytes += bytes;
+        images.held.push_back((sha256, Arc::new(image), None));
     }
 
     pub fn get(&self, sha256: &str) -> Option<Arc<XrayImage>> {
-        let images = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        images.iter().rev().find(|(h, ..)| &**h == sha256).map(|(_, i, _)| i.clone())
+        self.lock().held.iter().rev().find(|(h, ..)| &**h == sha256).map(|(_, i, _)| i.clone())
     }
 
     /// The image's pixels and its latest screening, if it was screened.
     pub fn screened(&self, sha256: &str) -> Option<(Arc<XrayImage>, Arc<Screening>)> {
-        let images = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let (_, image, screening) = images.iter().rev().find(|(h, ..)| &**h == sha256)?;
+        let images = self.lock();
+        let (_, image, screening) = images.held.iter().rev().find(|(h, ..)| &**h == sha256)?;
         Some((image.clone(), screening.clone()?))
     }
 
     fn set_screening(&self, sha256: &str, screening: Screening) {
-        let mut images = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(cached) = images.iter_mut().rev().find(|(h, ..)| &**h == sha256) {
+        if let Some(cached) = self.lock().held.iter_mut().rev().find(|(h, ..)| &**h == sha256) {
             cached.2 = Some(Arc::new(screening));
         }
     }
@@ -205,4 +230,39 @@ pub fn retention(store: &Mutex<ImageStore>, config: &XrayConfig, keep_ms: i64) -
     let report =
         store.apply_retention(now, &config.retention(), &Pinned { hashes: recent, seqs: Default::default() })?;
     Ok(report.deleted_files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(seq: u32, pixels: usize) -> XrayImage {
+        XrayImage { seq, width: pixels as u32, height: 1, bit_depth: 8, low: vec![0; pixels], high: None }
+    }
+
+    #[test]
+    fn the_cache_keeps_the_newest_images_within_its_bytes() {
+        // 1,000 pixels of u16 are 2,000 bytes: three fit in 7,000, not four.
+        let cache = ImageCache::new(7_000);
+        for seq in 1..=4u32 {
+            cache.put(format!("h{seq}").into(), image(seq, 1_000));
+        }
+        assert!(cache.get("h1").is_none(), "the oldest went first");
+        assert_eq!(["h2", "h3", "h4"].map(|h| cache.get(h).map(|i| i.seq)), [Some(2), Some(3), Some(4)]);
+        // An image larger than the whole budget still stays, alone: the newest is never dropped.
+        cache.put("big".into(), image(5, 10_000));
+        assert_eq!(cache.get("big").map(|i| i.seq), Some(5));
+        assert!(cache.get("h4").is_none());
+        assert_eq!(cache.lock().bytes, 20_000);
+    }
+
+    #[test]
+    fn the_cache_keeps_at_most_a_queue_of_images() {
+        let cache = ImageCache::new(usize::MAX);
+        for seq in 0..=QUEUE as u32 {
+            cache.put(format!("h{seq}").into(), image(seq, 1));
+        }
+        assert_eq!(cache.lock().held.len(), QUEUE);
+        assert!(cache.get("h0").is_none() && cache.get(&format!("h{QUEUE}")).is_some());
+    }
 }

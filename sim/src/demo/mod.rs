@@ -1002,7 +1002,7 @@ pub fn run_modbus(
             .map_err(|e| DemoError::Sim { what: "the X-ray intake", detail: e.to_string() })?;
         let (jobs, screen_jobs) = crossbeam_channel::bounded(sortline::xray::station::QUEUE);
         // The console before the first parcel: its address and login are printed with the rest.
-        let cache = sortline::xray::station::ImageCache::default();
+        let cache = sortline::xray::station::ImageCache::new(xray.image_cache_mb as usize * (1 << 20));
         let clock = plc.clock();
         let board = console::Board::new(Box::new(move || clock.line_ms()), Some((screen.clone(), cache.clone())));
         let listener = console::bind(modbus.console)
