@@ -9,8 +9,6 @@ use sortline::clock::Stopwatch;
 use sortline::core::waybill::s10_check_digit;
 use sortline::core::{Carriers, Waybill};
 use sortline::manifest::{self, Format, ManifestStore};
-use std::io::{BufWriter, Write};
-use std::path::Path;
 
 const DEFAULT_MANIFESTS: u32 = 1_000_000;
 const BATCH: usize = 5000;
@@ -19,31 +17,6 @@ const LOOKUPS: usize = 10_000_000;
 fn waybill(n: u32) -> String {
     let serial: [u8; 8] = format!("{n:08}").as_bytes().try_into().expect("8 digits");
     format!("EA{n:08}{}CN", s10_check_digit(&serial))
-}
-
-fn write_file(path: &Path, count: u32) -> std::io::Result<u64> {
-    let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
-    for n in 1..=count {
-        let items = 1 + n % 3;
-        write!(
-            out,
-            r#"{{"waybill":"{}","list_no":"L2026{n:010}","version":1,"platform_time":"2026-03-01T08:00:00Z","direction":"export","ecommerce_ref":"ORD-{n}","logistics_ref":"LOG-{n}","payment_ref":"PAY-{n}","channel":"{}","status":"accepted","licence_required":false,"platform_targeted":false,"consignor":"Suzhou Silk Trading Co Ltd","consignee":"Consignee {n}","country":"US","gross_weight_g":{},"items":["#,
-            waybill(n),
-            if n % 10 == 0 { "red" } else { "green" },
-            300 + n % 2000
-        )?;
-        for i in 0..items {
-            let sep = if i == 0 { "" } else { "," };
-            write!(
-                out,
-                r#"{sep}{{"name":"Silk dress {i}","hs_code":"62044{i}","quantity":1,"unit":"pcs","value_minor":{},"currency":"CNY"}}"#,
-                1000 + n % 50_000
-            )?;
-        }
-        out.write_all(b"]}\n")?;
-    }
-    out.flush()?;
-    Ok(std::fs::metadata(path)?.len())
 }
 
 fn vm_hwm_mb() -> f64 {
@@ -64,7 +37,7 @@ fn main() {
     .expect("temporary directory");
     let file = dir.path().join("manifests.jsonl");
     let t = Stopwatch::start();
-    let bytes = write_file(&file, count).expect("writing the file");
+    let bytes = sortline_sim::bench::write_declarations(&file, count, "EA").expect("writing the file");
     println!(
         "sortline manifest benchmark: {count} declarations, {:.0} MB of JSON Lines (written in {:.1} s)",
         bytes as f64 / 1e6,

@@ -7,7 +7,6 @@
 mod common;
 
 use common::service::{copy_dir, repo, set, value, Daemon};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -15,7 +14,7 @@ use std::time::Duration;
 const PARCELS: u32 = 24;
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    sortline_sim::bench::free_port().unwrap()
 }
 
 fn read(path: &Path) -> String {
@@ -31,9 +30,7 @@ fn files_under(dir: &Path) -> usize {
 }
 
 fn edit(path: &Path, change: impl FnOnce(&mut toml::Table)) {
-    let mut t: toml::Table = toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    change(&mut t);
-    std::fs::write(path, toml::to_string(&t).unwrap()).unwrap();
+    sortline_sim::bench::edit(path, change).unwrap();
 }
 
 /// `sortline-sim`, built beside `sortline` by `cargo build --workspace` (as `sortline demo`

@@ -33,6 +33,7 @@
 //! - `gate`: the reading gate's photo-eye and its debounce filter.
 //! - `platform`: the platform's declaration lists, built from a catalogue of goods.
 //! - `s10`: UPU S10 waybill numbers.
+//! - [`bench`]: `sortline-sim bench`, the whole stack in real time at rising rates.
 //! - [`line`]: `sortline-sim line`, the simulated line as a process of its own for
 //!   `sortline run`.
 //! - `xray`: the simulated X-ray station: synthesised images, written to a folder or a TCP stream.
@@ -43,6 +44,7 @@ use serde::Serialize;
 use sortline::core::{Lane, Verdict};
 use sortline::manifest::DeclaredItem;
 
+pub mod bench;
 pub mod demo;
 mod gate;
 pub mod line;

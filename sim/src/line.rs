@@ -41,6 +41,9 @@ pub struct LineSimConfig {
     /// Missed diverts and belt slip, as the demo's `--faults`.
     #[serde(default)]
     pub faults: bool,
+    /// Optional: the parcels' shape and the gate eye, for small fast parcels (the benchmark).
+    #[serde(default)]
+    pub parcel: ParcelShape,
     pub plc: PlcServe,
     pub scanner: ScannerServe,
     pub xray: Option<XrayServe>,
@@ -49,6 +52,18 @@ pub struct LineSimConfig {
 
 fn default_seed() -> u64 {
     7
+}
+
+/// `[parcel]`: each key replaces the demo scenario's.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParcelShape {
+    /// Shortest and longest parcel, mm.
+    pub length_mm: Option<[u32; 2]>,
+    /// Least gap between parcels, mm.
+    pub min_gap_mm: Option<u32>,
+    /// The gate eye's debounce in the PLC, ms: a gap shorter than it merges two parcels.
+    pub debounce_ms: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,6 +131,13 @@ impl LineSimConfig {
         if let Some(folder) = c.xray.as_mut().and_then(|x| x.folder.as_mut()) {
             rel(folder);
         }
+        if c.parcel.length_mm.is_some_and(|[min, max]| min == 0 || min > max) {
+            return Err(problem("[parcel] length_mm: [shortest, longest], above 0".into()));
+        }
+        if c.parcel.debounce_ms.is_some_and(|ms| u64::from(ms) <= crate::world::BOUNCE_MS) {
+            let bounce = crate::world::BOUNCE_MS;
+            return Err(problem(format!("[parcel] debounce_ms: above {bounce}, the simulated eye's bounce")));
+        }
         if c.parcels == 0 || c.per_hour == 0 {
             return Err(problem("parcels and per_hour must be above 0".into()));
         }
@@ -160,7 +182,7 @@ pub struct LineSummary {
 }
 
 /// A distribution over destinations, ms.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Latency {
     pub destinations: usize,
     pub min: i64,
@@ -205,15 +227,15 @@ impl Stamps {
 
 /// The simulated devices' wall clock (they stand for hardware that has its own).
 #[derive(Clone, Copy)]
-struct DeviceClock(std::time::Instant);
+pub(crate) struct DeviceClock(std::time::Instant);
 
 impl DeviceClock {
     #[allow(clippy::disallowed_methods)]
-    fn start() -> DeviceClock {
+    pub(crate) fn start() -> DeviceClock {
         DeviceClock(std::time::Instant::now())
     }
 
-    fn us(self) -> u64 {
+    pub(crate) fn us(self) -> u64 {
         self.0.elapsed().as_micros() as u64
     }
 }
@@ -248,6 +270,11 @@ pub async fn run(
     scenario.manual_transfer = 0.0;
     scenario.inspection_ms = 0..=0;
     scenario.xray_images = c.xray.is_some();
+    if let Some([min, max]) = c.parcel.length_mm {
+        scenario.length_mm = min..=max;
+    }
+    scenario.min_gap_mm = c.parcel.min_gap_mm.unwrap_or(scenario.min_gap_mm);
+    scenario.debounce_ms = c.parcel.debounce_ms.map_or(scenario.debounce_ms, u64::from);
     let period = 3_600_000 / u64::from(c.per_hour);
     scenario.arrival_period_ms = (period * 4 / 5).max(1)..=(period * 6 / 5).max(1);
     let longest = scenario.length_mm.end() + scenario.min_gap_mm;

@@ -40,6 +40,10 @@ enum Command {
         #[arg(long)]
         summary: Option<PathBuf>,
     },
+    /// Benchmark the whole stack in real time (docs/performance.md): at each rate, `sortline-sim
+    /// line` and `sortline run` as processes, 1,000,000 declarations loaded; print one row per
+    /// rate, then the figures as table rows. Build with --release first.
+    Bench(BenchArgs),
     /// Run scenario files (`sim/scenarios/*.toml`) and judge them against their expectations.
     Scenario {
         /// Scenario files; default: every one in sim/scenarios.
@@ -48,6 +52,32 @@ enum Command {
         #[arg(long, default_value = "firmware-config/line.toml")]
         config: PathBuf,
     },
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Induction rates to run, parcels an hour, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "20000,40000,60000,80000,100000")]
+    rates: Vec<u32>,
+    /// Seconds of induction at each rate (the belt then empties).
+    #[arg(long, default_value_t = 60)]
+    seconds: u32,
+    /// Declarations in the daemon's store.
+    #[arg(long, default_value_t = 1_000_000)]
+    manifests: u32,
+    /// The daemon's `[plc] poll_period_ms`.
+    #[arg(long, default_value_t = 10)]
+    poll_ms: u32,
+    /// The configuration folder to copy for each run.
+    #[arg(long, default_value = "firmware-config")]
+    config_dir: PathBuf,
+    /// The simulator's configuration to copy.
+    #[arg(long, default_value = "sim/line/sim.toml")]
+    sim_toml: PathBuf,
+    /// Keep the runs (configuration, data, logs, summaries) here; default: a temporary folder,
+    /// removed at the end.
+    #[arg(long)]
+    dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -152,6 +182,7 @@ fn main() -> ExitCode {
         Command::Swarm(args) => run_swarm(args),
         Command::Scenario { files, config } => run_scenarios(files, &config),
         Command::Line { config, data, summary } => run_line(&config, data.as_deref(), summary.as_deref()),
+        Command::Bench(args) => run_bench(args),
     };
     match result {
         Ok(code) => code,
@@ -249,6 +280,101 @@ fn run_line(config: &Path, data: Option<&Path>, summary: Option<&Path>) -> Resul
     }
     let failed = s.unsafe_releases > 0 || s.unaccounted.is_some_and(|n| n > 0);
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn run_bench(args: BenchArgs) -> Result<ExitCode> {
+    use sortline_sim::bench::{self, Spec};
+    let temp = tempfile::Builder::new().prefix("sortline-bench-").tempdir()?;
+    let dir = args.dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
+    let exe = std::env::current_exe()?;
+    let spec = Spec {
+        config_dir: std::fs::canonicalize(&args.config_dir).with_context(|| args.config_dir.display().to_string())?,
+        sim_toml: args.sim_toml.clone(),
+        sortline: exe.with_file_name("sortline"),
+        sortline_sim: exe,
+        dir,
+        manifests: args.manifests,
+        seconds: args.seconds,
+        poll_ms: args.poll_ms,
+    };
+    anyhow::ensure!(
+        spec.sortline.exists(),
+        "{} is not built: cargo build --release --workspace",
+        spec.sortline.display()
+    );
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "sortline full-stack benchmark: {} declarations, {} s a rate, PLC poll {} ms, in {}",
+        spec.manifests,
+        spec.seconds,
+        spec.poll_ms,
+        spec.dir.display()
+    )?;
+    let import_s = bench::prepare(&spec)?;
+    writeln!(out, "declarations imported in {import_s:.1} s")?;
+    writeln!(
+        out,
+        "{:>8} {:>8} {:>6} {:>7} {:>5} {:>5} {:>6} {:>6} {:>17} {:>8} {:>6} {:>11} {:>8}",
+        "asked/h",
+        "got/h",
+        "belt",
+        "parcels",
+        "late",
+        "wrong",
+        "unsafe",
+        "unacc",
+        "due p50/p99/max",
+        "margin",
+        "CPU %",
+        "RSS (peak)",
+        "scrapes"
+    )?;
+    let mut runs = Vec::new();
+    for &rate in &args.rates {
+        let r = bench::run_rate(&spec, rate)?;
+        let s = &r.summary;
+        let (d, m) = (&s.due_to_destination_ms, &s.latch_margin_ms);
+        writeln!(
+            out,
+            "{:>8} {:>8.0} {:>4.1}m/s {:>7} {:>5} {:>5} {:>6} {:>6} {:>17} {:>6}ms {:>6.1} {:>11} {:>8}",
+            r.asked_per_hour,
+            s.per_hour,
+            f64::from(r.belt_mm_s) / 1000.0,
+            s.inducted,
+            s.late_destinations,
+            s.wrong_lane + s.no_destination,
+            s.unsafe_releases,
+            s.unaccounted.map_or("-".to_string(), |n| n.to_string()),
+            format!("{}/{}/{} ms", d.p50, d.p99, d.max),
+            m.min,
+            r.cpu_pct,
+            format!("{:.0} ({:.0}) MB", r.rss_mb, r.peak_rss_mb),
+            format!("{}/{}", r.scrapes_ok, r.scrapes)
+        )?;
+        runs.push(r);
+    }
+    let command = format!(
+        "`cargo run --release -p sortline-sim -- bench --rates {}`",
+        args.rates.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+    );
+    writeln!(out)?;
+    // The highest rate of an unbroken run of clean ones from the lowest: a clean rate above a
+    // failed one is luck, not capacity.
+    let clean = runs.iter().take_while(|r| r.clean()).last();
+    match clean {
+        Some(r) => writeln!(out, "| full stack: highest rate with 0 late or misrouted | {:.0} parcels/h ({} asked, belt {:.1} m/s) | {command} |", r.summary.per_hour, r.asked_per_hour, f64::from(r.belt_mm_s) / 1000.0)?,
+        None => writeln!(out, "| full stack: highest rate with 0 late or misrouted | none of the rates run | {command} |")?,
+    }
+    for r in runs.iter().filter(|r| {
+        Some(r.asked_per_hour) == args.rates.first().copied()
+            || clean.is_some_and(|c| c.asked_per_hour == r.asked_per_hour)
+    }) {
+        let d = &r.summary.due_to_destination_ms;
+        writeln!(out, "| full stack at {} parcels/h: due-to-destination p50 / p99 / max | {} / {} / {} ms ({} destinations) | {command} |", r.asked_per_hour, d.p50, d.p99, d.max, d.destinations)?;
+        writeln!(out, "| full stack at {} parcels/h: daemon CPU, resident memory (peak), {} declarations | {:.1} % of a core, {:.0} MB ({:.0} MB) | {command} |", r.asked_per_hour, spec.manifests, r.cpu_pct, r.rss_mb, r.peak_rss_mb)?;
+    }
+    Ok(if runs.iter().any(|r| r.summary.unsafe_releases > 0) { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 fn run_swarm(args: SwarmArgs) -> Result<ExitCode> {

@@ -27,7 +27,7 @@ const MAX_PARCELS: u32 = 2_000_000;
 /// Reviews the officers' screen holds at once; more are refused (counted).
 const MAX_PENDING_REVIEWS: u32 = 10_000;
 /// Length of a photo-eye bounce: the beam flickers clear for this long.
-const BOUNCE_MS: Ms = 5;
+pub(crate) const BOUNCE_MS: Ms = 5;
 /// How much earlier than the Gate event a fast scanner may report.
 const SCAN_EARLY_MAX_MS: Ms = 10;
 /// When the first parcel's leading edge passes position 0 (induction).

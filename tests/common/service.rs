@@ -14,25 +14,10 @@ pub fn repo(rel: &str) -> PathBuf {
 /// A folder copied whole (`firmware-config/`, so that `line.toml`'s relative paths find its
 /// files).
 pub fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
+    sortline_sim::bench::copy_dir(from, to).unwrap();
 }
 
-/// Sets `value` at the dotted `path` of a TOML table.
-pub fn set(t: &mut toml::Table, path: &str, value: impl Into<toml::Value>) {
-    let mut keys: Vec<&str> = path.split('.').collect();
-    let last = keys.pop().unwrap();
-    let table = keys.into_iter().fold(t, |t, k| t.get_mut(k).and_then(toml::Value::as_table_mut).unwrap());
-    table.insert(last.into(), value.into());
-}
+pub use sortline_sim::bench::set;
 
 pub fn value(text: &str) -> toml::Value {
     toml::from_str::<toml::Table>(&format!("v = {text}")).unwrap().remove("v").unwrap()
