@@ -15,7 +15,7 @@
 //!
 //! Fault knobs ([`SimPlc`]): drop every open connection, stall replies past the host's
 //! timeout, answer with a Modbus exception, restart the PLC (or reset its memory: boot 1 again,
-//! a new nonce), stop its heartbeat, pause the destination ring (late destinations), fill a
+//! a new nonce), stop its heartbeat, break its watchdog, pause the destination ring (late destinations), fill a
 //! lane, jam the belt or press the emergency stop.
 
 use std::future::Future;
@@ -727,6 +727,11 @@ impl SimPlc {
     /// Fault: the PLC program hangs (heartbeat frozen) or resumes.
     pub fn stop_heartbeat(&self, stopped: bool) {
         self.shared.state().regs.stop_heartbeat(stopped);
+    }
+
+    /// Fault: the PLC's watchdog never trips (or works again).
+    pub fn break_watchdog(&self, broken: bool) {
+        self.shared.state().regs.break_watchdog(broken);
     }
 }
 

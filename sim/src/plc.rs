@@ -99,6 +99,7 @@ pub struct PlcRegisters {
     synced: bool,
     safe_mode: bool,
     plc_heartbeat_stopped: bool,
+    watchdog_broken: bool,
 }
 
 impl PlcRegisters {
@@ -136,6 +137,7 @@ impl PlcRegisters {
             synced: false,
             safe_mode: false,
             plc_heartbeat_stopped: false,
+            watchdog_broken: false,
         };
         plc.start(plc_ms);
         plc
@@ -188,6 +190,11 @@ impl PlcRegisters {
     /// Fault knob: the PLC program hangs (its heartbeat stops moving); the bank stays served.
     pub fn stop_heartbeat(&mut self, stopped: bool) {
         self.plc_heartbeat_stopped = stopped;
+    }
+
+    /// Fault knob: the PLC program's watchdog never trips (a host that stops is not noticed).
+    pub fn break_watchdog(&mut self, broken: bool) {
+        self.watchdog_broken = broken;
     }
 
     /// The lane-full sensor of `lane_id` (0..=15) changed: its LANE_FULL bit and an event.
@@ -341,6 +348,7 @@ impl PlcRegisters {
                 self.push(self.map.codes.event.safe_mode_changed, 0, cause, 0);
             }
         } else if !self.watchdog_tripped
+            && !self.watchdog_broken
             && plc_ms.saturating_sub(self.host_heartbeat_at_ms) > self.map.timing.watchdog_ms
         {
             self.watchdog_tripped = true;
