@@ -2,7 +2,8 @@
 //! (inputs, driver alarms, a drain request) and woken for its next deadline; the PLC driver
 //! as a tokio task; the audit chain behind a [`GroupCommit`]. Shutdown comes from a broadcast
 //! the caller owns (mini-redis): on it the core drains (the parcels on the belt finish their
-//! stories, bounded by [`DaemonConfig::drain_limit`]), then the driver stops.
+//! stories, bounded by [`DaemonConfig::drain_limit`]), then the driver stops its heartbeat and
+//! waits (bounded) for the PLC to show its watchdog's safe mode.
 //!
 //! Records are durable before the destinations they justify leave: after each input the core's
 //! records are submitted to the group commit, and when that input produced destinations the core
@@ -18,7 +19,7 @@ use crate::core::{
 };
 use crate::manifest::{OperatorStore, StoreError};
 use crate::mqtt::command::Reply;
-use crate::plc::driver::{Driver, DriverConfig, DriverOutput, DriverStats, Pace};
+use crate::plc::driver::{Driver, DriverConfig, DriverOutput, DriverStats, Pace, SafeModeCheck};
 use crate::plc::{Destination, PlcError, RegisterMap};
 use crate::recorder;
 use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
@@ -181,6 +182,8 @@ pub struct Finished {
     pub driver_stats: DriverStats,
     /// Whether every parcel's story closed before the drain limit.
     pub drained: bool,
+    /// Whether the PLC confirmed its safe mode once the driver's heartbeat stopped, and when.
+    pub plc_safe_mode: SafeModeCheck,
 }
 
 /// A running daemon.
@@ -190,7 +193,7 @@ pub struct Daemon {
     core: Option<std::thread::JoinHandle<Result<CoreEnd, DaemonError>>>,
     /// Fires when the core thread ends, however it ends (its sender is dropped with the thread).
     core_ended: oneshot::Receiver<()>,
-    driver: tokio::task::JoinHandle<Result<(), PlcError>>,
+    driver: tokio::task::JoinHandle<Result<SafeModeCheck, PlcError>>,
     stop_driver: Option<oneshot::Sender<()>>,
     forward: tokio::task::JoinHandle<()>,
     stats: Arc<Mutex<DriverStats>>,
@@ -233,8 +236,8 @@ impl Daemon {
             // Not before the core has taken in its initial state; a core that never gets there
             // ends the daemon anyway.
             tokio::select! {
-                r = ready => if r.is_err() { return Ok(()) },
-                _ = &mut stopped => return Ok(()),
+                r = ready => if r.is_err() { return Ok(SafeModeCheck::link_down(0)) },
+                _ = &mut stopped => return Ok(SafeModeCheck::link_down(0)),
             }
             driver
                 .run(async move {
@@ -338,10 +341,17 @@ impl Daemon {
             .map_err(|_| DaemonError::Stopped("core thread"))?
             .map_err(|_| DaemonError::Stopped("core thread"))??;
         let _ = self.stop_driver.take().map(|s| s.send(()));
-        (&mut self.driver).await.map_err(|_| DaemonError::Stopped("PLC driver"))??;
+        let plc_safe_mode = (&mut self.driver).await.map_err(|_| DaemonError::Stopped("PLC driver"))??;
         self.forward.abort();
         let driver_stats = self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        Ok(Finished { line: end.line, audit: end.audit, now_ms: end.now_ms, driver_stats, drained: end.drained })
+        Ok(Finished {
+            line: end.line,
+            audit: end.audit,
+            now_ms: end.now_ms,
+            driver_stats,
+            drained: end.drained,
+            plc_safe_mode,
+        })
     }
 }
 

@@ -4,6 +4,8 @@
 use crate::audit::{AuditError, AuditLog, GroupCommit, NewEntry, Signer};
 use crate::config::{Audit, Loaded};
 use crate::core::{Alarm, Identity, Input, Lane, LaneMap, Line, LineStats, LostWhy, Millis, Reason, Record, SyncCause};
+use crate::plc::driver::SafeModeCheck;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// Opens the chain's writer with `[audit]`'s checkpoint bounds (by count and by time).
@@ -23,23 +25,41 @@ pub fn run_start_entry(cfg: &Loaded, line: &Line, mode: &str, wall_ms: i64) -> N
     NewEntry { kind: "start".into(), wall_ms, mono_ms: 0, tracking: None, waybill: None, payload: start }
 }
 
-/// The chain's closing entry, with the core's counters.
-pub fn stop_entry(stats: &LineStats, wall_ms: i64, now_ms: u64) -> NewEntry {
+/// The payload of the chain's closing entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopPayload {
+    /// The core's counters, at the top level as they always were.
+    #[serde(flatten)]
+    pub stats: LineStats,
+    /// Whether the PLC confirmed its watchdog's safe mode once the driver stopped; `None` with
+    /// no PLC driver (the in-process demo), and in records from before it was kept.
+    #[serde(default)]
+    pub plc_safe_mode: Option<SafeModeCheck>,
+}
+
+/// The chain's closing entry, with the core's counters and how the PLC took the stop.
+pub fn stop_entry(stats: &LineStats, plc_safe_mode: Option<SafeModeCheck>, wall_ms: i64, now_ms: u64) -> NewEntry {
+    let payload = StopPayload { stats: stats.clone(), plc_safe_mode };
     NewEntry {
         kind: "stop".into(),
         wall_ms,
         mono_ms: now_ms,
         tracking: None,
         waybill: None,
-        payload: serde_json::to_value(stats).unwrap_or_default(),
+        payload: serde_json::to_value(payload).unwrap_or_default(),
     }
 }
 
 /// Closes a run on record: the stop entry, then a signed checkpoint over it (whatever the
 /// bounds say), so that a clean stop leaves nothing unsigned. Returns the checkpoint's seq.
-pub fn close_run(audit: &GroupCommit, stats: &LineStats, now_ms: u64) -> Result<u64, AuditError> {
+pub fn close_run(
+    audit: &GroupCommit,
+    stats: &LineStats,
+    plc_safe_mode: Option<SafeModeCheck>,
+    now_ms: u64,
+) -> Result<u64, AuditError> {
     let wall = crate::clock::wall_ms();
-    audit.submit(vec![stop_entry(stats, wall, now_ms)])?.wait()?;
+    audit.submit(vec![stop_entry(stats, plc_safe_mode, wall, now_ms)])?.wait()?;
     audit.checkpoint_now(wall)?;
     audit.flush()
 }
@@ -294,6 +314,21 @@ pub fn describe(record: &Record, lanes: &LaneMap) -> String {
 mod tests {
     use super::*;
     use crate::core::{ParcelId, PlcHoldCause, TrackingId, TriggerCount};
+
+    #[test]
+    fn the_stop_entry_keeps_the_plcs_answer_and_older_ones_still_read() {
+        let stats = LineStats { parcels: 12, confirmed: 11, ..LineStats::default() };
+        let check = SafeModeCheck { confirmed: true, waited_ms: 940, link_down: false };
+        let entry = stop_entry(&stats, Some(check), 0, 5);
+        assert_eq!(entry.payload["parcels"], 12, "the counters stay at the top level");
+        assert_eq!(entry.payload["plc_safe_mode"]["confirmed"], true);
+        let back: StopPayload = serde_json::from_value(entry.payload).unwrap();
+        assert_eq!(back, StopPayload { stats: stats.clone(), plc_safe_mode: Some(check) });
+        // Written before the field (and before `verdicts_refused`).
+        let old = serde_json::json!({"parcels": 12, "confirmed": 11});
+        let back: StopPayload = serde_json::from_value(old).unwrap();
+        assert_eq!(back, StopPayload { stats, plc_safe_mode: None });
+    }
 
     #[test]
     fn inputs_round_trip_through_entries() {

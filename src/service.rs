@@ -360,7 +360,9 @@ pub fn run(cfg: &Loaded, data_dir: &Path) -> Result<Stopped, ServiceError> {
         }
         // Closed on record and signed before the publisher drains, so the last anchor leaves too.
         let closed = finished.map(|f| {
-            let signed = tokio::task::block_in_place(|| recorder::close_run(&f.audit, f.line.stats(), f.now_ms));
+            let signed = tokio::task::block_in_place(|| {
+                recorder::close_run(&f.audit, f.line.stats(), Some(f.plc_safe_mode), f.now_ms)
+            });
             (f, signed)
         });
         if let Some(p) = publisher {
@@ -373,8 +375,8 @@ pub fn run(cfg: &Loaded, data_dir: &Path) -> Result<Stopped, ServiceError> {
         let (finished, signed) = closed?;
         Ok::<_, ServiceError>((finished, signed?))
     })?;
-    let (daemon::Finished { line, audit, driver_stats, drained, .. }, head) = finished;
-    tracing::info!(?driver_stats, drained, head, "daemon stopped; the record closed and signed");
+    let (daemon::Finished { line, audit, driver_stats, drained, plc_safe_mode, .. }, head) = finished;
+    tracing::info!(?driver_stats, drained, ?plc_safe_mode, head, "daemon stopped; the record closed and signed");
     audit.shutdown()?;
     Ok(Stopped { drained, parcels: line.stats().parcels })
 }

@@ -5,6 +5,7 @@
 mod plc_harness;
 
 use plc_harness::{assert_every_parcel_in_its_decided_lane, assert_safe, repo, Run, RUN_LIMIT};
+use sortline::clock::Stopwatch;
 use sortline::config::LineConfig;
 use sortline::config::Transport;
 use sortline::core::*;
@@ -203,4 +204,56 @@ async fn a_silent_host_trips_the_watchdog_and_every_later_parcel_goes_to_hold() 
         report.parcels
     );
     assert!(run.driver.await.unwrap().is_ok());
+}
+
+/// `WATCHDOG_MS` plus two of the harness's polls (10 ms, not in lockstep) and a second: how long
+/// a stopped driver waits for the PLC's safe mode at most.
+const CONFIRM_BOUND_MS: u64 = 1_000 + 2 * 10 + 1_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_driver_reports_the_plc_confirming_its_watchdogs_safe_mode() {
+    let mut run = Run::start_with(Transport::Tcp, 40, 21, false).await;
+    run.drive(|r| r.done.len() >= 5).await;
+    let stopped = Stopwatch::start();
+    run.stop_driver();
+    let check = run.driver.await.unwrap().unwrap();
+    let took_ms = stopped.elapsed_ms();
+
+    assert!(check.confirmed && !check.link_down, "{check:?}");
+    assert!(run.plc.safe_mode());
+    // The heartbeat last moved at most a heartbeat period (200 ms) and a poll before the stop,
+    // and the PLC trips once it is older than the watchdog: never at once.
+    assert!((700..=CONFIRM_BOUND_MS).contains(&check.waited_ms), "{check:?}");
+    assert!(took_ms >= check.waited_ms && took_ms <= CONFIRM_BOUND_MS + 200, "{took_ms} ms, {check:?}");
+    eprintln!("safe mode confirmed {} ms after the stop", check.waited_ms);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plc_whose_watchdog_never_trips_is_reported_unconfirmed_at_the_bound() {
+    let mut run = Run::start_with(Transport::Tcp, 40, 22, false).await;
+    run.drive(|r| r.done.len() >= 5).await;
+    run.plc.break_watchdog(true);
+    let stopped = Stopwatch::start();
+    run.stop_driver();
+    let check = run.driver.await.unwrap().unwrap();
+    let took_ms = stopped.elapsed_ms();
+
+    assert!(!check.confirmed && !check.link_down, "{check:?}");
+    assert!(!run.plc.safe_mode());
+    assert!((CONFIRM_BOUND_MS..=CONFIRM_BOUND_MS + 200).contains(&took_ms), "{took_ms} ms, {check:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_down_at_the_stop_is_reported_unconfirmed_at_once() {
+    let mut run = Run::start_with(Transport::Tcp, 40, 23, false).await;
+    run.drive(|r| r.done.len() >= 5).await;
+    run.plc.drop_connections();
+    let stopped = Stopwatch::start();
+    run.stop_driver();
+    let check = run.driver.await.unwrap().unwrap();
+    let took_ms = stopped.elapsed_ms();
+
+    assert!(!check.confirmed && check.link_down, "{check:?}");
+    // No reconnect, no wait for a watchdog it cannot see: one failed request at most.
+    assert!(took_ms < 300, "{took_ms} ms, {check:?}");
 }

@@ -7,7 +7,7 @@ mod common;
 use common::service::{line, spawn, Line};
 use sortline::audit::{self, DB_FILE};
 use sortline::core::{Lane, Record};
-use sortline::recorder::record_of;
+use sortline::recorder::{record_of, StopPayload};
 use sortline_sim as sim;
 use std::collections::{HashMap, HashSet};
 use std::process::Command;
@@ -56,8 +56,12 @@ async fn the_daemon_runs_a_line_over_real_wires_and_stops_cleanly_on_sigterm() {
     assert!(v.is_intact());
     let mut decided = HashMap::new();
     let mut kinds = Vec::new();
+    let mut stop = None;
     audit::entries(&db, |e| {
         kinds.push(e.kind.clone());
+        if e.kind == "stop" {
+            stop = Some(serde_json::from_value::<StopPayload>(e.payload.clone()).unwrap());
+        }
         if let Some(Record::Decision { parcel, lane, reasons, .. }) = record_of(&e.kind, &e.payload) {
             decided.insert(parcel.tracking.0, (lane, reasons));
         }
@@ -68,6 +72,14 @@ async fn the_daemon_runs_a_line_over_real_wires_and_stops_cleanly_on_sigterm() {
     // A clean stop ends the chain with the stop entry and the checkpoint that signs it.
     let tail: Vec<&str> = kinds.iter().rev().take(2).rev().map(String::as_str).collect();
     assert_eq!(tail, ["stop", "checkpoint"], "{log}");
+    // Its heartbeat stopped, the daemon waited for the PLC to show its watchdog's safe mode
+    // (WATCHDOG_MS, 1 s, from the last heartbeat) and put that on record and in the log.
+    let check = stop.unwrap().plc_safe_mode.unwrap_or_else(|| panic!("no plc_safe_mode\n{log}"));
+    assert!(check.confirmed && !check.link_down, "{check:?}\n{log}");
+    assert!((700..=2_200).contains(&check.waited_ms), "{check:?}");
+    assert!(plc.safe_mode());
+    assert!(log.contains("the PLC confirmed safe mode"), "{log}");
+    eprintln!("safe mode confirmed {} ms after the drain", check.waited_ms);
     // Every tracked parcel was decided and left by the lane decided (no officer screen: a
     // parcel selected for review is held at its cut-off).
     for o in report.outcomes.iter().filter(|o| o.tracking.is_some()) {

@@ -719,8 +719,10 @@ pub struct LineMode {
     pub shadow: bool,
 }
 
-/// Counters for monitoring; all since start.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+/// Counters for monitoring; all since start. Read back from `stop` entries, where a counter
+/// added later is 0 in older ones.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct LineStats {
     pub parcels: u64,
     pub decided_release: u64,

@@ -13,6 +13,9 @@
 //!   map version or watchdog is refused, and [`Driver::run`] returns that error.
 //! - Inputs for the core (events, `DestinationWritten`, orphans after a PLC restart) and alarms
 //!   go out on a bounded channel; destinations come in on another.
+//! - Stopped, the driver writes no more heartbeats and reads the PLC's status until it reports
+//!   the safe mode of its watchdog, bounded by the watchdog time plus a margin
+//!   ([`SafeModeCheck`]): the PLC confirms that it holds everything now the host is gone.
 
 use super::codec::Header;
 use super::error::{LinkFault, ModbusException, Operation, PlcError};
@@ -196,6 +199,35 @@ pub struct DriverStats {
     pub destination_latency: Latency,
 }
 
+/// What the PLC showed after the driver stopped its heartbeat for a clean stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SafeModeCheck {
+    /// The PLC reported `SAFE_MODE` with `WATCHDOG_TRIPPED` within the bound.
+    pub confirmed: bool,
+    /// From the stop to the confirmation, to the bound, or to the link failing.
+    pub waited_ms: u64,
+    /// There was no link at the stop, or it broke while waiting: the PLC could not tell.
+    pub link_down: bool,
+}
+
+impl SafeModeCheck {
+    /// Nothing confirmed: no link to the PLC (or none opened yet) to read its status on.
+    pub fn link_down(waited_ms: u64) -> SafeModeCheck {
+        SafeModeCheck { confirmed: false, waited_ms, link_down: true }
+    }
+
+    fn log(&self) {
+        let waited_ms = self.waited_ms;
+        if self.confirmed {
+            tracing::info!(waited_ms, "the PLC confirmed safe mode: its watchdog tripped once the heartbeat stopped");
+        } else if self.link_down {
+            tracing::warn!(waited_ms, "PLC link down at stop: its safe mode is not confirmed");
+        } else {
+            tracing::warn!(waited_ms, "the PLC did not report its watchdog's safe mode in time");
+        }
+    }
+}
+
 /// Lockstep pacing, for a simulated PLC whose line advances per poll cycle: the driver starts
 /// a poll only once the host has handled every output of the earlier polls, so a slow host
 /// slows the line down instead of missing its deadlines. Never for a real PLC.
@@ -237,7 +269,7 @@ pub struct Driver {
 
 /// Why a connection ended.
 enum Ended {
-    Shutdown,
+    Shutdown(SafeModeCheck),
     Fatal(PlcError),
     Broken,
 }
@@ -309,14 +341,16 @@ impl Driver {
         }
     }
 
-    /// Runs until `shutdown` completes (Ok) or the PLC is refused (its [`PlcError`]).
-    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), PlcError> {
+    /// Runs until `shutdown` completes, then waits for the PLC's safe mode (bounded, see
+    /// [`SafeModeCheck`]) and returns what it showed; or until the PLC is refused (its
+    /// [`PlcError`]).
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<SafeModeCheck, PlcError> {
         tokio::pin!(shutdown);
         let mut backoff = self.config.backoff_initial;
-        loop {
+        let check = loop {
             let connect = self.config.link.open(Slave(self.config.unit_id));
             let ctx = tokio::select! {
-                () = &mut shutdown => return Ok(()),
+                () = &mut shutdown => break SafeModeCheck::link_down(0),
                 r = tokio::time::timeout(self.config.request_timeout, connect) => r,
             };
             let ended = match ctx {
@@ -342,7 +376,7 @@ impl Driver {
                 }
             };
             match ended {
-                Ended::Shutdown => return Ok(()),
+                Ended::Shutdown(check) => break check,
                 Ended::Fatal(e) => {
                     tracing::error!(error = %e, "refusing to drive the PLC");
                     return Err(e);
@@ -355,12 +389,52 @@ impl Driver {
                     // The context is gone (dropped with its socket or port): a late reply cannot
                     // reach us.
                     tokio::select! {
-                        () = &mut shutdown => return Ok(()),
+                        () = &mut shutdown => break SafeModeCheck::link_down(0),
                         () = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(self.config.backoff_max);
                 }
             }
+        };
+        check.log();
+        Ok(check)
+    }
+
+    /// After the stop: no more heartbeats (nor any other write), only the header, until the PLC
+    /// shows its watchdog's safe mode. Bounded by `WATCHDOG_MS` plus two polls and a second;
+    /// a link that fails ends the wait at once (no reconnect: the stop must not hang on it).
+    async fn confirm_safe_mode(&mut self, ctx: &mut Context) -> SafeModeCheck {
+        let started = Stopwatch::start();
+        let bound =
+            Duration::from_millis(self.map.timing.watchdog_ms) + 2 * self.config.poll_period + Duration::from_secs(1);
+        let (address, count) = self.map.header_span();
+        let watch = async {
+            let mut tick = tokio::time::interval(self.config.poll_period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match read(ctx, self.config.request_timeout, Operation::ReadHeader, address, count).await {
+                    Ok(words) => {
+                        let status = Header::decode(&self.map, &words).map(|h| h.status);
+                        if status.is_some_and(|s| s.safe_mode && s.watchdog_tripped) {
+                            return Ok(());
+                        }
+                    }
+                    Err(e) if e.needs_reconnect() => return Err(e),
+                    // The device said no: ask again next period.
+                    Err(_) => {}
+                }
+            }
+        };
+        let outcome = tokio::time::timeout(bound, watch).await;
+        let waited_ms = started.elapsed_ms();
+        match outcome {
+            Ok(Ok(())) => SafeModeCheck { confirmed: true, waited_ms, link_down: false },
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "PLC link failed while waiting for its safe mode");
+                SafeModeCheck::link_down(waited_ms)
+            }
+            Err(_) => SafeModeCheck { confirmed: false, waited_ms, link_down: false },
         }
     }
 
@@ -379,7 +453,7 @@ impl Driver {
                 tokio::select! {
                     // Destinations already queued go out with this poll.
                     biased;
-                    () = &mut *shutdown => return Ended::Shutdown,
+                    () = &mut *shutdown => return Ended::Shutdown(self.confirm_safe_mode(&mut ctx).await),
                     d = self.destinations.recv(), if self.destinations_open => match d {
                         Some(d) => self.accept(d).await,
                         None => self.destinations_open = false,
@@ -390,8 +464,11 @@ impl Driver {
             if let Some(pace) = &mut self.pace {
                 let emitted = self.emitted;
                 let host_gone = tokio::select! {
-                    () = &mut *shutdown => return Ended::Shutdown,
-                    r = pace.handled.wait_for(|h| *h >= emitted) => r.is_err(),
+                    () = &mut *shutdown => None,
+                    r = pace.handled.wait_for(|h| *h >= emitted) => Some(r.is_err()),
+                };
+                let Some(host_gone) = host_gone else {
+                    return Ended::Shutdown(self.confirm_safe_mode(&mut ctx).await);
                 };
                 if host_gone {
                     self.pace = None;

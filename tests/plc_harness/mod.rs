@@ -70,7 +70,7 @@ pub struct Run {
     dest: mpsc::Sender<Destination>,
     stats: Arc<std::sync::Mutex<DriverStats>>,
     stop: Option<oneshot::Sender<()>>,
-    pub driver: tokio::task::JoinHandle<Result<(), sortline::plc::PlcError>>,
+    pub driver: tokio::task::JoinHandle<Result<sortline::plc::driver::SafeModeCheck, sortline::plc::PlcError>>,
     now: u64,
     pub done: Vec<ParcelReport>,
     pub alarms: Vec<Alarm>,

@@ -451,7 +451,7 @@ pub fn run(cfg: &Loaded, opts: &DemoOptions, live: &mut dyn Write) -> Result<Sum
         }
     }
     let wall = h.epoch_wall_ms + now as i64;
-    h.pending.push(recorder::stop_entry(h.line.stats(), wall, now));
+    h.pending.push(recorder::stop_entry(h.line.stats(), None, wall, now));
     h.commit()?;
     // A clean stop leaves nothing unsigned.
     h.audit.checkpoint_now(wall)?;
@@ -1185,7 +1185,9 @@ pub fn run_modbus(
             let _ = reader.await;
         }
         // Closed on record and signed before the publisher drains, so the last anchor leaves too.
-        tokio::task::block_in_place(|| recorder::close_run(&finished.audit, finished.line.stats(), finished.now_ms))?;
+        tokio::task::block_in_place(|| {
+            recorder::close_run(&finished.audit, finished.line.stats(), Some(finished.plc_safe_mode), finished.now_ms)
+        })?;
         let mqtt = match publisher {
             // What the outbox still holds after this is delivered on the next start.
             Some((broker, prefix, _, p)) => Some(MqttSummary {
@@ -1198,7 +1200,7 @@ pub fn run_modbus(
         };
         Ok::<_, DemoError>((plc.report(), finished, reader_stats.map(|stats| stats()), mqtt, truth))
     })?;
-    let daemon::Finished { line, audit, now_ms, driver_stats, drained } = finished;
+    let daemon::Finished { line, audit, now_ms, driver_stats, drained, .. } = finished;
     tracing::info!(?driver_stats, drained, "daemon stopped");
     audit.shutdown()?;
     let host = HostFigures {
