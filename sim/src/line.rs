@@ -536,3 +536,35 @@ pub fn print(s: &LineSummary, w: &mut dyn std::io::Write) -> std::io::Result<()>
     )?;
     writeln!(w, "  latch margin: min {} ms, p50 {} ms", m.min, m.p50)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(extra: &str) -> Result<LineSimConfig, LineError> {
+        let dir = tempfile::tempdir().unwrap();
+        let shipped = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("line/sim.toml")).unwrap();
+        let path = dir.path().join("sim.toml");
+        std::fs::write(&path, format!("{shipped}\n{extra}")).unwrap();
+        LineSimConfig::load(&path)
+    }
+
+    #[test]
+    fn the_shipped_file_loads_and_the_parcel_shape_is_optional() {
+        let c = load("").unwrap();
+        assert!(c.parcel.length_mm.is_none() && c.parcel.min_gap_mm.is_none() && c.parcel.debounce_ms.is_none());
+        let c = load("[parcel]\nlength_mm = [80, 160]\nmin_gap_mm = 60\ndebounce_ms = 8\n").unwrap();
+        assert_eq!(
+            (c.parcel.length_mm, c.parcel.min_gap_mm, c.parcel.debounce_ms),
+            (Some([80, 160]), Some(60), Some(8))
+        );
+    }
+
+    #[test]
+    fn a_parcel_shape_the_simulated_line_cannot_have_is_refused_before_it_runs() {
+        for bad in ["length_mm = [0, 100]", "length_mm = [200, 100]", "debounce_ms = 5", "colour = \"red\""] {
+            let e = load(&format!("[parcel]\n{bad}\n")).map(|_| ()).unwrap_err();
+            assert!(matches!(e, LineError::Config { .. }), "{bad}: {e}");
+        }
+    }
+}
