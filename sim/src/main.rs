@@ -355,8 +355,11 @@ fn run_bench(args: BenchArgs) -> Result<ExitCode> {
         runs.push(r);
     }
     let command = format!(
-        "`cargo run --release -p sortline-sim -- bench --rates {}`",
-        args.rates.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+        "`cargo run --release -p sortline-sim -- bench --rates {} --seconds {} --poll-ms {} --manifests {}`",
+        args.rates.iter().map(u32::to_string).collect::<Vec<_>>().join(","),
+        args.seconds,
+        args.poll_ms,
+        args.manifests
     );
     writeln!(out)?;
     // The highest rate of an unbroken run of clean ones from the lowest: a clean rate above a
